@@ -1,0 +1,3 @@
+"""bertbuild: BERT QA checkpoint -> validated, gated inference engines."""
+
+__version__ = "0.1.0"

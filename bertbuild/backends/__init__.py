@@ -1,0 +1,1 @@
+"""Inference backends: each turns a model file into a `Runner`."""

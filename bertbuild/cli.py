@@ -1,0 +1,55 @@
+"""`bertbuild` console script: a thin front over the flows and pure functions.
+
+Each subcommand lives in `bertbuild/commands/<name>.py` with `add_parser` and
+`run`; heavy imports happen inside `run`, so `--help` is instant. A
+`BertbuildError` becomes one line on stderr and its exit code (2 for bad
+input, 1 for failed gates and fetches); anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from bertbuild import __version__
+from bertbuild.errors import BertbuildError
+
+# Explicit, ordered list: adding a command is one file plus one name here.
+COMMANDS = ("run", "finetune", "ask", "fetch", "artifacts", "passes", "backends")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bertbuild",
+        description="Turn a BERT SQuAD checkpoint into validated, gated inference engines.",
+    )
+    parser.add_argument("--version", action="version", version=f"bertbuild {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"bertbuild.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"bertbuild.commands.{name}":
+                raise
+            continue  # command not written yet
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except BertbuildError as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"bertbuild: error: {message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bertbuild: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

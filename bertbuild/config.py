@@ -1,0 +1,163 @@
+"""Build configs: YAML files validated into typed, frozen pydantic models.
+
+Unknown keys, wrong types and missing files are reported as one line naming
+the file and the dotted key, e.g. `configs/x.yaml: eval.limit: must be ...`.
+`None` means "use the default" throughout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bertbuild.errors import ConfigError
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSource(_Section):
+    """Where the fine-tuned QA checkpoint comes from.
+
+    `source` is a local directory or archive, `file://`, `https://`, `ngc://`,
+    `gdrive://`, or `generated:tiny` (random weights, for smoke tests only).
+    """
+
+    source: str
+    sha256: str | None = None
+    lower_case: bool | None = None  # None: read it off the vocab
+    name: str | None = None  # for reports and the artifact store; default from source
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex64(cls, value):
+        if value is not None and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value.lower())):
+            raise ValueError("must be 64 hex characters")
+        return value
+
+
+class ExportConfig(_Section):
+    opset: Literal[17, 18] = 17
+
+
+class EvalConfig(_Section):
+    """Which SQuAD questions are scored, and how features are made."""
+
+    dataset: str = "bundled"  # "bundled" or a path to a SQuAD v1.1 JSON (.json / .json.zip)
+    split: Literal["heldout", "train", "all"] = "heldout"
+    limit: int | None = Field(default=200, ge=1)  # None: every question of the split
+    offset: int = Field(default=0, ge=0)
+    max_seq_length: int = Field(default=384, ge=32, le=512)
+    doc_stride: int = Field(default=128, ge=8)
+    max_query_length: int = Field(default=64, ge=4)
+    n_best: int = Field(default=20, ge=1)
+    max_answer_length: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+
+    @model_validator(mode="after")
+    def _room_for_context(self):
+        # [CLS] question [SEP] context [SEP]: at least one context token must fit.
+        if self.max_seq_length <= self.max_query_length + 3:
+            raise ValueError(
+                f"max_seq_length {self.max_seq_length} leaves no room for context after "
+                f"max_query_length {self.max_query_length} (need max_seq_length > max_query_length + 3)"
+            )
+        return self
+
+
+class ParityConfig(_Section):
+    """Max |Δlogit| allowed between the ONNX FP32 export and TensorFlow."""
+
+    max_abs_logit: float = Field(default=1e-4, gt=0)
+
+
+class BuildConfig(_Section):
+    model: ModelSource
+    export: ExportConfig = ExportConfig()
+    eval: EvalConfig = EvalConfig()
+    parity: ParityConfig = ParityConfig()
+    output_dir: str = "runs/latest"
+
+    @property
+    def model_name(self) -> str:
+        if self.model.name:
+            return self.model.name
+        tail = self.model.source.rstrip("/").split("/")[-1].split(":")[-1]
+        return tail.removesuffix(".zip").removesuffix(".tar.gz") or "model"
+
+
+def _describe(error: dict) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key"
+    if error["type"] == "missing":
+        return f"{where}: required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message} (got {error.get('input')!r})"
+
+
+def _apply_override(raw: dict, assignment: str) -> None:
+    """`--set eval.limit=50`: the value is parsed as YAML so numbers stay numbers."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. eval.limit=50")
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {assignment!r}: '{part}' is not a section")
+    node[leaf] = yaml.safe_load(value)
+
+
+def parse_config(raw: dict, origin: str = "config", base_dir: Path | None = None) -> BuildConfig:
+    """Validate a config dict. Relative paths are resolved against `base_dir`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        config = BuildConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {_describe(exc.errors()[0])}") from None
+    return _resolve_paths(config, origin, base_dir or Path.cwd())
+
+
+def _is_local(source: str) -> bool:
+    return "://" not in source and not source.startswith("generated:")
+
+
+def _resolve_paths(config: BuildConfig, origin: str, base_dir: Path) -> BuildConfig:
+    updates = {}
+    source = config.model.source
+    if _is_local(source):
+        path = (base_dir / source).resolve() if not Path(source).is_absolute() else Path(source)
+        if not path.exists():
+            raise ConfigError(f"{origin}: model.source: {source} does not exist")
+        updates["model"] = config.model.model_copy(update={"source": str(path)})
+    dataset = config.eval.dataset
+    if dataset != "bundled":
+        path = (base_dir / dataset).resolve() if not Path(dataset).is_absolute() else Path(dataset)
+        if not path.is_file():
+            raise ConfigError(f"{origin}: eval.dataset: {dataset} does not exist")
+        updates["eval"] = config.eval.model_copy(update={"dataset": str(path)})
+    return config.model_copy(update=updates) if updates else config
+
+
+def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> BuildConfig:
+    """Read a YAML config file, apply `KEY=VALUE` overrides, validate."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = raw if raw is not None else {}
+    for assignment in overrides:
+        if isinstance(raw, dict):
+            _apply_override(raw, assignment)
+    # Relative paths in a config are relative to the working directory, like
+    # the config path itself on the command line.
+    return parse_config(raw, origin=str(path), base_dir=Path.cwd())

@@ -1,0 +1,42 @@
+"""The two error families of bertbuild.
+
+`BertbuildError` and its subclasses are user-facing: the CLI prints the message
+on one line and exits with `exit_code`, without a traceback. Anything else is a
+bug and keeps its traceback.
+"""
+
+
+class BertbuildError(Exception):
+    """A problem the user can fix; the message says what and how."""
+
+    exit_code = 1
+
+
+class UserInputError(BertbuildError):
+    """Bad input: a config, a checkpoint, a path, a source string."""
+
+    exit_code = 2
+
+
+class CheckpointError(UserInputError):
+    """A checkpoint directory that does not match the Google BERT TF format."""
+
+
+class ConfigError(UserInputError):
+    """A build config that fails validation."""
+
+
+class FetchError(BertbuildError):
+    """A download or archive that could not be fetched, verified or unpacked."""
+
+
+class MissingDependency(BertbuildError):
+    """An optional package (TensorFlow, TensorRT, ...) that is not installed."""
+
+
+class GateFailed(BertbuildError):
+    """An accuracy or parity gate failed: nothing may be published."""
+
+
+class ValidationError(BertbuildError):
+    """An engine's outputs disagree with the reference beyond tolerance."""

@@ -1,0 +1,29 @@
+"""The results table printed at the end of a run (plain text, fixed columns)."""
+
+from __future__ import annotations
+
+COLUMNS = (
+    ("engine", "engine", "{}"),
+    ("exact_match", "EM", "{:.2f}"),
+    ("f1", "F1", "{:.2f}"),
+    ("max_abs_dlogit", "max|Δlogit| vs TF", "{:.2e}"),
+    ("questions", "questions", "{}"),
+    ("seconds", "seconds", "{:.2f}"),
+)
+
+
+def _cell(row: dict, key: str, fmt: str) -> str:
+    value = row.get(key)
+    return "-" if value is None else fmt.format(value)
+
+
+def format_table(rows: list[dict]) -> str:
+    header = [title for _, title, _ in COLUMNS]
+    body = [[_cell(row, key, fmt) for key, _, fmt in COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(b) for b in body)])
