@@ -46,7 +46,7 @@ class ExportConfig(_Section):
 class EvalConfig(_Section):
     """Which SQuAD questions are scored, and how features are made."""
 
-    dataset: str = "bundled"  # "bundled" or a path to a SQuAD v1.1 JSON (.json / .json.zip)
+    dataset: str = "bundled"  # "bundled", a path or a URL to a SQuAD v1.1 JSON (.json / .json.zip)
     split: Literal["heldout", "train", "all"] = "heldout"
     limit: int | None = Field(default=200, ge=1)  # None: every question of the split
     offset: int = Field(default=0, ge=0)
@@ -137,7 +137,7 @@ def _resolve_paths(config: BuildConfig, origin: str, base_dir: Path) -> BuildCon
             raise ConfigError(f"{origin}: model.source: {source} does not exist")
         updates["model"] = config.model.model_copy(update={"source": str(path)})
     dataset = config.eval.dataset
-    if dataset != "bundled":
+    if dataset != "bundled" and "://" not in dataset:
         path = (base_dir / dataset).resolve() if not Path(dataset).is_absolute() else Path(dataset)
         if not path.is_file():
             raise ConfigError(f"{origin}: eval.dataset: {dataset} does not exist")

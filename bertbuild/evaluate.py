@@ -55,7 +55,9 @@ def split_examples(dataset: dict, split: str) -> list:
 
 def prepare_eval_set(cfg: EvalConfig, vocab_path: Path, lower_case: bool) -> EvalSet:
     """The configured question subset, tokenized into windows."""
-    dataset = squad_data.load_dataset(None if cfg.dataset == "bundled" else cfg.dataset)
+    from bertbuild.sources import resolve_dataset
+
+    dataset = squad_data.load_dataset(resolve_dataset(cfg.dataset))
     examples = squad_data.select(split_examples(dataset, cfg.split), limit=cfg.limit, offset=cfg.offset)
     tokenizer = make_tokenizer(vocab_path, lower_case=lower_case)
     features = build_features(

@@ -1,6 +1,7 @@
 """Turn `model.source` into a local checkpoint directory.
 
-Local directories are used in place; `generated:tiny` writes a random-weight
+Local directories are used in place (the checkpoint may sit in a nested
+folder); `generated:tiny` writes a random-weight
 checkpoint (smoke tests only: its EM/F1 are noise); everything else (archives,
 URLs, ngc://, gdrive://) goes through `bertbuild.fetch`.
 """
@@ -17,7 +18,7 @@ GENERATED_VOCAB = PROJECT_ROOT / "data" / "vocab-uncased.txt"
 GENERATED = {"generated:tiny": dict(layers=2, hidden=32, heads=4)}
 
 
-def resolve_checkpoint_dir(source: str, sha256: str | None, work_dir: Path) -> Path:
+def resolve_checkpoint_dir(source: str, sha256: str | None, work_dir: Path, api_key: str | None = None) -> Path:
     if source in GENERATED:
         from bertbuild.synthetic import write_random_checkpoint
 
@@ -27,9 +28,17 @@ def resolve_checkpoint_dir(source: str, sha256: str | None, work_dir: Path) -> P
         return target
     if source.startswith("generated:"):
         raise UserInputError(f"model.source: unknown generated model '{source}' (known: {', '.join(GENERATED)})")
-    path = Path(source)
-    if path.is_dir() and "://" not in source:
-        return path
-    from bertbuild.fetch import fetch_checkpoint
+    from bertbuild.fetch import fetch_checkpoint  # local dirs: located in place, not copied
 
-    return fetch_checkpoint(source, sha256=sha256)
+    return fetch_checkpoint(source, sha256=sha256, api_key=api_key)
+
+
+def resolve_dataset(dataset: str) -> Path | None:
+    """`bundled` -> None (the checked-in dev set); a URL is fetched and cached; else a path."""
+    if dataset == "bundled":
+        return None
+    if "://" in dataset:
+        from bertbuild.fetch import fetch_file
+
+        return fetch_file(dataset)
+    return Path(dataset)

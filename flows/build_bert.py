@@ -13,9 +13,8 @@ from prefect import flow, get_run_logger
 
 from bertbuild.config import BuildConfig, load_config, parse_config
 from bertbuild.errors import GateFailed
-from tasks.build import (
-    evaluate_onnx, evaluate_tensorflow, export, max_abs_logit_diff, resolve_checkpoint, write_results,
-)
+from tasks.build import evaluate_onnx, evaluate_tensorflow, export, max_abs_logit_diff, write_results
+from tasks.fetch import fetch_checkpoint_task
 
 
 def _config(config: str | dict | BuildConfig, overrides: list[str] | None) -> BuildConfig:
@@ -35,7 +34,7 @@ def build_bert(config: str | dict = "configs/default.yaml", overrides: list[str]
     out.mkdir(parents=True, exist_ok=True)
     lower = cfg.model.lower_case
 
-    checkpoint_dir = resolve_checkpoint(cfg.model.source, cfg.model.sha256, str(out / "checkpoints"))
+    checkpoint_dir = fetch_checkpoint_task(cfg.model.source, cfg.model.sha256, str(out / "checkpoints"))
     exported = export(checkpoint_dir, str(out / "model-fp32.onnx"), cfg.export.opset, lower)
     logger.info("exported %s (%s nodes) in %.1f s", exported["path"], exported["nodes"], exported["seconds"])
 

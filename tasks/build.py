@@ -16,13 +16,6 @@ from prefect.artifacts import create_table_artifact
 from bertbuild.config import EvalConfig
 
 
-@task(name="resolve-checkpoint")
-def resolve_checkpoint(source: str, sha256: str | None, work_dir: str) -> str:
-    from bertbuild.sources import resolve_checkpoint_dir
-
-    return str(resolve_checkpoint_dir(source, sha256, Path(work_dir)))
-
-
 @task(name="export-onnx")
 def export(checkpoint_dir: str, out_path: str, opset: int, lower_case: bool | None) -> dict:
     from bertbuild.checkpoint import load_checkpoint

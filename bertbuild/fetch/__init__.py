@@ -1,0 +1,24 @@
+"""Checkpoint and dataset acquisition: NGC, Google Drive, HTTP(S), local files.
+
+Pure library code (no Prefect); `tasks/fetch.py` wraps it. See `api` for usage.
+"""
+
+from bertbuild.fetch.api import SQUAD_V11_URLS, Endpoints, fetch_checkpoint, fetch_file
+from bertbuild.fetch.archive import Limits
+from bertbuild.fetch.cache import default_cache_dir
+from bertbuild.fetch.download import RetryPolicy
+from bertbuild.fetch.sources import Source, parse_source
+from bertbuild.fetch.verify import tree_sha256
+
+__all__ = [
+    "SQUAD_V11_URLS",
+    "Endpoints",
+    "Limits",
+    "RetryPolicy",
+    "Source",
+    "default_cache_dir",
+    "fetch_checkpoint",
+    "fetch_file",
+    "parse_source",
+    "tree_sha256",
+]
