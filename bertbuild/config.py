@@ -74,12 +74,91 @@ class ParityConfig(_Section):
     max_abs_logit: float = Field(default=1e-4, gt=0)
 
 
+PRECISIONS = ("fp32", "fused-fp32", "fp16", "int8")
+Precision = Literal["fp32", "fused-fp32", "fp16", "int8"]
+
+
+class ProfileConfig(_Section):
+    """(batch, seq) shapes a TensorRT optimization profile covers."""
+
+    min: tuple[int, int] = (1, 128)
+    opt: tuple[int, int] = (8, 384)
+    max: tuple[int, int] = (16, 384)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not all(a <= b <= c for a, b, c in zip(self.min, self.opt, self.max)):
+            raise ValueError(f"need min <= opt <= max in each dimension, got {self.min}, {self.opt}, {self.max}")
+        return self
+
+
+class EngineConfig(_Section):
+    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    precisions: tuple[Precision, ...] = ("fp32",)
+    profiles: tuple[ProfileConfig, ...] = (ProfileConfig(),)
+    threads: int | None = Field(default=None, ge=1)  # None: all cores
+
+
+class Tolerance(_Section):
+    atol: float = Field(gt=0)
+    rtol: float = Field(gt=0)
+
+
+class ValidationConfig(_Section):
+    """Polygraphy comparison of each engine with the FP32 ONNX reference."""
+
+    batches: int = Field(default=4, ge=1)  # SQuAD feature batches of eval.batch_size
+    tolerances: dict[Precision, Tolerance] = {
+        "fp32": Tolerance(atol=1e-4, rtol=1e-3),
+        "fused-fp32": Tolerance(atol=1e-4, rtol=1e-3),
+        "fp16": Tolerance(atol=0.05, rtol=0.02),
+        "int8": Tolerance(atol=1.0, rtol=0.5),
+    }
+
+
+class GateConfig(_Section):
+    """Thresholds for one precision; None disables a gate."""
+
+    min_em: float | None = None
+    min_f1: float | None = None
+    max_em_drop: float | None = None  # vs the TensorFlow FP32 reference, in EM points
+    max_f1_drop: float | None = None
+    min_argmax_agreement: float | None = Field(default=None, ge=0, le=1)
+    min_throughput: float | None = None  # sequences/s at the benchmark shape
+    require_validation: bool = True  # Polygraphy's comparison must pass
+
+
+_DEFAULT_GATES = {
+    "fp32": GateConfig(max_f1_drop=0.1, min_argmax_agreement=0.99),
+    "fused-fp32": GateConfig(max_f1_drop=0.1, min_argmax_agreement=0.99),
+    "fp16": GateConfig(max_f1_drop=0.1, min_argmax_agreement=0.98),
+    "int8": GateConfig(max_f1_drop=1.0, min_argmax_agreement=0.9),
+}
+
+
+class BenchmarkConfig(_Section):
+    batch: int = Field(default=8, ge=1)
+    seq: int = Field(default=384, ge=8, le=512)
+    warmup: int = Field(default=3, ge=0)
+    iterations: int = Field(default=10, ge=1)
+
+
 class BuildConfig(_Section):
     model: ModelSource
     export: ExportConfig = ExportConfig()
     eval: EvalConfig = EvalConfig()
     parity: ParityConfig = ParityConfig()
+    engines: EngineConfig = EngineConfig()
+    validation: ValidationConfig = ValidationConfig()
+    gates: dict[Precision, GateConfig] = _DEFAULT_GATES
+    benchmark: BenchmarkConfig = BenchmarkConfig()
     output_dir: str = "runs/latest"
+
+    def gate_for(self, precision: str) -> GateConfig:
+        return self.gates.get(precision) or _DEFAULT_GATES[precision]
+
+    def tolerance_for(self, precision: str) -> Tolerance:
+        return self.validation.tolerances.get(precision) or ValidationConfig().tolerances[precision]
 
     @property
     def model_name(self) -> str:

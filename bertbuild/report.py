@@ -6,14 +6,20 @@ COLUMNS = (
     ("engine", "engine", "{}"),
     ("exact_match", "EM", "{:.2f}"),
     ("f1", "F1", "{:.2f}"),
+    ("f1_drop", "ΔF1", "{:+.2f}"),
     ("max_abs_dlogit", "max|Δlogit| vs TF", "{:.2e}"),
+    ("argmax_agreement", "argmax agree", "{:.2%}"),
+    ("seq_per_s", "seq/s", "{:.1f}"),
+    ("p50_ms", "p50 ms", "{:.1f}"),
     ("questions", "questions", "{}"),
-    ("seconds", "seconds", "{:.2f}"),
+    ("gates", "gates", "{}"),
 )
 
 
 def _cell(row: dict, key: str, fmt: str) -> str:
     value = row.get(key)
+    if key == "f1_drop" and value is not None:
+        value = -value  # shown as the change in F1: negative is worse
     return "-" if value is None else fmt.format(value)
 
 

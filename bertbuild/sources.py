@@ -28,7 +28,9 @@ def resolve_checkpoint_dir(source: str, sha256: str | None, work_dir: Path, api_
         return target
     if source.startswith("generated:"):
         raise UserInputError(f"model.source: unknown generated model '{source}' (known: {', '.join(GENERATED)})")
-    from bertbuild.fetch import fetch_checkpoint  # local dirs: located in place, not copied
+    if "://" not in source and (Path(source) / "bert_config.json").is_file():
+        return Path(source)  # checked by the checkpoint loader, whose errors name the file
+    from bertbuild.fetch import fetch_checkpoint  # nested local dirs are located in place, not copied
 
     return fetch_checkpoint(source, sha256=sha256, api_key=api_key)
 

@@ -7,6 +7,7 @@ persisted and the flow can be retried from the failed step.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,10 @@ def export(checkpoint_dir: str, out_path: str, opset: int, lower_case: bool | No
     from bertbuild.checkpoint import load_checkpoint
     from bertbuild.export import export_onnx
 
-    result = export_onnx(load_checkpoint(checkpoint_dir, lower_case), out_path, opset=opset)
+    checkpoint = load_checkpoint(checkpoint_dir, lower_case)
+    result = export_onnx(checkpoint, out_path, opset=opset)
+    # The vocab travels with the model: every engine of this run is read with it.
+    shutil.copyfile(checkpoint.vocab_path, Path(out_path).with_name("vocab.txt"))
     return {"path": str(result.path), "seconds": round(result.seconds, 2), "nodes": result.nodes, "opset": opset}
 
 

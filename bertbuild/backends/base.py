@@ -7,7 +7,10 @@ hooks. Nothing heavy (TensorFlow, a GPU context) is touched before
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -56,3 +59,56 @@ class Runner(ABC):
 
     def _deactivate_impl(self) -> None:
         pass
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One optimization profile: (batch, seq) at min / opt / max."""
+
+    min: tuple[int, int]
+    opt: tuple[int, int]
+    max: tuple[int, int]
+
+    def to_json(self) -> dict:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A built engine: its file, and what it was built from and with."""
+
+    path: Path
+    backend: str
+    precision: str
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".json")
+
+    def save_metadata(self) -> None:
+        record = {"backend": self.backend, "precision": self.precision, **self.metadata}
+        self.metadata_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+
+class Backend(ABC):
+    """Builds engines from ONNX files and loads them as runners.
+
+    `available()` must not import the backend's heavy package beyond checking
+    that it exists, so the CLI can list backends on any host.
+    """
+
+    name: str = "backend"
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads  # CPU threads where the backend uses them
+
+    @abstractmethod
+    def available(self) -> tuple[bool, str]:
+        """(True, "") or (False, why not, with the fix)."""
+
+    @abstractmethod
+    def build(self, onnx_path: Path, precision: str, profiles: list[Profile], out_dir: Path) -> Engine: ...
+
+    @abstractmethod
+    def load(self, engine_path: Path) -> Runner: ...

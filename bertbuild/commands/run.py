@@ -20,9 +20,11 @@ def preflight(cfg) -> None:
     traceback in the log. Fetching here is not wasted: the flow's own fetch
     is then a cache hit.
     """
+    from bertbuild.backends.registry import get_backend
     from bertbuild.checkpoint import inspect_checkpoint
     from bertbuild.sources import resolve_checkpoint_dir
 
+    get_backend(cfg.engines.backend)  # e.g. tensorrt on a host without it: one line, exit 2
     directory = resolve_checkpoint_dir(cfg.model.source, cfg.model.sha256, Path(cfg.output_dir) / "checkpoints")
     inspect_checkpoint(directory, cfg.model.lower_case)
 
@@ -32,8 +34,23 @@ def run(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     preflight(cfg)
+    from bertbuild.errors import GateFailed
     from flows.build_bert import build_bert
 
-    result = build_bert(cfg.model_dump(mode="json"))
+    try:
+        result = build_bert(cfg.model_dump(mode="json"))
+    except GateFailed:
+        _print_saved_table(Path(cfg.output_dir))  # show what failed, then the one-line error
+        raise
     print(f"\n{result['title']}\n{result['table']}\n")
     return 0
+
+
+def _print_saved_table(out: Path) -> None:
+    import json
+
+    from bertbuild.report import format_table
+
+    saved = out / "results.json"
+    if saved.is_file():
+        print("\n" + format_table(json.loads(saved.read_text())["results"]) + "\n")

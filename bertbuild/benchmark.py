@@ -1,0 +1,134 @@
+"""Latency of any Runner on real SQuAD windows: percentiles, throughput, ratios.
+
+Pure measurement, shared by `bertbuild bench` and the engine builds. Every
+timed call is one `runner.infer(feed)`: it includes the runner's host-side
+work (the int32 feed conversion, the copies into and out of the runtime), as
+an application would see it. The feed is the first `batch` held-out SQuAD
+windows, tokenized to `seq` (so padded to `seq` like a real request): real
+masks, real padding, never random ids.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bertbuild.backends.base import Runner
+from bertbuild.modeling_io import INPUT_NAMES
+
+MIN_ITERATIONS = 3  # when timing by `min_seconds`, never report fewer samples than this
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Per-call latency of one runner on one feed (milliseconds)."""
+
+    name: str
+    batch: int
+    seq: int
+    iterations: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+
+    @property
+    def sequences_per_s(self) -> float:
+        return self.batch * 1000.0 / self.mean_ms if self.mean_ms > 0 else math.inf
+
+    def to_dict(self) -> dict:
+        data = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        data["sequences_per_s"] = round(self.sequences_per_s, 2)
+        return data
+
+
+def squad_feed(batch: int, seq: int, vocab_path: Path | str | None = None, lower_case: bool = True,
+               dataset: str = "bundled") -> dict[str, np.ndarray]:
+    """The first `batch` held-out SQuAD windows at `seq` tokens, as an int32 feed."""
+    from bertbuild.config import EvalConfig
+    from bertbuild.evaluate import prepare_eval_set
+    from bertbuild.sources import GENERATED_VOCAB
+
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    query = min(64, seq // 2)
+    cfg = EvalConfig(dataset=dataset, limit=batch, max_seq_length=seq, max_query_length=query,
+                     doc_stride=max(8, min(128, seq // 3)))
+    features = prepare_eval_set(cfg, Path(vocab_path or GENERATED_VOCAB), lower_case).features
+    rows = np.resize(np.arange(len(features)), batch)  # every question has a window; repeat if too few
+    return {name: np.ascontiguousarray(getattr(features, name)[rows], dtype=np.int32) for name in INPUT_NAMES}
+
+
+def measure(runner: Runner, feed: dict[str, np.ndarray], warmup: int = 5, iterations: int | None = None,
+            min_seconds: float = 2.0, name: str | None = None) -> LatencyStats:
+    """Time `runner.infer(feed)`.
+
+    After `warmup` untimed calls: exactly `iterations` timed calls when given,
+    else calls until `min_seconds` have passed (at least MIN_ITERATIONS).
+    An inactive runner is activated for the measurement and deactivated after.
+    """
+    if iterations is not None and iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    batch, seq = np.shape(feed[INPUT_NAMES[0]])
+    was_active = runner.is_active
+    runner.activate()
+    try:
+        for _ in range(max(0, warmup)):
+            runner.infer(feed)
+        samples: list[float] = []
+        begin = time.perf_counter()
+        while True:
+            start = time.perf_counter()
+            runner.infer(feed)
+            samples.append(time.perf_counter() - start)
+            if iterations is not None:
+                if len(samples) >= iterations:
+                    break
+            elif len(samples) >= MIN_ITERATIONS and time.perf_counter() - begin >= min_seconds:
+                break
+    finally:
+        if not was_active:
+            runner.deactivate()
+    ms = np.asarray(samples) * 1000.0
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return LatencyStats(name or runner.name, int(batch), int(seq), len(samples), float(p50), float(p95),
+                        float(p99), float(ms.mean()), float(ms.min()), float(ms.max()))
+
+
+def compare(baseline: LatencyStats, candidate: LatencyStats) -> float:
+    """Speed-up of `candidate` over `baseline` at the median: baseline p50 / candidate p50 (>1 = faster)."""
+    return baseline.p50_ms / candidate.p50_ms
+
+
+def latency_table(rows: list[LatencyStats]) -> str:
+    """A plain-text table; the last column is each row's speed-up over the first row (p50)."""
+    header = ("model", "p50 ms", "p95 ms", "p99 ms", "mean ms", "seq/s", "iters", "vs first")
+    body = [
+        (r.name, f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.mean_ms:.2f}",
+         f"{r.sequences_per_s:.1f}", str(r.iterations), f"{compare(rows[0], r):.2f}x")
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def fmt(line) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+
+    return "\n".join([fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, body)])
+
+
+def machine_note() -> str:
+    """CPU count and load, so a reader can tell a disturbed measurement from a clean one."""
+    cpus = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on every platform
+        return f"{cpus} CPUs"
+    busy = " (busy: other work is competing, timings are disturbed)" if load > 0.5 * cpus else ""
+    return f"{cpus} CPUs, 1-min load {load:.2f}{busy}"

@@ -1,0 +1,76 @@
+"""Accuracy and parity gates: nothing is published unless every gate passes.
+
+Each check is a `GateResult` (name, measured, threshold, passed); `enforce`
+raises `GateFailed` naming every failed gate and by how much.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from bertbuild.errors import GateFailed
+
+
+@dataclass(frozen=True)
+class GateResult:
+    engine: str
+    gate: str
+    measured: float
+    threshold: float
+    passed: bool
+    kind: str  # "min" or "max"
+
+    def describe(self) -> str:
+        relation = ">=" if self.kind == "min" else "<="
+        if self.passed:
+            return f"{self.engine}: {self.gate} {self.measured:.4g} {relation} {self.threshold:.4g}"
+        miss = abs(self.measured - self.threshold)
+        return (f"{self.engine}: {self.gate} {self.measured:.4g} fails {relation} {self.threshold:.4g} "
+                f"(by {miss:.4g})")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _check(engine, gate, measured, threshold, kind) -> GateResult | None:
+    if threshold is None or measured is None:
+        return None
+    passed = measured >= threshold if kind == "min" else measured <= threshold
+    return GateResult(engine, gate, float(measured), float(threshold), bool(passed), kind)
+
+
+def check_engine(row: dict, reference: dict, gates) -> list[GateResult]:
+    """Gate one engine's results row against the FP32 reference row.
+
+    `gates` has min_em, min_f1, max_em_drop, max_f1_drop, min_argmax_agreement,
+    min_throughput and validation (whether Polygraphy's comparison must pass);
+    None disables a gate.
+    """
+    engine = row["engine"]
+    drop = lambda key: reference[key] - row[key]  # noqa: E731  (positive = worse than FP32)
+    checks = [
+        _check(engine, "exact_match", row["exact_match"], gates.min_em, "min"),
+        _check(engine, "f1", row["f1"], gates.min_f1, "min"),
+        _check(engine, "em_drop_vs_fp32", drop("exact_match"), gates.max_em_drop, "max"),
+        _check(engine, "f1_drop_vs_fp32", drop("f1"), gates.max_f1_drop, "max"),
+        _check(engine, "argmax_agreement", row.get("argmax_agreement"), gates.min_argmax_agreement, "min"),
+        _check(engine, "throughput_seq_per_s", row.get("seq_per_s"), gates.min_throughput, "min"),
+    ]
+    if gates.require_validation and "validation_passed" in row:
+        checks.append(_check(engine, "polygraphy_parity", float(row["validation_passed"]), 1.0, "min"))
+    return [c for c in checks if c is not None]
+
+
+def failures(results: list[GateResult]) -> list[GateResult]:
+    return [r for r in results if not r.passed]
+
+
+def enforce(results: list[GateResult]) -> None:
+    failed = failures(results)
+    if failed:
+        raise GateFailed(f"{len(failed)} gate(s) failed: " + "; ".join(r.describe() for r in failed))
+
+
+def check_parity(row: dict, max_abs_logit: float) -> GateResult:
+    """The FP32 export must reproduce TensorFlow's logits (the export itself is under test)."""
+    return _check(row["engine"], "max_abs_dlogit_vs_tensorflow", row["max_abs_dlogit"], max_abs_logit, "max")

@@ -1,0 +1,120 @@
+"""Engine parity against the FP32 reference with Polygraphy's Comparator.
+
+Real SQuAD feature batches feed both runners (random token ids would say
+little about a QA model). Polygraphy's default 1e-5 tolerances always fail an
+FP16 BERT, so tolerances come per precision from the config. Logits that
+differ slightly can still select the same answer, so the start/end argmax
+agreement is reported beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bertbuild.backends.base import Runner
+from bertbuild.modeling_io import INPUT_NAMES, OUTPUT_NAMES
+
+
+def _as_polygraphy(runner: Runner):
+    """Wrap one of our runners in Polygraphy's BaseRunner protocol."""
+    from polygraphy.backend.base import BaseRunner
+    from polygraphy.common import TensorMetadata
+
+    class Adapter(BaseRunner):
+        def __init__(self):
+            super().__init__(name=runner.name)
+
+        def activate_impl(self):
+            runner.activate()
+
+        def get_input_metadata_impl(self):
+            meta = TensorMetadata()
+            for name in INPUT_NAMES:
+                meta.add(name, dtype=np.int32, shape=("batch", "seq"))
+            return meta
+
+        def infer_impl(self, feed_dict):
+            begin = time.perf_counter()
+            outputs = OrderedDict(runner.infer(feed_dict))
+            self.inference_time = time.perf_counter() - begin  # the Comparator sums these
+            return outputs
+
+        def deactivate_impl(self):
+            runner.deactivate()
+
+    return Adapter()
+
+
+@dataclass
+class ValidationReport:
+    reference: str
+    candidate: str
+    passed: bool
+    atol: float
+    rtol: float
+    max_abs_diff: dict[str, float]
+    mean_abs_diff: dict[str, float]
+    argmax_agreement: float  # fraction of (window, start|end) whose argmax over real tokens agree
+    batches: int
+    details: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def to_text(self) -> str:
+        verdict = "PASSED" if self.passed else "FAILED"
+        diffs = ", ".join(f"{k} max {self.max_abs_diff[k]:.3g} mean {self.mean_abs_diff[k]:.3g}" for k in OUTPUT_NAMES)
+        return (f"{verdict}: {self.candidate} vs {self.reference} on {self.batches} SQuAD batches "
+                f"(atol {self.atol:g}, rtol {self.rtol:g}): {diffs}; argmax agreement {self.argmax_agreement:.2%}")
+
+    def save(self, stem: Path) -> None:
+        Path(f"{stem}.json").write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        Path(f"{stem}.txt").write_text(self.to_text() + "\n")
+
+
+def argmax_agreement(ref: dict, cand: dict, mask: np.ndarray) -> tuple[int, int]:
+    """(agreeing, total) argmax positions over real tokens only."""
+    agree = total = 0
+    penalty = np.where(mask > 0, 0.0, -np.inf)
+    for name in OUTPUT_NAMES:
+        a = np.argmax(ref[name] + penalty, axis=-1)
+        b = np.argmax(cand[name] + penalty, axis=-1)
+        agree += int((a == b).sum())
+        total += a.size
+    return agree, total
+
+
+def validate(reference: Runner, candidate: Runner, feeds: list[dict], atol: float, rtol: float) -> ValidationReport:
+    """Compare `candidate` with `reference` on `feeds`; per-output tolerances apply to every element."""
+    from polygraphy.comparator import CompareFunc, Comparator
+
+    from polygraphy.logger import G_LOGGER
+
+    runners = [_as_polygraphy(reference), _as_polygraphy(candidate)]
+    with G_LOGGER.verbosity(G_LOGGER.WARNING):  # per-output statistics would flood the run log
+        results = Comparator.run(runners, data_loader=feeds)
+        accuracy = Comparator.compare_accuracy(
+            results, compare_func=CompareFunc.simple(atol={"": atol}, rtol={"": rtol}, check_error_stat="elemwise"),
+        )
+    (ref_name, ref_iters), (cand_name, cand_iters) = list(results.items())
+    max_abs = {name: 0.0 for name in OUTPUT_NAMES}
+    sums = {name: 0.0 for name in OUTPUT_NAMES}
+    agree = total = 0
+    for feed, ref, cand in zip(feeds, ref_iters, cand_iters):
+        for name in OUTPUT_NAMES:
+            diff = np.abs(ref[name] - cand[name])
+            max_abs[name] = max(max_abs[name], float(diff.max()))
+            sums[name] += float(diff.mean())
+        a, t = argmax_agreement(ref, cand, feed["input_mask"])
+        agree, total = agree + a, total + t
+    return ValidationReport(
+        reference=ref_name, candidate=cand_name, passed=bool(accuracy), atol=atol, rtol=rtol,
+        max_abs_diff=max_abs, mean_abs_diff={k: v / max(len(feeds), 1) for k, v in sums.items()},
+        argmax_agreement=agree / max(total, 1), batches=len(feeds),
+    )

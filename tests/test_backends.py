@@ -1,0 +1,106 @@
+"""Backends behind one interface: ONNX Runtime here, TensorRT on GPU hosts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from bertbuild.backends.base import Profile
+from bertbuild.backends.onnxrt import OnnxRuntimeRunner
+from bertbuild.backends.registry import availability, get_backend
+from bertbuild.cli import main
+from bertbuild.config import EvalConfig
+from bertbuild.errors import UserInputError
+from bertbuild.evaluate import prepare_eval_set
+from bertbuild.validate import validate
+
+PROFILES = [Profile((1, 128), (4, 384), (8, 384))]
+TRT_MISSING = not availability()["tensorrt"][0]
+TRT_REASON = f"TensorRT backend not available here: {availability()['tensorrt'][1]}"
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(tiny_checkpoint, tmp_path_factory):
+    from bertbuild.checkpoint import load_checkpoint
+    from bertbuild.export import export_onnx
+
+    return export_onnx(load_checkpoint(tiny_checkpoint), tmp_path_factory.mktemp("b") / "model-fp32.onnx").path
+
+
+@pytest.fixture(scope="module")
+def feeds(vocab_path):
+    eval_set = prepare_eval_set(EvalConfig(limit=6, batch_size=4), vocab_path, True)
+    return list(eval_set.features.batches(4))
+
+
+def test_onnxruntime_engine_builds_with_metadata_and_matches(fp32_onnx, feeds, tmp_path):
+    backend = get_backend("onnxruntime", threads=1)
+    engine = backend.build(fp32_onnx, "fp32", PROFILES, tmp_path)
+    meta = json.loads(engine.metadata_path.read_text())
+    assert engine.path.is_file() and meta["backend"] == "onnxruntime" and meta["precision"] == "fp32"
+    assert meta["profiles"] == [{"min": [1, 128], "opt": [4, 384], "max": [8, 384]}]
+    report = validate(OnnxRuntimeRunner(fp32_onnx), backend.load(engine.path), feeds, atol=1e-4, rtol=1e-3)
+    assert report.passed and report.argmax_agreement == 1.0 and report.batches == len(feeds)
+
+
+def test_damaged_engine_fails_validation(fp32_onnx, feeds, tmp_path):
+    model = onnx.load(str(fp32_onnx))
+    weight = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)) if len(t.dims) == 2 else 0)
+    values = onnx.numpy_helper.to_array(weight) * -3.0
+    weight.CopyFrom(onnx.numpy_helper.from_array(values.astype(np.float32), weight.name))
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(model, str(damaged))
+    report = validate(OnnxRuntimeRunner(fp32_onnx), OnnxRuntimeRunner(damaged), feeds, atol=1e-4, rtol=1e-3)
+    assert not report.passed
+    assert max(report.max_abs_diff.values()) > 1e-3
+    report.save(tmp_path / "v")
+    assert "FAILED" in (tmp_path / "v.txt").read_text()
+
+
+def test_unknown_backend_is_one_line():
+    with pytest.raises(UserInputError, match="unknown backend 'tpu'"):
+        get_backend("tpu")
+
+
+@pytest.mark.skipif(not TRT_MISSING, reason="TensorRT is installed: the refusal path cannot be shown")
+def test_tensorrt_config_refused_on_this_host(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  source: generated:tiny\nengines:\n  backend: tensorrt\noutput_dir: {tmp_path}\n")
+    assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "backend 'tensorrt' is not available on this host" in err
+
+
+def test_tensorrt_module_imports_without_tensorrt():
+    import bertbuild.backends.tensorrt  # noqa: F401
+
+    assert "tensorrt" not in sys.modules or importlib.util.find_spec("tensorrt") is not None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(TRT_MISSING, reason=TRT_REASON)
+def test_tensorrt_engine_builds_and_matches(fp32_onnx, feeds, tmp_path):
+    backend = get_backend("tensorrt")
+    engine = backend.build(fp32_onnx, "fp32", PROFILES, tmp_path / "engines" / "fp32")
+    meta = json.loads(engine.metadata_path.read_text())
+    assert engine.path.suffix == ".plan" and meta["strongly_typed"] and meta["tensorrt"]
+    assert Path(meta["timing_cache"]).is_file()
+    report = validate(OnnxRuntimeRunner(fp32_onnx), backend.load(engine.path), feeds, atol=1e-3, rtol=1e-2)
+    assert report.passed and report.argmax_agreement > 0.99
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(TRT_MISSING, reason=TRT_REASON)
+def test_tensorrt_timing_cache_reused(fp32_onnx, tmp_path):
+    backend = get_backend("tensorrt")
+    backend.build(fp32_onnx, "fp32", PROFILES, tmp_path / "engines" / "a")
+    cache = tmp_path / "engines" / "timing.cache"
+    first = cache.stat().st_mtime_ns
+    backend.build(fp32_onnx, "fp32", PROFILES, tmp_path / "engines" / "b")
+    assert cache.is_file() and cache.stat().st_mtime_ns >= first

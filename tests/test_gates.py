@@ -1,0 +1,53 @@
+"""Gates: each threshold checked, failures named with their margin."""
+
+from __future__ import annotations
+
+import pytest
+
+from bertbuild.config import GateConfig
+from bertbuild.errors import GateFailed
+from bertbuild.gates import check_engine, check_parity, enforce, failures
+
+REFERENCE = {"engine": "tensorflow-fp32", "exact_match": 70.0, "f1": 80.0}
+
+
+def _row(**values):
+    return {"engine": "onnxruntime-int8", "exact_match": 69.0, "f1": 79.4, "argmax_agreement": 0.95,
+            "seq_per_s": 20.0, "validation_passed": True} | values
+
+
+def test_all_pass():
+    gates = GateConfig(min_em=60, min_f1=70, max_f1_drop=1.0, max_em_drop=2.0, min_argmax_agreement=0.9,
+                       min_throughput=10)
+    results = check_engine(_row(), REFERENCE, gates)
+    assert len(results) == 7 and not failures(results)
+    enforce(results)  # does not raise
+
+
+def test_f1_drop_fails_with_margin():
+    results = check_engine(_row(f1=78.7), REFERENCE, GateConfig(max_f1_drop=1.0))
+    (failed,) = failures(results)
+    assert failed.gate == "f1_drop_vs_fp32" and failed.measured == pytest.approx(1.3)
+    with pytest.raises(GateFailed) as info:
+        enforce(results)
+    message = str(info.value)
+    assert "onnxruntime-int8: f1_drop_vs_fp32 1.3 fails <= 1 (by 0.3)" in message
+
+
+def test_none_disables_and_validation_gate():
+    assert check_engine(_row(), REFERENCE, GateConfig(require_validation=False)) == []
+    (parity,) = check_engine(_row(validation_passed=False), REFERENCE, GateConfig())
+    assert parity.gate == "polygraphy_parity" and not parity.passed
+
+
+def test_every_failure_listed():
+    results = check_engine(_row(exact_match=10, f1=20, argmax_agreement=0.5), REFERENCE,
+                           GateConfig(min_em=60, min_f1=70, min_argmax_agreement=0.9))
+    with pytest.raises(GateFailed, match="3 gate\\(s\\) failed") as info:
+        enforce(results)
+    assert all(g in str(info.value) for g in ("exact_match", "f1 ", "argmax_agreement"))
+
+
+def test_parity_gate():
+    assert check_parity({"engine": "e", "max_abs_dlogit": 5e-5}, 1e-4).passed
+    assert not check_parity({"engine": "e", "max_abs_dlogit": 5e-3}, 1e-4).passed
