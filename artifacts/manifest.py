@@ -1,0 +1,273 @@
+"""`manifest.json`: what a bundle holds and how it was made.
+
+Every file's sha256 and size, the model source and its checksum, the config,
+package versions (read from installed metadata: TensorFlow is never
+imported), the hardware, the git commit, the gate results and the flow run.
+The manifest is written last when publishing, and checked on download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from bertbuild.errors import BertbuildError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+# Import name -> distributions that provide it, first installed one wins.
+PACKAGES: dict[str, tuple[str, ...]] = {
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel",
+                   "tensorflow-macos", "tf-nightly"),
+    "tf2onnx": ("tf2onnx",),
+    "onnx": ("onnx",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),
+    "polygraphy": ("polygraphy",),
+    "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"),
+    "prefect": ("prefect",),
+    "bertbuild": ("bertbuild",),
+}
+
+
+# Bundle files with these suffixes are reports: a failed run publishes only
+# these (under failed/), and `download --precision` always includes them.
+REPORT_SUFFIXES = frozenset({".json", ".md", ".txt", ".png", ".svg", ".csv", ".log", ".html", ".yaml", ".yml"})
+# Precision words recognised in bundle names (`model-int8.onnx`, `engines/fused-fp32/...`).
+PRECISIONS = ("fp32", "fused-fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4", "best")
+
+
+def is_report(name: str) -> bool:
+    return Path(name).suffix.lower() in REPORT_SUFFIXES
+
+
+def precisions_of(name: str, extra: tuple[str, ...] = ()) -> set[str]:
+    """Precisions a bundle name mentions, as whole words; the longest wins (`fused-fp32` is not `fp32`)."""
+    text, found = name.lower(), set()
+    for word in sorted({*PRECISIONS, *(e.lower() for e in extra)}, key=len, reverse=True):
+        pattern = rf"(?<![a-z0-9]){re.escape(word)}(?![a-z0-9])"
+        if re.search(pattern, text):
+            found.add(word)
+            text = re.sub(pattern, " ", text)
+    return found
+
+
+class IntegrityError(BertbuildError):
+    """A stored or downloaded file whose sha256 or size differs from its manifest (exit 1)."""
+
+
+def sha256_file(path: Path | str) -> tuple[str, int]:
+    """sha256 hex digest and size in bytes of a local file."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the toolchain, None where a package is absent."""
+    versions: dict[str, str | None] = {}
+    for name, dists in PACKAGES.items():
+        versions[name] = None
+        for dist in dists:
+            try:
+                versions[name] = importlib.metadata.version(dist)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ram_bytes() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _gpus() -> list[dict]:
+    """GPUs as nvidia-smi reports them; [] without nvidia-smi or on any error."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=15, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 3:
+            try:
+                memory = int(float(parts[1])) * 1024 * 1024
+            except ValueError:
+                memory = None
+            gpus.append({"name": parts[0], "memory_bytes": memory, "driver": parts[2]})
+    return gpus
+
+
+@lru_cache(maxsize=1)
+def hardware() -> dict:
+    """CPU model, cores, RAM, platform, and GPUs (via nvidia-smi when present)."""
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "ram_bytes": _ram_bytes(),
+        "platform": platform.platform(),
+        "gpus": _gpus(),
+    }
+
+
+def git_info(directory: Path | str | None = None) -> dict:
+    """`{"commit": sha, "dirty": bool}` of the repository holding `directory`, or nulls outside one."""
+    directory = Path(directory) if directory else Path(__file__).resolve().parent.parent
+    git = shutil.which("git")
+    if not git:
+        return {"commit": None, "dirty": None}
+    try:
+        commit = subprocess.run([git, "-C", str(directory), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=15)
+        if commit.returncode != 0:
+            return {"commit": None, "dirty": None}
+        status = subprocess.run([git, "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=30)
+        dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+        return {"commit": commit.stdout.strip(), "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def _jsonable(value: Any) -> Any:
+    """Round-trip through JSON so the manifest holds plain data only (paths become strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+@dataclass
+class Manifest:
+    model: str
+    run_id: str
+    passed: bool
+    files: dict[str, dict] = field(default_factory=dict)  # name -> {"sha256": hex, "size": bytes}
+    source: dict = field(default_factory=dict)  # {"source", "sha256" (pin), "checkpoint_sha256"}
+    config: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+    hardware: dict = field(default_factory=dict)
+    git: dict = field(default_factory=dict)
+    gates: list[dict] = field(default_factory=list)
+    flow_run_id: str | None = None
+    created: str = ""
+    meta: dict = field(default_factory=dict)
+    schema: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Manifest":
+        if not isinstance(data, dict) or "files" not in data or "run_id" not in data:
+            raise IntegrityError("manifest.json is not a bertbuild manifest")
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Manifest":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise IntegrityError(f"manifest.json is not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    @property
+    def total_size(self) -> int:
+        return sum(int(entry["size"]) for entry in self.files.values())
+
+    def check(self, name: str, sha256: str, size: int) -> None:
+        """Raise `IntegrityError` naming `name` unless it matches its manifest entry."""
+        entry = self.files.get(name)
+        if entry is None:
+            raise IntegrityError(f"{name}: not listed in manifest.json")
+        if entry["sha256"] != sha256 or int(entry["size"]) != size:
+            raise IntegrityError(
+                f"checksum mismatch: {name} (expected sha256 {entry['sha256'][:12]}... {entry['size']} bytes, "
+                f"got {sha256[:12]}... {size} bytes)"
+            )
+
+
+def build_manifest(files: dict[str, Path | str], *, model: str, run_id: str, passed: bool,
+                   gates: list[dict] | None = None, meta: dict | None = None,
+                   created: datetime | None = None) -> Manifest:
+    """Hash `files` (bundle name -> local path) and gather provenance.
+
+    Recognised `meta` keys: `config` (the config dict; the model source and its
+    pin are read from `config["model"]`), `source` (overrides that: a string,
+    or a dict with `source`/`sha256`), `checkpoint_dir` (hashed with
+    `tree_sha256` into `source.checkpoint_sha256`), `flow_run_id`; a `gates`
+    key is dropped (the `gates` argument is what is recorded). Everything else
+    is kept under `meta`.
+    """
+    meta = dict(meta or {})
+    config = meta.pop("config", None) or {}
+    flow_run_id = meta.pop("flow_run_id", None)
+    checkpoint_dir = meta.pop("checkpoint_dir", None)
+    meta.pop("gates", None)  # recorded once, in `gates`
+    model_cfg = config.get("model", {}) if isinstance(config, dict) else {}
+    source: dict = {"source": model_cfg.get("source"), "sha256": model_cfg.get("sha256"), "checkpoint_sha256": None}
+    given = meta.pop("source", None)
+    if isinstance(given, str):
+        source["source"] = given
+    elif isinstance(given, dict):
+        source.update(given)
+    if checkpoint_dir and Path(checkpoint_dir).is_dir():
+        from bertbuild.fetch.verify import tree_sha256
+
+        source["checkpoint_sha256"] = tree_sha256(Path(checkpoint_dir))
+        source.setdefault("checkpoint_dir", str(checkpoint_dir))
+
+    entries = {}
+    for name in sorted(files):
+        digest, size = sha256_file(files[name])
+        entries[name] = {"sha256": digest, "size": size}
+    when = (created or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    return Manifest(
+        model=model, run_id=run_id, passed=bool(passed), files=entries,
+        source=_jsonable(source), config=_jsonable(config), versions=package_versions(),
+        hardware=hardware(), git=git_info(), gates=_jsonable(list(gates or [])),
+        flow_run_id=str(flow_run_id) if flow_run_id else None,
+        created=when.isoformat(timespec="seconds").replace("+00:00", "Z"), meta=_jsonable(meta),
+    )

@@ -1,0 +1,231 @@
+"""Publish a run's bundle to an `ArtifactStore`, atomically.
+
+1. copy every file into `.staging/<token>/`;
+2. read each one back from the store and check its sha256 and size;
+3. move the files into `<model>/runs/<run_id>/` (or `failed/<model>/<run_id>/`);
+4. write `manifest.json` LAST: until it exists the bundle is invisible;
+5. only if every gate passed, point `<model>/latest` at the run.
+
+A run killed anywhere before step 4 leaves no visible bundle (at most a
+staging dir, pruned after a day, and manifest-less files that a retry of the
+same run replaces). A failed run publishes only its reports, under `failed/`,
+and never moves `latest`. Concurrent publishes of different runs do not
+interfere: each has its own staging and run dir, and the pointer is replaced
+atomically, so it always names a complete bundle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from artifacts.manifest import MANIFEST_NAME, IntegrityError, Manifest, build_manifest, is_report
+from artifacts.store import (ArtifactStore, as_store, check_bundle_name, check_model, check_run_id,
+                             new_token)
+from bertbuild.errors import BertbuildError, UserInputError
+
+# hook(step, name) is called before each step: "stage", "verify", "release" (per file),
+# "manifest", "latest". Tests raise from it to simulate a run killed mid-publish.
+Hook = Callable[[str, str], None]
+
+
+class RunConflict(BertbuildError):
+    """The run id is already published with different contents (bundles are immutable)."""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    model: str
+    run_id: str
+    passed: bool  # every gate passed
+    released: bool  # published under <model>/runs/ (False: under failed/)
+    latest: bool  # the `latest` pointer now names this run
+    path: str  # bundle location inside the store's filesystem
+    url: str  # the same as a URL (file://, s3://, memory://, ...)
+    store: str  # the store's URL
+    files: dict = field(default_factory=dict)  # name -> {"sha256", "size"}
+    gates: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def gate_result(name: str, passed: bool, value=None, threshold=None, message: str = "") -> dict:
+    """One gate's outcome in the form the manifest and reports use."""
+    return {"name": name, "passed": bool(passed), "value": value, "threshold": threshold, "message": message}
+
+
+def bundle_files(directory: Path | str, exclude: tuple[str, ...] = ("checkpoints/*", "*.npz", ".*")) -> dict[str, Path]:
+    """Every file under `directory` as bundle name -> path, minus `exclude` globs (on bundle names)."""
+    from fnmatch import fnmatch
+
+    root = Path(directory)
+    files = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            name = path.relative_to(root).as_posix()
+            if not any(fnmatch(name, pattern) or fnmatch(path.name, pattern) for pattern in exclude):
+                files[name] = path
+    return files
+
+
+def _all_passed(passed: bool, gates: list[dict]) -> bool:
+    return bool(passed) and all(bool(g.get("passed", False)) for g in gates)
+
+
+def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: dict[str, Path | str],
+                   meta: dict | None, gates: list[dict], passed: bool, *, hook: Hook | None = None,
+                   prune_after_s: float = 24 * 3600) -> PublishResult:
+    """Publish `files` (bundle-relative name -> local file) as run `run_id` of `model`.
+
+    `passed` and every gate's `passed` must be true for a release; otherwise
+    only the report files (json, md, png, ...) go under `failed/`. Publishing
+    the same run again with identical files is a no-op (safe to retry); with
+    different files it raises `RunConflict`.
+    """
+    store = as_store(store)
+    check_model(model)
+    check_run_id(run_id)
+    gates = list(gates or [])
+    hook = hook or (lambda step, name: None)
+    for name in files:
+        check_bundle_name(name)
+    ok = _all_passed(passed, gates)
+    if not ok:
+        files = {name: path for name, path in files.items() if is_report(name)}
+    local = {name: Path(path) for name, path in files.items()}
+    for name, path in local.items():
+        if not path.is_file():
+            raise UserInputError(f"publish: {name}: {path} is not a file")
+
+    manifest = build_manifest(local, model=model, run_id=run_id, passed=ok, gates=gates, meta=meta)
+    dest = store.run_path(model, run_id) if ok else store.failed_path(model, run_id)
+    existing = store.read_bytes(f"{dest}/{MANIFEST_NAME}")
+    if existing is not None:
+        if Manifest.from_json(existing.decode()).files != manifest.files:
+            raise RunConflict(f"run {run_id} of {model} is already published at {store.url_of(dest)} "
+                              f"with different files; publish under a new run id")
+    else:
+        try:
+            store.prune_staging(prune_after_s)
+        except OSError:
+            pass  # housekeeping only
+        _stage_and_release(store, local, manifest, dest, hook)
+
+    moved = False
+    if ok:
+        hook("latest", model)
+        store.set_latest(model, run_id)
+        moved = True
+    return PublishResult(model=model, run_id=run_id, passed=ok, released=ok, latest=moved, path=dest,
+                         url=store.url_of(dest), store=store.url, files=manifest.files, gates=manifest.gates)
+
+
+def _stage_and_release(store: ArtifactStore, local: dict[str, Path], manifest: Manifest, dest: str,
+                       hook: Hook) -> None:
+    staging = store.staging_path(new_token())
+    undo_dest = False  # True while dest holds files but no manifest yet
+    try:
+        for name, path in local.items():
+            hook("stage", name)
+            store.upload(path, f"{staging}/{name}")
+        for name in local:
+            hook("verify", name)
+            digest, size = store.digest(f"{staging}/{name}")
+            try:
+                manifest.check(name, digest, size)
+            except IntegrityError as exc:
+                raise IntegrityError(f"publish: staged copy differs from the local file: {exc}") from None
+        # Leftovers of an earlier attempt at this run (killed before its manifest) go first.
+        store.remove_tree(dest)
+        undo_dest = True
+        for name in local:
+            hook("release", name)
+            store.move(f"{staging}/{name}", f"{dest}/{name}")
+        hook("manifest", MANIFEST_NAME)
+        store.write_atomic(f"{dest}/{MANIFEST_NAME}", manifest.to_json().encode())
+        undo_dest = False  # complete: nothing to undo
+    except BaseException:
+        # Best effort: a killed process skips this, which is why visibility
+        # hangs on the manifest and not on this cleanup.
+        if undo_dest and store.read_bytes(f"{dest}/{MANIFEST_NAME}") is None:
+            _quietly(store.remove_tree, dest)
+        raise
+    finally:
+        _quietly(store.remove_tree, staging)
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - cleanup must not mask the real error
+        pass
+
+
+# -- plots for the run report ---------------------------------------------
+
+def latencies(rows: list[dict]) -> tuple[str, list[float | None]]:
+    """(label, value per row): p50 ms where the rows have benchmarks, else eval ms per question."""
+    if any(r.get("p50_ms") is not None for r in rows):
+        return "p50 latency (ms)", [None if r.get("p50_ms") is None else float(r["p50_ms"]) for r in rows]
+    values = []
+    for r in rows:
+        seconds, questions = r.get("seconds"), r.get("questions")
+        values.append(1000.0 * float(seconds) / float(questions) if seconds is not None and questions else None)
+    return "eval ms per question", values
+
+
+def write_plots(rows: list[dict], out_dir: Path | str, prefix: str = "plots") -> dict[str, Path]:
+    """Accuracy (EM, F1) and latency bar charts per engine as PNGs.
+
+    Returns bundle name -> path, e.g. {"plots/accuracy.png": out_dir/accuracy.png, ...}.
+    Uses matplotlib's Agg canvas directly: no display, no global backend change.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    engines = [str(r.get("engine", f"engine-{i}")) for i, r in enumerate(rows)]
+    width = max(5.0, 1.3 * len(engines) + 2)
+
+    fig = Figure(figsize=(width, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    xs = range(len(engines))
+    em = [float(r.get("exact_match") or 0.0) for r in rows]
+    f1 = [float(r.get("f1") or 0.0) for r in rows]
+    bars_em = ax.bar([x - 0.2 for x in xs], em, width=0.4, label="EM")
+    bars_f1 = ax.bar([x + 0.2 for x in xs], f1, width=0.4, label="F1")
+    ax.bar_label(bars_em, fmt="%.1f", fontsize=8)
+    ax.bar_label(bars_f1, fmt="%.1f", fontsize=8)
+    ax.set_xticks(list(xs), engines, rotation=15, fontsize=8)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("SQuAD v1.1 score")
+    ax.set_title("Accuracy per engine")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    accuracy = out / "accuracy.png"
+    fig.savefig(accuracy)
+
+    fig = Figure(figsize=(width, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    label, values = latencies(rows)
+    bars = ax.bar(list(xs), [v or 0.0 for v in values], width=0.6, color="tab:green")
+    ax.bar_label(bars, labels=["n/a" if v is None else f"{v:.1f}" for v in values], fontsize=8)
+    ax.set_xticks(list(xs), engines, rotation=15, fontsize=8)
+    ax.set_ylabel(label)
+    ax.set_title("Latency per engine (lower is better)")
+    fig.tight_layout()
+    latency_png = out / "latency.png"
+    fig.savefig(latency_png)
+
+    prefix = prefix.strip("/")
+    return {f"{prefix}/accuracy.png" if prefix else "accuracy.png": accuracy,
+            f"{prefix}/latency.png" if prefix else "latency.png": latency_png}
+
+
+__all__ = ["Hook", "PublishResult", "RunConflict", "bundle_files", "gate_result", "latencies",
+           "publish_bundle", "write_plots"]

@@ -1,0 +1,59 @@
+"""`bertbuild bench --onnx A.onnx [--onnx B.onnx ...]`: latency of ONNX files in ONNX Runtime.
+
+Same real SQuAD feed for every model, one model loaded at a time; the table's
+last column is each row's speed-up over the first row at the median.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("bench", help="measure ONNX Runtime latency of one or more .onnx files on SQuAD windows")
+    parser.add_argument("--onnx", action="append", required=True, type=Path, metavar="MODEL.onnx",
+                        help="a model to time (repeatable; the first row is the baseline)")
+    parser.add_argument("--batch", type=int, default=8, help="sequences per call (default 8)")
+    parser.add_argument("--seq", type=int, default=384, help="tokens per sequence, 32..512 (default 384)")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all CPUs)")
+    parser.add_argument("--iterations", type=int, help="timed calls per model (default: as many as --min-seconds allows)")
+    parser.add_argument("--min-seconds", type=float, default=5.0, help="seconds per model without --iterations (default 5)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed calls first (default 5)")
+    parser.add_argument("--provider", default="CPUExecutionProvider",
+                        help="ONNX Runtime execution provider (default CPUExecutionProvider)")
+    parser.add_argument("--vocab", type=Path, help="vocab.txt for tokenizing (default: the bundled uncased vocab)")
+    parser.add_argument("--cased", action="store_true", help="the vocab is cased (do not lower-case)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    import json
+
+    from bertbuild.backends.onnxrt import OnnxRuntimeRunner
+    from bertbuild.benchmark import latency_table, machine_note, measure, squad_feed
+    from bertbuild.errors import UserInputError
+
+    missing = [str(p) for p in args.onnx if not p.is_file()]
+    if missing:
+        raise UserInputError(f"ONNX model not found: {', '.join(missing)}")
+    if not 32 <= args.seq <= 512 or args.batch < 1:
+        raise UserInputError(f"--seq must be in 32..512 and --batch >= 1 (got seq {args.seq}, batch {args.batch})")
+    note = machine_note()
+    feed = squad_feed(args.batch, args.seq, args.vocab, lower_case=not args.cased)
+    threads = args.threads or os.cpu_count() or 1
+    names = [p.name if [q.name for q in args.onnx].count(p.name) == 1 else str(p) for p in args.onnx]
+    rows, provider = [], args.provider
+    for path, name in zip(args.onnx, names):
+        runner = OnnxRuntimeRunner(path, providers=[provider], threads=threads, name=name)
+        rows.append(measure(runner, feed, warmup=args.warmup, iterations=args.iterations,
+                            min_seconds=args.min_seconds))
+    print(f"ONNX Runtime {provider}, {threads} intra-op thread(s); batch {args.batch} x seq {args.seq}, "
+          f"real SQuAD held-out windows; times are per infer() call and include host copies "
+          f"(int32 feed in, float32 logits out); {note}.")
+    print(latency_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"provider": provider, "threads": threads, "machine": note,
+                                         "rows": [r.to_dict() for r in rows]}, indent=2) + "\n")
+    return 0

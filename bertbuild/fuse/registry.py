@@ -1,0 +1,148 @@
+"""The fusion pass registry and the driver that runs passes over a model.
+
+A pass is a function `graph -> int` (the number of fusions it made) that
+rewrites an onnx-graphsurgeon graph in place and leaves dead nodes for the
+driver to remove. It registers itself with `@register_pass("name")`; the
+order passes run in is the explicit `DEFAULT_ORDER`, never import order.
+
+`run_passes` does, in order:
+1. load (path or ModelProto, never mutated), convert the default-domain opset
+   to 23 with onnx's version converter (the adapters, not a number edit), infer
+   shapes with data propagation so passes can read ranks and head counts;
+2. each enabled pass, then `cleanup().toposort()`;
+3. Identity / no-op Slice removal, constant folding (`error_ok=False`: a fold
+   that fails is a bug, not a warning), dead-node cleanup, toposort;
+4. export, drop stale value_info, strict shape inference and
+   `onnx.checker.check_model(full_check=True)`, and check that the named
+   dynamic axes (`batch`, `seq`) of the inputs and outputs survived.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import onnx
+
+from bertbuild.errors import UserInputError, ValidationError
+from bertbuild.fuse.report import FusionReport
+
+log = logging.getLogger(__name__)
+
+TARGET_OPSET = 23  # Attention is opset 23; Gelu 20; LayerNormalization 17.
+
+# Explicit and ordered. LayerNorm and GELU first: they do not depend on each
+# other or on attention, and attention's guards read shapes that they keep.
+DEFAULT_ORDER: tuple[str, ...] = ("layernorm", "gelu", "attention")
+
+
+@dataclass(frozen=True)
+class FusionPass:
+    name: str
+    function: Callable
+    summary: str
+
+
+PASSES: dict[str, FusionPass] = {}
+
+
+def register_pass(name: str):
+    """Decorator: make `function(graph) -> int` available to `run_passes` as `name`."""
+
+    def decorate(function):
+        if name in PASSES and PASSES[name].function is not function:
+            raise ValueError(f"fusion pass {name!r} registered twice")
+        summary = (function.__doc__ or name).strip().splitlines()[0]
+        PASSES[name] = FusionPass(name, function, summary)
+        return function
+
+    return decorate
+
+
+def _load(model_or_path) -> onnx.ModelProto:
+    if isinstance(model_or_path, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(model_or_path)
+        return model
+    path = Path(model_or_path)
+    if not path.is_file():
+        raise UserInputError(f"ONNX model not found: {path}")
+    return onnx.load(str(path))
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _io_dims(model: onnx.ModelProto) -> dict[str, list]:
+    return {
+        value.name: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+        for value in list(model.graph.input) + list(model.graph.output)
+    }
+
+
+def _prepare(model: onnx.ModelProto) -> onnx.ModelProto:
+    opset = _default_opset(model)
+    if opset < TARGET_OPSET:
+        from onnx import version_converter
+
+        model = version_converter.convert_version(model, TARGET_OPSET)
+    del model.graph.value_info[:]
+    return onnx.shape_inference.infer_shapes(model, data_prop=True)
+
+
+def load_graph(model_or_path):
+    """The graph every pass sees: opset 23, shapes inferred (data propagation on), as a gs.Graph."""
+    import onnx_graphsurgeon as gs
+
+    return gs.import_onnx(_prepare(_load(model_or_path)))
+
+
+def _finish(graph) -> onnx.ModelProto:
+    import onnx_graphsurgeon as gs
+
+    graph.opset = TARGET_OPSET
+    model = gs.export_onnx(graph)
+    del model.graph.value_info[:]  # stale after rewriting; re-inferred below
+    model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def run_passes(
+    model_or_path, order: Iterable[str] = DEFAULT_ORDER, disabled: Iterable[str] = (),
+) -> tuple[onnx.ModelProto, FusionReport]:
+    """Fuse a model; returns the checked, opset-23 model and what was done."""
+    from bertbuild.fuse.cleanup import remove_noops
+
+    order, disabled = tuple(order), tuple(disabled)
+    unknown = [name for name in order + disabled if name not in PASSES]
+    if unknown:
+        raise UserInputError(f"unknown fusion pass(es) {unknown}; known: {sorted(PASSES)}")
+    begin = time.perf_counter()
+    model = _load(model_or_path)
+    dims_before = _io_dims(model)
+    nodes_before = len(model.graph.node)
+    graph = load_graph(model)
+    counts: dict[str, int] = {}
+    for name in order:
+        if name in disabled:
+            log.debug("fusion pass %s: disabled", name)
+            continue
+        counts[name] = int(PASSES[name].function(graph))
+        log.debug("fusion pass %s: %d fusions", name, counts[name])
+        graph.cleanup().toposort()
+    removed = remove_noops(graph)
+    graph.fold_constants(error_ok=False).cleanup().toposort()
+    fused = _finish(graph)
+    dims_after = _io_dims(fused)
+    if dims_after != dims_before:
+        raise ValidationError(f"fusion changed the model's input/output shapes: {dims_before} -> {dims_after}")
+    report = FusionReport.from_model(
+        fused, passes=counts, disabled=disabled, nodes_before=nodes_before, noops_removed=removed,
+        seconds=time.perf_counter() - begin,
+    )
+    return fused, report

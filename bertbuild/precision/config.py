@@ -1,0 +1,66 @@
+"""The `precision:` section of a build config: FP16 islands, INT8 calibration, fallback.
+
+Frozen pydantic models that reject unknown keys, like every section of
+`bertbuild.config`, so a typo in a YAML file is an error, not a silent default.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Fp16Config(_Section):
+    """Which parts of the graph stay in FP32 when the rest goes to FP16.
+
+    LayerNormalization (or, in an unfused graph, the mean/variance chain that
+    computes it) is always kept in FP32: its variance sum overflows or loses
+    all precision in FP16. `keep_fp32_ops` adds whole op types on top of that.
+    """
+
+    keep_fp32_ops: tuple[str, ...] = ("Softmax",)
+    keep_logits_fp32: bool = True  # the QA head MatMul and everything after it
+
+
+class Int8Config(_Section):
+    """Static INT8 quantization with explicit QuantizeLinear/DequantizeLinear nodes.
+
+    One calibration (on SQuAD train-half features) serves both written variants:
+    S8S8 (symmetric signed activations, zero point 0, the file for TensorRT) and
+    U8S8 (unsigned activations, what ONNX Runtime's CPU kernels are fastest with).
+    `activation_type` picks the variant that is evaluated on ONNX Runtime and
+    that the accuracy fallback is driven by; both are always written.
+    """
+
+    method: Literal["entropy", "percentile", "minmax"] = "percentile"
+    percentile: float = Field(default=99.99, gt=50, le=100)
+    samples: int = Field(default=256, ge=1)  # feature rows (windows) fed to the calibrator
+    seed: int = 0
+    batch_size: int = Field(default=8, ge=1)  # rows per calibration batch: bounds memory
+    max_seq_length: int = Field(default=384, ge=32, le=512)
+    activation_type: Literal["u8", "s8"] = "u8"
+    per_channel: bool = True  # per-output-channel symmetric INT8 weights
+    num_bins: int = Field(default=2048, ge=128)  # histogram bins (entropy / percentile)
+    op_types: tuple[Literal["MatMul", "Gather"], ...] = ("MatMul",)
+    quantize_head: bool = False  # the QA head MatMul (hidden -> 2 logits) stays FP32 by default
+
+
+class FallbackConfig(_Section):
+    """Accuracy-driven mixed precision: return the most sensitive nodes to FP32."""
+
+    enabled: bool = True
+    max_nodes: int = Field(default=16, ge=0)  # most nodes kept out of INT8 in total
+    max_tries: int = Field(default=6, ge=0)  # quantize + evaluate rounds after the first
+    step: int = Field(default=2, ge=1)  # nodes returned to FP32 per round
+    sensitivity_batches: int = Field(default=2, ge=1)  # calibration batches used to rank nodes
+
+
+class PrecisionConfig(_Section):
+    fp16: Fp16Config = Fp16Config()
+    int8: Int8Config = Int8Config()
+    fallback: FallbackConfig = FallbackConfig()

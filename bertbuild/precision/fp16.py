@@ -1,0 +1,313 @@
+"""FP32 ONNX -> FP16 ONNX with FP32 islands, graph inputs and outputs unchanged.
+
+Why our own converter rather than `onnxruntime.transformers.float16` (not a
+public API: it lives in ORT's model-optimizer tools and changes between
+releases) or onnxconverter-common (not installed): the islands we need are
+structural, not op-type lists. An unfused LayerNorm is a chain of plain
+Sub/Mul/Add/Sqrt nodes that an op-type block list cannot tell apart from the
+rest of the network, and the QA head is "the last MatMul before the outputs".
+The conversion itself is small once the islands are known:
+
+1. decide, per node, FP32 (island) or FP16 (everything else);
+2. FP16 nodes read FP16 copies of their float initializers (clipped to the
+   FP16 range, so a -1e9 mask constant becomes -65504, not -inf, which would
+   turn `0 * mask` into NaN); float `Cast(to=FLOAT)`, `Constant` and
+   `ConstantOfShape` values in the FP16 region produce FP16;
+3. a Cast is inserted wherever a float tensor crosses between the regions
+   (one per tensor and direction, shared by all its consumers), and before each
+   graph output produced in FP16, so int32 inputs stay int32 and the logits
+   stay float32.
+
+The same file runs on ONNX Runtime (CPU) and is what TensorRT builds a strongly
+typed FP16 network from: the precision is in the graph, not in builder flags.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from bertbuild.errors import UserInputError
+from bertbuild.precision.config import Fp16Config
+
+log = logging.getLogger(__name__)
+
+FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+FP16_MAX = float(np.finfo(np.float16).max)  # 65504
+
+MEAN_OPS = {"ReduceMean", "GlobalAveragePool"}
+# Ops an unfused LayerNorm is built from (tf2onnx writes mean as GlobalAveragePool).
+LAYERNORM_CHAIN_OPS = MEAN_OPS | {"Sub", "Mul", "Add", "Div", "Pow", "Sqrt", "Reciprocal"}
+# Shape-only / layout ops allowed between the QA head MatMul and the graph outputs.
+HEAD_PASS_THROUGH = {"Slice", "Squeeze", "Unsqueeze", "Reshape", "Transpose", "Identity", "Split",
+                     "Flatten", "Gather", "Concat", "Cast"}
+
+
+@dataclass
+class Fp16Report:
+    path: str
+    seconds: float
+    nodes: int
+    fp32_nodes: list[str] = field(default_factory=list)  # the islands, by node name
+    layernorm_islands: int = 0
+    casts_inserted: int = 0
+    initializers_converted: int = 0
+    values_clipped: int = 0  # initializer values outside the FP16 range, clipped to +-65504
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _node_name(node: onnx.NodeProto, index: int) -> str:
+    return node.name or f"{node.op_type}#{index}"
+
+
+class _Graph:
+    """Read-only indexes over a (shape-inferred) graph."""
+
+    def __init__(self, model: onnx.ModelProto):
+        graph = model.graph
+        self.nodes = list(graph.node)
+        self.initializers = {init.name: init for init in graph.initializer}
+        self.producer: dict[str, int] = {}
+        self.consumers: dict[str, list[int]] = defaultdict(list)
+        for index, node in enumerate(self.nodes):
+            for name in node.output:
+                self.producer[name] = index
+            for name in node.input:
+                if name:
+                    self.consumers[name].append(index)
+        self.types: dict[str, int] = {}
+        for value in list(graph.value_info) + list(graph.input) + list(graph.output):
+            if value.type.HasField("tensor_type"):
+                self.types[value.name] = value.type.tensor_type.elem_type
+        for init in graph.initializer:
+            self.types[init.name] = init.data_type
+        for node in self.nodes:
+            if node.op_type == "Constant":
+                for attr in node.attribute:
+                    if attr.name == "value":
+                        self.types[node.output[0]] = attr.t.data_type
+
+    def is_float(self, name: str) -> bool:
+        return self.types.get(name) == FLOAT
+
+    def is_constant(self, name: str) -> bool:
+        if name in self.initializers:
+            return True
+        index = self.producer.get(name)
+        return index is not None and self.nodes[index].op_type == "Constant"
+
+
+def _layernorm_islands(g: _Graph) -> list[set[int]]:
+    """Node sets of every LayerNorm: fused LayerNormalization ops and unfused chains.
+
+    An unfused chain starts at `Sub(x, Mean(x))`. It is grown forward through
+    LayerNorm-like elementwise ops while each new node reads only the island,
+    constants, or `x` itself, so it takes the variance, eps, rsqrt, gamma and
+    beta nodes and stops at the residual Add or MatMul that reads the result
+    together with an outside tensor.
+    """
+    islands = []
+    for index, node in enumerate(g.nodes):
+        if node.op_type == "LayerNormalization":
+            islands.append({index})
+            continue
+        if node.op_type != "Sub" or len(node.input) != 2:
+            continue
+        x, mean = node.input
+        mean_index = g.producer.get(mean)
+        if mean_index is None:
+            continue
+        mean_node = g.nodes[mean_index]
+        if mean_node.op_type not in MEAN_OPS or mean_node.input[0] != x:
+            continue
+        island = {mean_index, index}
+        produced = set(mean_node.output) | set(node.output)
+        frontier = list(node.output)
+        while frontier:
+            tensor = frontier.pop()
+            for consumer in g.consumers.get(tensor, []):
+                if consumer in island:
+                    continue
+                candidate = g.nodes[consumer]
+                if candidate.op_type not in LAYERNORM_CHAIN_OPS:
+                    continue
+                if all(not name or name in produced or name == x or g.is_constant(name)
+                       for name in candidate.input):
+                    island.add(consumer)
+                    produced.update(candidate.output)
+                    frontier.extend(candidate.output)
+        # A real LayerNorm has at least: mean, sub, square, mean, add eps, sqrt, scale.
+        if sum(1 for i in island if g.nodes[i].op_type in MEAN_OPS) >= 2 and len(island) >= 6:
+            islands.append(island)
+    return islands
+
+
+def _logits_head(g: _Graph, outputs: list[str]) -> set[int]:
+    """The QA head: from each float graph output back to (and including) the first MatMul/Gemm."""
+    head: set[int] = set()
+    stack = [name for name in outputs if g.is_float(name)]
+    while stack:
+        index = g.producer.get(stack.pop())
+        if index is None or index in head:
+            continue
+        node = g.nodes[index]
+        if node.op_type in ("MatMul", "Gemm"):
+            head.add(index)
+            continue
+        bias_add = node.op_type == "Add" and any(g.is_constant(name) for name in node.input)
+        if node.op_type in HEAD_PASS_THROUGH or bias_add:
+            head.add(index)
+            stack.extend(name for name in node.input if name and not g.is_constant(name) and g.is_float(name))
+    return head
+
+
+def _has_subgraph(node: onnx.NodeProto) -> bool:
+    return any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute)
+
+
+def _fp32_node_set(g: _Graph, outputs: list[str], cfg: Fp16Config) -> tuple[set[int], int]:
+    islands = _layernorm_islands(g)
+    keep: set[int] = set().union(*islands) if islands else set()
+    keep_ops = set(cfg.keep_fp32_ops)
+    for index, node in enumerate(g.nodes):
+        if node.op_type in keep_ops or _has_subgraph(node):
+            keep.add(index)
+    if cfg.keep_logits_fp32:
+        keep |= _logits_head(g, outputs)
+    return keep, len(islands)
+
+
+def _to_half(array: np.ndarray) -> tuple[np.ndarray, int]:
+    clipped = int(np.count_nonzero(np.abs(array) > FP16_MAX))
+    return np.clip(array, -FP16_MAX, FP16_MAX).astype(np.float16), clipped
+
+
+def _half_tensor(tensor: TensorProto, name: str) -> tuple[TensorProto, int]:
+    array, clipped = _to_half(numpy_helper.to_array(tensor))
+    return numpy_helper.from_array(array, name), clipped
+
+
+def _load(path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(str(path))
+    except FileNotFoundError:
+        raise UserInputError(f"ONNX file not found: {path}") from None
+
+
+def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config | None = None) -> Fp16Report:
+    """Write `out_path`: `in_path` in FP16 except LayerNorms, `cfg.keep_fp32_ops` and the QA head."""
+    cfg = cfg or Fp16Config()
+    start = time.perf_counter()
+    model = _load(Path(in_path))
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    g = _Graph(inferred)
+    graph = model.graph
+    outputs = [value.name for value in graph.output]
+    keep, n_islands = _fp32_node_set(g, outputs, cfg)
+
+    # Tensors produced in FP16 after conversion: float outputs of FP16-region nodes.
+    half_tensors = {name for index, node in enumerate(g.nodes) if index not in keep
+                    for name in node.output if g.is_float(name)}
+
+    new_inits: list[TensorProto] = []
+    half_init_names: dict[str, str] = {}
+    clipped_total = 0
+    # An initializer read only by FP16 nodes is converted in place; a shared one gets a copy.
+    readers = defaultdict(set)
+    for index, node in enumerate(g.nodes):
+        for name in node.input:
+            if name in g.initializers and g.is_float(name):
+                readers[name].add(index not in keep)
+
+    def half_initializer(name: str) -> str:
+        nonlocal clipped_total
+        if name not in half_init_names:
+            target = name if readers[name] == {True} else f"{name}__fp16"
+            converted, clipped = _half_tensor(g.initializers[name], target)
+            clipped_total += clipped
+            new_inits.append(converted)
+            half_init_names[name] = target
+        return half_init_names[name]
+
+    casts: dict[tuple[str, int], str] = {}
+    new_nodes: list[onnx.NodeProto] = []
+
+    def cast(name: str, to: int) -> str:
+        key = (name, to)
+        if key not in casts:
+            suffix = "fp16" if to == HALF else "fp32"
+            out = f"{name}__{suffix}"
+            new_nodes.append(helper.make_node("Cast", [name], [out], to=to, name=f"{name}__cast_{suffix}"))
+            casts[key] = out
+        return casts[key]
+
+    for index, node in enumerate(g.nodes):
+        node = graph.node[index]
+        if index in keep:
+            # FP32 island: FP16 tensors coming in are cast up.
+            node.input[:] = [cast(name, FLOAT) if name in half_tensors else name for name in node.input]
+        else:
+            inputs = []
+            for name in node.input:
+                if not name or not g.is_float(name) or name in half_tensors:
+                    inputs.append(name)
+                elif name in g.initializers:
+                    inputs.append(half_initializer(name))
+                else:  # graph input or FP32-island output
+                    inputs.append(cast(name, HALF))
+            node.input[:] = inputs
+            _retype_attributes(node)
+        new_nodes.append(node)
+
+    # Graph outputs keep their names and float32 type: the FP16 producer writes a renamed tensor.
+    renamed = {}
+    for value in graph.output:
+        if value.name in half_tensors:
+            renamed[value.name] = f"{value.name}__fp16"
+    if renamed:
+        for node in new_nodes:
+            node.output[:] = [renamed.get(name, name) for name in node.output]
+            node.input[:] = [renamed.get(name, name) for name in node.input]
+        for original, half in renamed.items():
+            new_nodes.append(helper.make_node("Cast", [half], [original], to=FLOAT, name=f"{original}__cast_fp32"))
+
+    kept_inits = [init for init in graph.initializer if not (init.name in half_init_names
+                                                              and half_init_names[init.name] == init.name)]
+    del graph.initializer[:]
+    graph.initializer.extend(kept_inits + new_inits)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    del graph.value_info[:]
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    onnx.checker.check_model(model, full_check=True)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out_path))
+    n_casts = len(casts) + len(renamed)
+    report = Fp16Report(
+        path=str(out_path), seconds=round(time.perf_counter() - start, 3), nodes=len(graph.node),
+        fp32_nodes=sorted(_node_name(g.nodes[i], i) for i in keep), layernorm_islands=n_islands,
+        casts_inserted=n_casts, initializers_converted=len(half_init_names), values_clipped=clipped_total,
+    )
+    if clipped_total:
+        log.info("fp16: %d initializer values clipped to +-%g", clipped_total, FP16_MAX)
+    return report
+
+
+def _retype_attributes(node: onnx.NodeProto) -> None:
+    """Float-typed attributes of an FP16-region node: Cast targets and constant values."""
+    for attr in node.attribute:
+        if node.op_type == "Cast" and attr.name == "to" and attr.i == FLOAT:
+            attr.i = HALF
+        elif node.op_type in ("Constant", "ConstantOfShape") and attr.name == "value" and attr.t.data_type == FLOAT:
+            converted, _ = _half_tensor(attr.t, attr.t.name)
+            attr.t.CopyFrom(converted)

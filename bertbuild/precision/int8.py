@@ -1,0 +1,207 @@
+"""FP32 ONNX + a Calibration -> INT8 ONNX with explicit QuantizeLinear/DequantizeLinear.
+
+What is quantized: the MatMuls that read a constant weight (Q, K, V, attention
+output, FFN in and out), optionally the embedding Gathers. Their activation
+input gets a QuantizeLinear/DequantizeLinear pair with the calibrated scale;
+their weight is stored as INT8 per output channel (axis 1 of a [K, N] MatMul
+weight), symmetric, behind a DequantizeLinear. MatMul outputs, biases,
+LayerNorm, GELU, Softmax/Attention and the QA head stay in float: a TensorRT
+strongly typed build then runs exactly the INT8 GEMMs the graph spells out.
+
+Two variants from one calibration:
+
+- `s8s8`: signed INT8 activations with zero point 0 and range [-amax, amax].
+  TensorRT only accepts symmetric signed INT8, so this is the file for it.
+- `u8s8`: unsigned activations with range [max(min, -amax), min(max, amax)].
+  ONNX Runtime's x86 kernels (VNNI u8 x s8 dot products) are fastest with it.
+
+The quantizer is `onnxruntime.quantization.quantize_static` in QDQ format.
+Our own calibration (calibration.py) is handed to it through its public
+`calibration_cache_path` (a TensorsData JSON), so ORT never runs its own
+calibrator: the ranges in the graph are exactly the ones we computed, cached
+and tested. Quantize our graph (exported or fused), never ORT's optimized
+output: ORT's fused Gemm/FusedMatMul nodes fail bias quantization.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from bertbuild.precision.calibration import Calibration
+from bertbuild.precision.config import Int8Config
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("s8s8", "u8s8")
+ACTIVATION_VARIANT = {"s8": "s8s8", "u8": "u8s8"}
+
+
+@dataclass
+class Int8Result:
+    """What one quantization wrote: a file per variant, and which nodes are INT8."""
+
+    paths: dict[str, str]  # variant -> path
+    quantized_nodes: list[str]
+    excluded_nodes: list[str]
+    calibration: dict
+    seconds: float
+    qdq_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # variant -> op -> count
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@contextmanager
+def _quiet_ort_quantizer():
+    """quantize_static logs a 'consider pre-processing' warning per call through the root logger."""
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(previous)
+
+
+def _tensors_data(calibration: Calibration, variant: str, names: Iterable[str]):
+    from onnxruntime.quantization import CalibrationMethod, TensorData, TensorsData
+
+    data = {}
+    for name in names:
+        tensor_range = calibration.ranges[name]
+        low, high = tensor_range.symmetric() if variant == "s8s8" else tensor_range.clipped()
+        data[name] = TensorData(lowest=np.float32(low), highest=np.float32(high))
+    # The method tag only has to match what quantize_static is told below.
+    return TensorsData(CalibrationMethod.MinMax, data)
+
+
+def quantize_variant(fp32_onnx: Path | str, out_path: Path | str, calibration: Calibration, cfg: Int8Config,
+                     variant: str, nodes_to_exclude: Iterable[str] = ()) -> list[str]:
+    """Write one INT8 variant; return the names of the nodes that were quantized."""
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_static,
+                                          save_tensors_data)
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown INT8 variant {variant!r}, expected one of {VARIANTS}")
+    excluded = set(nodes_to_exclude)
+    targets = [t for t in calibration.targets if t["node"] not in excluded]
+    if not targets:
+        raise ValueError("nothing left to quantize: every target node is excluded")
+    names = {t["activation"] for t in targets}
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    extra_options = {
+        "MatMulConstBOnly": True,
+        # Only MatMul inputs: the output stays float for the bias Add, LayerNorm and GELU.
+        "OpTypesToExcludeOutputQuantization": ["MatMul"],
+        "ActivationSymmetric": variant == "s8s8",
+        "WeightSymmetric": True,
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+    }
+    with tempfile.TemporaryDirectory(prefix="bertbuild-int8-") as scratch:
+        ranges_file = Path(scratch) / "ranges.json"
+        save_tensors_data(_tensors_data(calibration, variant, names), ranges_file)
+        with _quiet_ort_quantizer():
+            quantize_static(
+                str(fp32_onnx), str(out_path), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=sorted({t["op_type"] for t in targets}),
+                nodes_to_quantize=[t["node"] for t in targets],
+                per_channel=cfg.per_channel, reduce_range=False,
+                activation_type=QuantType.QInt8 if variant == "s8s8" else QuantType.QUInt8,
+                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                calibration_cache_path=str(ranges_file), extra_options=extra_options,
+            )
+    quantized = [t["node"] for t in targets]
+    model = onnx.load(str(out_path))
+    rewired = _float_path_for_other_consumers(model, set(quantized))
+    if rewired:
+        onnx.save(model, str(out_path))
+    onnx.checker.check_model(str(out_path))
+    return quantized
+
+
+def _float_path_for_other_consumers(model: onnx.ModelProto, quantized: set[str]) -> int:
+    """Let only the quantized nodes read an activation through its Q/DQ pair.
+
+    quantize_static rewires EVERY consumer of a quantized activation to the
+    DequantizeLinear output, so the residual Add after a LayerNorm (and a Shape
+    node) would read the fake-quantized tensor: the residual stream would lose
+    precision, on ONNX Runtime and in TensorRT alike, for no speed. Give those
+    consumers the original float tensor back. Returns the number of inputs rewired.
+    """
+    graph = model.graph
+    initializers = {init.name for init in graph.initializer}
+    producer = {name: node for node in graph.node for name in node.output}
+    float_of = {}  # DQ output -> the float tensor its Q node read
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] in initializers:
+            continue
+        q = producer.get(node.input[0])
+        if q is not None and q.op_type == "QuantizeLinear":
+            float_of[node.output[0]] = q.input[0]
+    rewired = 0
+    for node in graph.node:
+        if node.name in quantized or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for position, name in enumerate(node.input):
+            if name in float_of:
+                node.input[position] = float_of[name]
+                rewired += 1
+    # A graph output that was replaced by a DQ output is left as quantize_static made it.
+    return rewired
+
+
+def qdq_summary(path: Path | str) -> dict[str, int]:
+    """Counts of QuantizeLinear / DequantizeLinear nodes and of each INT8 element type used."""
+    model = onnx.load(str(path))
+    counts = {"QuantizeLinear": 0, "DequantizeLinear": 0, "int8_tensors": 0, "uint8_tensors": 0}
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            counts[node.op_type] += 1
+    for init in model.graph.initializer:
+        if init.data_type == TensorProto.INT8:
+            counts["int8_tensors"] += 1
+        elif init.data_type == TensorProto.UINT8:
+            counts["uint8_tensors"] += 1
+    return counts
+
+
+def zero_points(path: Path | str, activations_only: bool = False) -> dict[str, np.ndarray]:
+    """Zero-point initializers of every Q/DQ node (by the node's name)."""
+    model = onnx.load(str(path))
+    inits = {init.name: init for init in model.graph.initializer}
+    found = {}
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
+            continue
+        if activations_only and node.input[0] in inits:  # DQ of a stored weight
+            continue
+        if node.input[2] in inits:
+            found[node.name] = numpy_helper.to_array(inits[node.input[2]])
+    return found
+
+
+def quantize_int8(fp32_onnx: Path | str, out_dir: Path | str, calibration: Calibration, cfg: Int8Config,
+                  nodes_to_exclude: Iterable[str] = (), stem: str = "model") -> Int8Result:
+    """Write `<stem>.int8-s8s8.onnx` (TensorRT) and `<stem>.int8-u8s8.onnx` (ONNX Runtime) into `out_dir`."""
+    start = time.perf_counter()
+    excluded = sorted(set(nodes_to_exclude))
+    paths, counts, quantized = {}, {}, []
+    for variant in VARIANTS:
+        path = Path(out_dir) / f"{stem}.int8-{variant}.onnx"
+        quantized = quantize_variant(fp32_onnx, path, calibration, cfg, variant, excluded)
+        paths[variant] = str(path)
+        counts[variant] = qdq_summary(path)
+    return Int8Result(paths=paths, quantized_nodes=quantized, excluded_nodes=excluded,
+                      calibration=calibration.summary(), seconds=round(time.perf_counter() - start, 2),
+                      qdq_counts=counts)
