@@ -56,7 +56,11 @@ def gate_result(name: str, passed: bool, value=None, threshold=None, message: st
     return {"name": name, "passed": bool(passed), "value": value, "threshold": threshold, "message": message}
 
 
-def bundle_files(directory: Path | str, exclude: tuple[str, ...] = ("checkpoints/*", "*.npz", ".*")) -> dict[str, Path]:
+# The fetched checkpoint, raw logits and hidden files stay out of every bundle.
+DEFAULT_EXCLUDE = ("checkpoints/*", "*.npz", ".*")
+
+
+def bundle_files(directory: Path | str, exclude: tuple[str, ...] = DEFAULT_EXCLUDE) -> dict[str, Path]:
     """Every file under `directory` as bundle name -> path, minus `exclude` globs (on bundle names)."""
     from fnmatch import fnmatch
 

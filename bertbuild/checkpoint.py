@@ -151,6 +151,12 @@ def vocab_size_of(path: Path) -> int:
         raise CheckpointError(f"{path}: not UTF-8 text") from None
 
 
+def vocab_and_case(checkpoint_dir: Path | str, lower_case: bool | None = None) -> tuple[Path, bool]:
+    """The checkpoint's vocab file and whether text is lower-cased (read off the vocab when not given)."""
+    vocab = Path(checkpoint_dir) / VOCAB_FILE
+    return vocab, vocab_is_uncased(vocab) if lower_case is None else lower_case
+
+
 def vocab_is_uncased(path: Path) -> bool:
     """An uncased vocab has no word pieces with capital letters.
 

@@ -47,5 +47,5 @@ def save_checkpoint(
         saver = tf.compat.v1.train.Saver(var_list=variables + [global_step], max_to_keep=1)
         with tf.compat.v1.Session(graph=graph) as session:
             session.run(tf.compat.v1.global_variables_initializer())
-            prefix = saver.save(session, str(directory / "model.ckpt"), global_step=step)
+            prefix = saver.save(session, str(directory / "model.ckpt"), global_step=step, write_meta_graph=False)  # the .meta is unused, and as big as the weights
     return Path(prefix)

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bertbuild.errors import ConfigError
+from bertbuild.precision.config import PrecisionConfig
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -94,14 +95,21 @@ class ProfileConfig(_Section):
 
 class EngineConfig(_Section):
     backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
-    precisions: tuple[Precision, ...] = ("fp32",)
+    # fp32: the plain export; fused-fp32: after graph surgery; fp16 and int8 are
+    # written from the fused graph (the file TensorRT gets), see `precision:`.
+    precisions: tuple[Precision, ...] = ("fp32", "fused-fp32", "fp16", "int8")
     profiles: tuple[ProfileConfig, ...] = (ProfileConfig(),)
     threads: int | None = Field(default=None, ge=1)  # None: all cores
 
 
 class Tolerance(_Section):
+    """Polygraphy's comparison thresholds. `error_stat` is what is held to them:
+    every element ("elemwise"), or the "mean", "median" or "max" error of each output.
+    """
+
     atol: float = Field(gt=0)
     rtol: float = Field(gt=0)
+    error_stat: Literal["elemwise", "mean", "median", "max"] = "elemwise"
 
 
 class ValidationConfig(_Section):
@@ -112,7 +120,9 @@ class ValidationConfig(_Section):
         "fp32": Tolerance(atol=1e-4, rtol=1e-3),
         "fused-fp32": Tolerance(atol=1e-4, rtol=1e-3),
         "fp16": Tolerance(atol=0.05, rtol=0.02),
-        "int8": Tolerance(atol=1.0, rtol=0.5),
+        # INT8 moves single logits by several units on a real model (max 3-6 on the embedded
+        # one) while answers hold; the mean error is what separates a sound INT8 file from a broken one.
+        "int8": Tolerance(atol=0.5, rtol=0.5, error_stat="mean"),
     }
 
 
@@ -132,7 +142,9 @@ _DEFAULT_GATES = {
     "fp32": GateConfig(max_f1_drop=0.1, min_argmax_agreement=0.99),
     "fused-fp32": GateConfig(max_f1_drop=0.1, min_argmax_agreement=0.99),
     "fp16": GateConfig(max_f1_drop=0.1, min_argmax_agreement=0.98),
-    "int8": GateConfig(max_f1_drop=1.0, min_argmax_agreement=0.9),
+    # argmax over 4 validation batches includes windows without the answer, where
+    # start/end logits are flat and INT8 noise flips the argmax: 0.8, with F1 as the real gate.
+    "int8": GateConfig(max_f1_drop=1.0, min_argmax_agreement=0.8),
 }
 
 
@@ -141,6 +153,13 @@ class BenchmarkConfig(_Section):
     seq: int = Field(default=384, ge=8, le=512)
     warmup: int = Field(default=3, ge=0)
     iterations: int = Field(default=10, ge=1)
+
+
+class PublishConfig(_Section):
+    """Where passing runs are published (a directory or any fsspec URL: s3://, gs://, file://)."""
+
+    enabled: bool = True
+    store: str | None = None  # None: $BERTBUILD_STORE, else runs/store
 
 
 class BuildConfig(_Section):
@@ -152,6 +171,8 @@ class BuildConfig(_Section):
     validation: ValidationConfig = ValidationConfig()
     gates: dict[Precision, GateConfig] = _DEFAULT_GATES
     benchmark: BenchmarkConfig = BenchmarkConfig()
+    precision: PrecisionConfig = PrecisionConfig()
+    publish: PublishConfig = PublishConfig()
     output_dir: str = "runs/latest"
 
     def gate_for(self, precision: str) -> GateConfig:

@@ -19,7 +19,7 @@ COLUMNS = (
 def _cell(row: dict, key: str, fmt: str) -> str:
     value = row.get(key)
     if key == "f1_drop" and value is not None:
-        value = -value  # shown as the change in F1: negative is worse
+        value = 0.0 - value  # shown as the change in F1: negative is worse (and never "-0.00")
     return "-" if value is None else fmt.format(value)
 
 

@@ -63,6 +63,7 @@ class ValidationReport:
     argmax_agreement: float  # fraction of (window, start|end) whose argmax over real tokens agree
     batches: int
     details: list[str] = field(default_factory=list)
+    error_stat: str = "elemwise"  # what atol/rtol were held to: each element, or the mean/median/max error
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -71,7 +72,7 @@ class ValidationReport:
         verdict = "PASSED" if self.passed else "FAILED"
         diffs = ", ".join(f"{k} max {self.max_abs_diff[k]:.3g} mean {self.mean_abs_diff[k]:.3g}" for k in OUTPUT_NAMES)
         return (f"{verdict}: {self.candidate} vs {self.reference} on {self.batches} SQuAD batches "
-                f"(atol {self.atol:g}, rtol {self.rtol:g}): {diffs}; argmax agreement {self.argmax_agreement:.2%}")
+                f"({self.error_stat} atol {self.atol:g}, rtol {self.rtol:g}): {diffs}; argmax agreement {self.argmax_agreement:.2%}")
 
     def save(self, stem: Path) -> None:
         Path(f"{stem}.json").write_text(json.dumps(self.to_json(), indent=2) + "\n")
@@ -90,8 +91,9 @@ def argmax_agreement(ref: dict, cand: dict, mask: np.ndarray) -> tuple[int, int]
     return agree, total
 
 
-def validate(reference: Runner, candidate: Runner, feeds: list[dict], atol: float, rtol: float) -> ValidationReport:
-    """Compare `candidate` with `reference` on `feeds`; per-output tolerances apply to every element."""
+def validate(reference: Runner, candidate: Runner, feeds: list[dict], atol: float, rtol: float,
+             error_stat: str = "elemwise") -> ValidationReport:
+    """Compare `candidate` with `reference` on `feeds`; the tolerances apply to `error_stat` of each output."""
     from polygraphy.comparator import CompareFunc, Comparator
 
     from polygraphy.logger import G_LOGGER
@@ -100,7 +102,7 @@ def validate(reference: Runner, candidate: Runner, feeds: list[dict], atol: floa
     with G_LOGGER.verbosity(G_LOGGER.WARNING):  # per-output statistics would flood the run log
         results = Comparator.run(runners, data_loader=feeds)
         accuracy = Comparator.compare_accuracy(
-            results, compare_func=CompareFunc.simple(atol={"": atol}, rtol={"": rtol}, check_error_stat="elemwise"),
+            results, compare_func=CompareFunc.simple(atol={"": atol}, rtol={"": rtol}, check_error_stat=error_stat),
         )
     (ref_name, ref_iters), (cand_name, cand_iters) = list(results.items())
     max_abs = {name: 0.0 for name in OUTPUT_NAMES}
@@ -116,5 +118,5 @@ def validate(reference: Runner, candidate: Runner, feeds: list[dict], atol: floa
     return ValidationReport(
         reference=ref_name, candidate=cand_name, passed=bool(accuracy), atol=atol, rtol=rtol,
         max_abs_diff=max_abs, mean_abs_diff={k: v / max(len(feeds), 1) for k, v in sums.items()},
-        argmax_agreement=agree / max(total, 1), batches=len(feeds),
+        argmax_agreement=agree / max(total, 1), batches=len(feeds), error_stat=error_stat,
     )

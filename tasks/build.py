@@ -26,7 +26,8 @@ def export(checkpoint_dir: str, out_path: str, opset: int, lower_case: bool | No
     result = export_onnx(checkpoint, out_path, opset=opset)
     # The vocab travels with the model: every engine of this run is read with it.
     shutil.copyfile(checkpoint.vocab_path, Path(out_path).with_name("vocab.txt"))
-    return {"path": str(result.path), "seconds": round(result.seconds, 2), "nodes": result.nodes, "opset": opset}
+    return {"path": str(result.path), "seconds": round(result.seconds, 2), "nodes": result.nodes, "opset": opset,
+            "num_layers": checkpoint.config.num_hidden_layers}
 
 
 def _save_outputs(result, out_dir: Path, tag: str) -> dict:

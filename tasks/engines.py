@@ -22,12 +22,10 @@ def _profiles(profiles: list[ProfileConfig]):
 
 
 def _eval_set(checkpoint_dir: str, eval_cfg: EvalConfig, lower_case: bool | None):
-    from bertbuild.checkpoint import VOCAB_FILE, vocab_is_uncased
+    from bertbuild.checkpoint import vocab_and_case
     from bertbuild.evaluate import prepare_eval_set
 
-    vocab = Path(checkpoint_dir) / VOCAB_FILE
-    lower = vocab_is_uncased(vocab) if lower_case is None else lower_case
-    return prepare_eval_set(eval_cfg, vocab, lower)
+    return prepare_eval_set(eval_cfg, *vocab_and_case(checkpoint_dir, lower_case))
 
 
 @task(name="build-engine")
@@ -67,7 +65,7 @@ def validate_engine(engine: dict, reference_onnx: str, checkpoint_dir: str, eval
     feeds = list(islice(features.batches(eval_cfg.batch_size), batches))
     reference = OnnxRuntimeRunner(reference_onnx, threads=threads, name="onnx-fp32-reference")
     candidate = get_backend(engine["backend"], threads=threads).load(Path(engine["path"]))
-    report = validate(reference, candidate, feeds, tolerance.atol, tolerance.rtol)
+    report = validate(reference, candidate, feeds, tolerance.atol, tolerance.rtol, tolerance.error_stat)
     stem = Path(out_dir) / f"validation-{engine['backend']}-{engine['precision']}"
     report.save(stem)
     return {**report.to_json(), "text": report.to_text(), "report": f"{stem}.json"}
@@ -79,10 +77,9 @@ def benchmark_engine(engine: dict, checkpoint_dir: str, eval_cfg: EvalConfig, lo
     """Latency and throughput on real held-out SQuAD windows at the benchmark shape."""
     from bertbuild.backends.registry import get_backend
     from bertbuild.benchmark import machine_note, measure, squad_feed
-    from bertbuild.checkpoint import VOCAB_FILE, vocab_is_uncased
+    from bertbuild.checkpoint import vocab_and_case
 
-    vocab = Path(checkpoint_dir) / VOCAB_FILE
-    lower = vocab_is_uncased(vocab) if lower_case is None else lower_case
+    vocab, lower = vocab_and_case(checkpoint_dir, lower_case)
     feed = squad_feed(bench.batch, bench.seq, vocab, lower, dataset=eval_cfg.dataset)
     runner = get_backend(engine["backend"], threads=threads).load(Path(engine["path"]))
     stats = measure(runner, feed, warmup=bench.warmup, iterations=bench.iterations,

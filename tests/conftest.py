@@ -11,6 +11,8 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="bertbuild-prefect-")
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Runs that do not name a store publish here, never into the checkout's runs/store.
+os.environ["BERTBUILD_STORE"] = tempfile.mkdtemp(prefix="bertbuild-store-")
 
 import pytest  # noqa: E402
 
@@ -38,3 +40,34 @@ def prefect_harness():
 
     with prefect_test_harness():
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_checkpoint, tmp_path_factory) -> dict:
+    """The tiny checkpoint exported ({"fp32": path}) and fused ({"fused": path}), shared by precision tests."""
+    from bertbuild.checkpoint import load_checkpoint
+    from bertbuild.export import export_onnx
+    from bertbuild.fuse import fuse_onnx
+
+    import shutil
+
+    directory = tmp_path_factory.mktemp("tiny-onnx")
+    exported = export_onnx(load_checkpoint(tiny_checkpoint), directory / "model-fp32.onnx").path
+    shutil.copy(tiny_checkpoint / "vocab.txt", directory / "vocab.txt")  # as a run directory has it
+    fuse_onnx(exported, directory / "model-fused.onnx", num_layers=2)
+    return {"fp32": Path(exported), "fused": directory / "model-fused.onnx", "checkpoint": tiny_checkpoint}
+
+
+@pytest.fixture(params=["local", "memory"])
+def store(request, tmp_path):
+    """An empty artifact store: a local directory, then fsspec's in-memory filesystem."""
+    import uuid
+
+    from artifacts.store import ArtifactStore
+
+    if request.param == "local":
+        yield ArtifactStore(tmp_path / "store")
+        return
+    s = ArtifactStore(f"memory://bertbuild-test-{uuid.uuid4().hex[:8]}")
+    yield s
+    s.remove_tree(s.root)

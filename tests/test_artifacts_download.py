@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,16 +17,6 @@ from bertbuild.errors import UserInputError
 PASS = [gate_result("parity", True, 1e-6, 1e-4)]
 NAMES = ("model-fp32.onnx", "model-int8.onnx", "engines/int8/bert-b8.plan", "engines/fp16/bert-b8.plan",
          "results.json", "predictions-onnxruntime-fp32.json", "predictions-trt-int8.json", "plots/accuracy.png")
-
-
-@pytest.fixture(params=["local", "memory"])
-def store(request, tmp_path):
-    if request.param == "local":
-        yield ArtifactStore(tmp_path / "store")
-        return
-    s = ArtifactStore(f"memory://bertbuild-test-{uuid.uuid4().hex[:8]}")
-    yield s
-    s.remove_tree(s.root)
 
 
 def publish(store, tmp_path, run_id="r1", model="tiny"):

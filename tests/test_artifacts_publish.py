@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -22,16 +21,6 @@ from bertbuild.errors import UserInputError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PASS = [gate_result("parity", True, 1e-6, 1e-4)]
 FAIL = [gate_result("parity", False, 3e-2, 1e-4, "ONNX FP32 differs from TensorFlow")]
-
-
-@pytest.fixture(params=["local", "memory"])
-def store(request, tmp_path):
-    if request.param == "local":
-        yield ArtifactStore(tmp_path / "store")
-        return
-    s = ArtifactStore(f"memory://bertbuild-test-{uuid.uuid4().hex[:8]}")
-    yield s
-    s.remove_tree(s.root)
 
 
 def make_files(directory: Path, tag: str = "a", size: int = 4096) -> dict[str, Path]:

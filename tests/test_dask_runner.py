@@ -13,6 +13,8 @@ def _config(tmp_path) -> dict:
     return {
         "model": {"source": "generated:tiny", "name": "tiny-dask"},
         "eval": {"limit": 10, "batch_size": 4},
+        "engines": {"precisions": ["fp32", "fused-fp32"]},
+        "publish": {"store": str(tmp_path / "store")},
         "output_dir": str(tmp_path / "run"),
     }
 

@@ -37,14 +37,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _publishing_wired() -> bool:
-    """True once the config has a `publish:` section and the flow calls the publish task."""
-    from bertbuild.config import BuildConfig
-
-    flow_source = (PROJECT_ROOT / "flows" / "build_bert.py").read_text()
-    return "publish" in BuildConfig.model_fields and "tasks.publish" in flow_source
-
-
 def _stop(proc: subprocess.Popen, name: str) -> None:
     """terminate, wait, kill: by PID, then anything left in its own process group (flow-run children)."""
     if proc.poll() is None:
@@ -150,17 +142,15 @@ def deployed(tmp_path_factory):
 
 
 def _fixture_config(directory: Path, **extra) -> Path:
-    """generated:tiny, 10 questions; output (and, once it exists, publish.store) under `directory`."""
-    from bertbuild.config import BuildConfig
-
+    """generated:tiny, 10 questions; output and publish.store under `directory`."""
     raw = {
         "model": {"source": "generated:tiny", "name": "e2e-tiny"},
         "eval": {"limit": 10, "batch_size": 4},
+        "engines": {"precisions": ["fp32"]},
         "output_dir": str(directory / "out"),
+        "publish": {"store": str(directory / "store")},
         **extra,
     }
-    if "publish" in BuildConfig.model_fields:
-        raw["publish"] = {"store": str(directory / "store")}
     path = directory / "e2e.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -191,9 +181,6 @@ def test_on_demand_run_completes_and_publishes(deployed, tmp_path):
                                     f"{result.stderr[-2000:]}\nworker:\n{deployed.log('worker')}")
     assert "Completed" in result.stdout
     assert (tmp_path / "out" / "results.json").is_file()
-    if not _publishing_wired():
-        pytest.skip("flow does not publish yet (no publish: config section or tasks.publish call)")
-
     from bertbuild.cli import main
 
     dest = tmp_path / "bundle"
@@ -213,9 +200,8 @@ def test_failing_gate_makes_watch_exit_nonzero(deployed, tmp_path):
     TIMINGS["run_failed_s"] = time.monotonic() - t
     assert result.returncode != 0, result.stdout[-4000:]
     assert "Failed" in result.stdout
-    if _publishing_wired():
-        from artifacts.store import ArtifactStore
+    from artifacts.store import ArtifactStore
 
-        store = ArtifactStore(tmp_path / "store")
-        assert store.runs("e2e-tiny") == [] and store.latest("e2e-tiny") is None
-        assert len(store.runs("e2e-tiny", failed=True)) == 1
+    store = ArtifactStore(tmp_path / "store")
+    assert store.runs("e2e-tiny") == [] and store.latest("e2e-tiny") is None
+    assert len(store.runs("e2e-tiny", failed=True)) == 1

@@ -17,6 +17,8 @@ def _config(tmp_path, **sections):
         "eval": {"limit": 10, "batch_size": 4},
         "validation": {"batches": 2},
         "benchmark": {"batch": 2, "seq": 128, "warmup": 1, "iterations": 2},
+        "engines": {"precisions": ["fp32"]},
+        "publish": {"store": str(tmp_path / "store")},
         "output_dir": str(tmp_path / "run"),
     }
     return config | sections
@@ -92,3 +94,56 @@ def test_damaged_engine_cli_exits_1_naming_the_gate(tmp_path, prefect_harness, d
     assert "FAIL" in captured.out  # the table is still shown
     last = captured.err.strip().splitlines()[-1]
     assert last.startswith("bertbuild: error: ") and "polygraphy_parity" in last and "by " in last
+
+
+def _store_files(store):
+    return sorted(p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file())
+
+
+def test_all_precisions_are_written_scored_gated_and_published(tmp_path, prefect_harness):
+    from flows.build_bert import build_bert
+
+    # A random-weight model's F1 is noise on 10 questions: loosen only the F1 gate; parity gates stay.
+    loose = {"max_f1_drop": 100.0, "min_argmax_agreement": 0.9}
+    config = _config(tmp_path, engines={"precisions": ["fp32", "fused-fp32", "fp16", "int8"]},
+                     precision={"int8": {"samples": 16, "max_seq_length": 128}},
+                     gates={"fp16": loose, "int8": loose})
+    result = build_bert(config)
+    rows = {row["engine"]: row for row in result["rows"]}
+    assert list(rows) == ["tensorflow-fp32", "onnxruntime-fp32", "onnxruntime-fused-fp32", "onnxruntime-fp16",
+                          "onnxruntime-int8"]
+    assert all(row["gates"] == "PASS" for row in result["rows"][1:])
+    assert rows["onnxruntime-fused-fp32"]["max_abs_dlogit"] <= 1e-4
+    assert rows["onnxruntime-fp16"]["max_abs_dlogit"] <= 0.05
+    assert 0 < rows["onnxruntime-int8"]["max_abs_dlogit"] <= 1.0
+    reports = json.loads((tmp_path / "run" / "results.json").read_text())["reports"]
+    assert reports["fusion"]["passes"] == {"layernorm": 5, "gelu": 2, "attention": 2}
+    assert reports["calibration"]["rows"] == 16 and reports["calibration"]["method"] == "percentile"
+    assert reports["int8"]["onnx"].endswith("int8/model.int8-u8s8.onnx")  # ONNX Runtime runs u8s8
+
+    published = result["published"]
+    assert published["released"] and published["latest"]
+    names = set(published["files"])
+    assert {"model-fp32.onnx", "model-fused.onnx", "model-fp16.onnx", "int8/model.int8-s8s8.onnx",
+            "int8/model.int8-u8s8.onnx", "results.json"} <= names
+    assert not any(n.startswith("checkpoints/") or n.endswith(".npz") for n in names)
+
+
+def test_int8_fallback_that_cannot_reach_the_gate_fails_and_publishes_no_engine(tmp_path, prefect_harness):
+    from flows.build_bert import build_bert
+
+    config = _config(tmp_path, engines={"precisions": ["fp32", "int8"]},
+                     precision={"int8": {"samples": 16, "max_seq_length": 128},
+                                "fallback": {"step": 2, "max_nodes": 4}},
+                     gates={"int8": {"max_f1_drop": -100.0}})  # unreachable: F1 would have to rise 100 points
+    state = build_bert(config, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(GateFailed, match="onnxruntime-int8"):
+        state.result()
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    fallback = saved["reports"]["int8_fallback"]
+    assert [len(step["excluded"]) for step in fallback["steps"]] == [2, 4] and not fallback["passed"]
+    assert fallback["ranking"][:4] == fallback["steps"][1]["excluded"]
+    stored = _store_files(tmp_path / "store")
+    assert stored and not any(name.endswith(".onnx") for name in stored)  # reports only, under failed/
+    assert all("/failed/" in f"/{name}" for name in stored if name.endswith("results.json"))

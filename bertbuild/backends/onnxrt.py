@@ -102,6 +102,8 @@ class OnnxRuntimeBackend(Backend):
         engine_path = out_dir / f"{Path(onnx_path).stem}.ort.onnx"
         options = session_options(self.threads, "all")
         options.optimized_model_filepath = str(engine_path)
+        # ORT warns that the saved graph is hardware specific; that is the documented point above.
+        options.log_severity_level = 3
         providers = default_providers()
         ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
         engine = Engine(engine_path, self.name, precision, {

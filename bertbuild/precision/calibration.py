@@ -248,9 +248,8 @@ def _amax_entropy(hist: _AbsHistogram, levels: int = QUANTIZED_LEVELS) -> float:
     return min(best_i * hist.width, _amax_minmax(hist))
 
 
-def _collect_statistics(model_path: Path, tensors: list[str], samples: CalibrationSet, cfg: Int8Config,
-                        threads: int | None = None) -> dict[str, _AbsHistogram]:
-    """Run the FP32 model over the samples, one bounded batch at a time, folding stats in."""
+def activation_session(model_path: Path | str, tensors: list[str], threads: int | None = None):
+    """An ONNX Runtime session of the FP32 model that can also return the named inner tensors."""
     import onnxruntime as ort
 
     model = onnx.load(str(model_path))
@@ -266,9 +265,13 @@ def _collect_statistics(model_path: Path, tensors: list[str], samples: Calibrati
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    session = ort.InferenceSession(model.SerializeToString(), sess_options=options,
-                                   providers=["CPUExecutionProvider"])
-    del model, inferred
+    return ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _collect_statistics(model_path: Path, tensors: list[str], samples: CalibrationSet, cfg: Int8Config,
+                        threads: int | None = None) -> dict[str, _AbsHistogram]:
+    """Run the FP32 model over the samples, one bounded batch at a time, folding stats in."""
+    session = activation_session(model_path, tensors, threads)
     stats = {name: _AbsHistogram(cfg.num_bins) for name in tensors}
     for feed in samples.batches(cfg.batch_size):
         for name, value in zip(tensors, session.run(tensors, feed)):
@@ -328,6 +331,11 @@ class Calibration:
                 "seconds": round(self.seconds, 2), "from_cache": self.from_cache, "cache_path": self.cache_path}
 
 
+def load_calibration(cache_path: Path | str) -> Calibration:
+    """A calibration written by `calibrate` (the flow passes its cache file between tasks)."""
+    return Calibration.from_json(json.loads(Path(cache_path).read_text()), str(cache_path))
+
+
 def file_sha256(path: Path | str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -361,7 +369,7 @@ def calibrate(model_path: Path | str, samples: CalibrationSet, cfg: Int8Config,
         cache_path = Path(cache_dir) / f"calibration-{cache_key(model_sha, samples, cfg)[:32]}.json"
         if cache_path.is_file():
             try:
-                calibration = Calibration.from_json(json.loads(cache_path.read_text()), str(cache_path))
+                calibration = load_calibration(cache_path)
                 log.info("calibration: cache hit %s", cache_path)
                 return calibration
             except (ValueError, TypeError, KeyError) as error:

@@ -1,0 +1,95 @@
+"""FP16 with FP32 islands: LayerNorm and the QA head stay FP32, I/O types unchanged, logits close to FP32."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from bertbuild.precision.config import Fp16Config
+from bertbuild.precision.fp16 import convert_to_fp16
+
+
+@pytest.fixture(scope="module")
+def feeds(tiny_onnx):
+    from bertbuild.checkpoint import vocab_and_case
+    from bertbuild.config import EvalConfig
+    from bertbuild.evaluate import prepare_eval_set
+
+    features = prepare_eval_set(EvalConfig(limit=6, max_seq_length=128), *vocab_and_case(tiny_onnx["checkpoint"])).features
+    return list(features.batches(4))
+
+
+def _run(path, feeds):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = [session.run(None, feed) for feed in feeds]
+    return [np.concatenate([o[i] for o in outputs]) for i in range(len(outputs[0]))]
+
+
+def _elem_types(values):
+    return {v.name: v.type.tensor_type.elem_type for v in values}
+
+
+def _float_input_type(model, node):
+    """Element type of the node's first input after shape inference."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = _elem_types([*inferred.graph.value_info, *inferred.graph.input])
+    types |= {init.name: init.data_type for init in inferred.graph.initializer}
+    return types[node.input[0]]
+
+
+@pytest.mark.parametrize("source", ["fused", "fp32"])
+def test_fp16_file_keeps_io_layernorm_and_head_fp32_and_matches(tiny_onnx, feeds, tmp_path, source):
+    out = tmp_path / "model-fp16.onnx"
+    report = convert_to_fp16(tiny_onnx[source], out, Fp16Config())
+    original, converted = onnx.load(str(tiny_onnx[source])), onnx.load(str(out))
+    onnx.checker.check_model(converted, full_check=True)
+
+    assert _elem_types(converted.graph.input) == _elem_types(original.graph.input)  # int32 stays int32
+    assert set(_elem_types(converted.graph.output).values()) == {TensorProto.FLOAT}
+    halves = [i for i in converted.graph.initializer if i.data_type == TensorProto.FLOAT16]
+    assert len(halves) >= 12 and report.initializers_converted == len(halves)
+    # 2 layers x 2 LayerNorms + the embedding LayerNorm: fused ops or unfused chains, all FP32.
+    assert report.layernorm_islands == 5
+    by_name = {n.name: n for n in converted.graph.node}
+    for node in converted.graph.node:
+        if node.op_type == "LayerNormalization":
+            assert node.name in report.fp32_nodes and _float_input_type(converted, node) == TensorProto.FLOAT
+    head = [by_name[name] for name in report.fp32_nodes if by_name[name].op_type == "MatMul"]
+    assert head, "the QA head MatMul stays FP32"
+    assert sum(n.op_type == "MatMul" for n in converted.graph.node if n.name not in report.fp32_nodes) >= 12
+
+    fp32, fp16 = _run(tiny_onnx[source], feeds), _run(out, feeds)
+    for a, b in zip(fp32, fp16):
+        assert np.isfinite(b).all() and b.dtype == np.float32
+        assert np.abs(a - b).max() < 0.01
+        assert (a.argmax(axis=1) == b.argmax(axis=1)).mean() == 1.0
+
+
+def test_head_may_go_fp16_when_asked(tiny_onnx, tmp_path):
+    kept = convert_to_fp16(tiny_onnx["fused"], tmp_path / "a.onnx", Fp16Config())
+    dropped = convert_to_fp16(tiny_onnx["fused"], tmp_path / "b.onnx", Fp16Config(keep_logits_fp32=False))
+    matmuls = {n.name for n in onnx.load(str(tmp_path / "a.onnx")).graph.node if n.op_type == "MatMul"}
+    assert matmuls & set(kept.fp32_nodes) and not matmuls & set(dropped.fp32_nodes)
+
+
+def test_out_of_range_constants_clip_to_fp16_max_instead_of_inf(tmp_path):
+    """A -1e9 attention-mask constant must become -65504: -inf * 0 would be NaN."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    keep = helper.make_tensor_value_info("keep", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    one, big = numpy_helper.from_array(np.float32(1.0), "one"), numpy_helper.from_array(np.float32(-1e9), "big")
+    graph = helper.make_graph([
+        helper.make_node("Sub", ["one", "keep"], ["masked"], name="sub"),
+        helper.make_node("Mul", ["masked", "big"], ["bias"], name="mul"),
+        helper.make_node("Add", ["x", "bias"], ["y"], name="add"),
+    ], "mask", [x, keep], [y], [one, big])
+    source = tmp_path / "mask.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)]), str(source))
+    report = convert_to_fp16(source, tmp_path / "mask-fp16.onnx", Fp16Config(keep_logits_fp32=False))
+    assert report.values_clipped == 1
+    session = ort.InferenceSession(str(tmp_path / "mask-fp16.onnx"), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"x": np.array([1.5, 0.0], np.float32), "keep": np.array([1.0, 0.0], np.float32)})
+    assert out.dtype == np.float32 and out[0] == 1.5 and out[1] == -65504.0
