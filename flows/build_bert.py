@@ -39,9 +39,9 @@ def _config(config: str | dict | BuildConfig, overrides: list[str] | None) -> Bu
 
 def int8_variant(cfg: BuildConfig) -> str:
     """TensorRT takes only symmetric signed INT8; ONNX Runtime's CPU kernels prefer unsigned activations."""
-    if cfg.engines.backend == "tensorrt":
-        return "s8s8"
-    return "u8s8" if cfg.precision.int8.activation_type == "u8" else "s8s8"
+    from bertbuild.precision.int8 import ACTIVATION_VARIANT
+
+    return "s8s8" if cfg.engines.backend == "tensorrt" else ACTIVATION_VARIANT[cfg.precision.int8.activation_type]
 
 
 def _row(evaluated: dict, validation: dict, reference: dict) -> dict:
