@@ -234,12 +234,12 @@ def _publish(cfg: BuildConfig, out: Path, rows: list[dict], meta: dict, gate_res
     from artifacts.publish import DEFAULT_EXCLUDE, bundle_files, gate_result
     from artifacts.store import default_store
 
-    render_plots(rows, str(out))
+    plots = render_plots(rows, str(out))
     left_out = DEFAULT_EXCLUDE + tuple(p for tag in rejected for p in (f"{tag}/*", f"engines/{tag}/*"))
     files = {name: str(path) for name, path in bundle_files(out, left_out).items()}  # plots are under out/ now
     gates = [gate_result(f"{g.engine}:{g.gate}", g.passed, g.measured, g.threshold, g.describe())
              for g in gate_results]
     published = publish(cfg.publish.store or default_store(), cfg.model_name, files,
                         {k: v for k, v in meta.items() if k != "reports"}, gates)
-    report_artifacts(published, rows)
+    report_artifacts(published, rows, plots)
     return published

@@ -5,7 +5,7 @@ Thin on purpose: the logic lives in `artifacts/` and works without Prefect.
     plots = render_plots(rows, str(out))                       # PNGs saved into the bundle
     published = publish(cfg.publish.store, cfg.model_name,
                         {**files, **plots}, meta, gates)       # -> PublishResult.to_dict()
-    report_artifacts(published, rows)                          # table + markdown + link artifacts
+    report_artifacts(published, rows, plots)                   # table + markdown (plots embedded) + link
 """
 
 from __future__ import annotations
@@ -93,8 +93,28 @@ def _gate_name(gate: dict) -> str:
     return ": ".join(str(gate[k]) for k in ("engine", "gate") if gate.get(k)) or "-"
 
 
-def results_markdown(published: dict, rows: list[dict]) -> str:
-    """The run report: status, numbers per engine, gates, and the plots by their bundle path."""
+def _png_data_uri(path: str) -> str:
+    """A PNG as a `data:` URI, so the report shows its plots wherever it is opened.
+
+    A bundle path (`plots/x.png`) or a store URL (`file://`, `s3://`) is nothing a
+    browser viewing the Prefect UI can fetch. Both Prefect UIs render `data:image/`
+    sources in markdown artifacts (the v1 renderer binds the image source as is,
+    and the v2 one allows `data:image/` explicitly), and each plot is a few tens of KB.
+    """
+    import base64
+    from pathlib import Path
+
+    data = Path(path).read_bytes()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError(f"{path} is not a PNG file")
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def results_markdown(published: dict, rows: list[dict], plots: dict[str, str] | None = None) -> str:
+    """The run report: status, numbers per engine, gates, and the plots embedded as images.
+
+    `plots` maps each plot's bundle name to its local PNG file.
+    """
     from artifacts.publish import latencies
 
     label, latency = latencies(rows)
@@ -117,13 +137,11 @@ def results_markdown(published: dict, rows: list[dict]) -> str:
         for g in published["gates"]:
             lines.append(f"| {_gate_name(g)} | {'pass' if g.get('passed') else '**FAIL**'} | "
                          f"{_fmt(g.get('value', g.get('measured')), '.4g')} | {_fmt(g.get('threshold'), '.4g')} |")
-    plots = [name for name in sorted(published.get("files", {})) if name.endswith(".png")]
     if plots:
         lines += ["", "## Plots", ""]
-        base = published["url"].rstrip("/")
-        for name in plots:
+        for name in sorted(plots):
             title = name.rsplit("/", 1)[-1].removesuffix(".png").replace("-", " ").replace("_", " ")
-            lines.append(f"![{title}]({base}/{name})  ")
+            lines.append(f"![{title}]({_png_data_uri(plots[name])})  ")
             lines.append(f"`{name}` in the bundle")
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
@@ -143,8 +161,8 @@ def history_rows(published: dict, rows: list[dict]) -> list[dict]:
 
 
 @task(name="report-artifacts", cache_policy=NO_CACHE)
-def report_artifacts(published: dict, rows: list[dict]) -> dict[str, str]:
-    """Keyed table (history per model), markdown report with plots, and a link to the bundle."""
+def report_artifacts(published: dict, rows: list[dict], plots: dict[str, str] | None = None) -> dict[str, str]:
+    """Keyed table (history per model), markdown report with the plots embedded, and a link to the bundle."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
     model = published["model"]
@@ -153,7 +171,7 @@ def report_artifacts(published: dict, rows: list[dict]) -> dict[str, str]:
         description=f"build-bert results for {model}, one version per run",
     )
     markdown = create_markdown_artifact(
-        markdown=results_markdown(published, rows), key=artifact_key(model, "report"),
+        markdown=results_markdown(published, rows, plots), key=artifact_key(model, "report"),
         description=f"build-bert report for {model} run {published['run_id']}",
     )
     link = create_link_artifact(

@@ -288,7 +288,7 @@ def test_prefect_tasks_publish_and_report(tmp_path, prefect_harness):
         plots = render_plots(rows, str(tmp_path / "out"))
         gates = [gate_result("parity", passed, 1e-7, 1e-4)]
         published = publish(str(store_dir), "Tiny_Model", {**files, **plots}, {"config": {}}, gates)
-        ids = report_artifacts(published, rows)
+        ids = report_artifacts(published, rows, plots)
         return published, ids
 
     published, ids = fake_build(True)
@@ -313,8 +313,39 @@ def test_prefect_tasks_publish_and_report(tmp_path, prefect_harness):
     assert len(by_key["build-bert-tiny-model"]) == 2  # one version per run: the history
     report = next(a for a in by_key["build-bert-tiny-model-report"] if published["run_id"] in a.data)
     assert "plots/accuracy.png" in report.data and "| onnxruntime-fp32 |" in report.data
+    assert_images_render(report.data, expected=2)
     link = next(a for a in by_key["build-bert-tiny-model-bundle"] if published["run_id"] in a.data)
     assert published["url"] in link.data
+
+
+def assert_images_render(markdown: str, expected: int) -> None:
+    """Every image in the markdown is a PNG that decodes, or an absolute URL a browser can fetch."""
+    import base64
+    import re
+
+    images = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", markdown)
+    assert len(images) == expected, images
+    for source in images:
+        if source.startswith("data:"):
+            header, _, payload = source.partition(",")
+            assert header == "data:image/png;base64", header
+            assert base64.b64decode(payload, validate=True)[:8] == b"\x89PNG\r\n\x1a\n"
+        else:
+            assert re.match(r"^https?://[^/]+/", source), f"not an absolute URL a browser can open: {source}"
+
+
+def test_report_markdown_embeds_each_plot_as_a_png(tmp_path):
+    from tasks.publish import results_markdown
+
+    rows = [{"engine": "tensorflow-fp32", "exact_match": 1.0, "f1": 2.0, "questions": 4, "seconds": 0.4}]
+    plots = {name: str(path) for name, path in write_plots(rows, tmp_path / "plots").items()}
+    published = {"model": "m", "run_id": "r", "released": True, "latest": True, "url": "file:///store/m/runs/r"}
+    markdown = results_markdown(published, rows, plots)
+    assert_images_render(markdown, expected=2)
+    assert "](plots/" not in markdown and "](file://" not in markdown
+    (tmp_path / "plots" / "latency.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="not a PNG"):
+        results_markdown(published, rows, plots)
 
 
 def test_publish_task_retries_io_errors_only():

@@ -1,24 +1,34 @@
 """The deployment path end to end on a REAL Prefect server (no test harness).
 
-server (127.0.0.1, own PREFECT_HOME, no UI, no analytics) -> process work pool ->
-`prefect --no-prompt deploy --all` from prefect.yaml -> worker subprocess ->
-`prefect deployment run build-bert/on-demand --param config=... --watch`.
+server (127.0.0.1, own PREFECT_HOME, no UI, no analytics, scheduler ON) ->
+process work pool -> `prefect --no-prompt deploy --all` from prefect.yaml ->
+worker subprocess -> `prefect deployment run build-bert/on-demand --param config=... --watch`.
 
 `--watch` exits 0 only when the run ends Completed: that exit code is the CI
 gate, so a run whose parity gate fails must make it exit non-zero.
+
+The scheduler service runs as it does in production: `build-bert/nightly` must
+get its Scheduled runs at the next 02:00 America/Los_Angeles times, and a second
+deployment scheduled a few seconds ahead must run to Completed with nobody
+calling `deployment run`. Any ERROR line or traceback in the server log during a
+test fails it: that is how a background service failing silently (SQLAlchemy 2.1
+broke the scheduler that way) shows up here.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -70,8 +80,10 @@ class Prefect:
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-            # No scheduler: the nightly schedule must not start a real run on this throwaway server.
-            "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+            # The scheduler runs as in production (nightly runs land days ahead and never start
+            # here), but loops every 2 s instead of 60 so the test needs no long waits.
+            "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "true",
+            "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
             "TF_CPP_MIN_LOG_LEVEL": "2",
         })
         self.env = env
@@ -89,6 +101,31 @@ class Prefect:
         path = self.logs / f"{name}.log"
         return path.read_text(errors="replace")[-tail:] if path.exists() else ""
 
+    def log_size(self, name: str) -> int:
+        path = self.logs / f"{name}.log"
+        return path.stat().st_size if path.exists() else 0
+
+    def log_since(self, name: str, offset: int) -> str:
+        with open(self.logs / f"{name}.log", "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    def api_call(self, method: str, path: str, body: dict | None = None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.api}{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def deployment_id(self, name: str) -> str:
+        flow, deployment = name.split("/")
+        return self.api_call("GET", f"/deployments/name/{flow}/{deployment}")["id"]
+
+    def flow_runs(self, deployment: str) -> list[dict]:
+        body = {"flow_runs": {"deployment_id": {"any_": [self.deployment_id(deployment)]}},
+                "sort": "EXPECTED_START_TIME_ASC", "limit": 50}
+        return self.api_call("POST", "/flow_runs/filter", body)
+
     def wait_healthy(self, server: subprocess.Popen, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -102,6 +139,24 @@ class Prefect:
                 pass
             time.sleep(0.5)
         raise RuntimeError(f"prefect server not healthy after {timeout}s:\n{self.log('server')}")
+
+
+_ERROR_LINE = re.compile(r"\bERROR\b|Traceback \(most recent call last\)")
+
+
+@pytest.fixture(autouse=True)
+def server_log_stays_clean(request):
+    """Fail a test during which the server logged an ERROR or a traceback (a background service broke)."""
+    if "deployed" not in request.fixturenames:
+        yield
+        return
+    prefect = request.getfixturevalue("deployed")
+    offset = prefect.log_size("server")
+    yield
+    text = prefect.log_since("server", offset)
+    bad = [line for line in text.splitlines() if _ERROR_LINE.search(line)]
+    assert not bad, "the Prefect server logged errors during this test:\n" + "\n".join(bad[:20]) + \
+        f"\n--- server log ---\n{text[-4000:]}"
 
 
 def _check(result: subprocess.CompletedProcess, what: str) -> None:
@@ -163,13 +218,118 @@ def _run(prefect: Prefect, *params: str) -> subprocess.CompletedProcess:
     return prefect.cli(*args, timeout=960)
 
 
+def _nightly_schedule() -> tuple[str, str]:
+    """(cron, timezone) of build-bert/nightly as prefect.yaml declares it."""
+    spec = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
+    nightly = next(d for d in spec["deployments"] if d["name"] == "nightly")
+    (schedule,) = nightly["schedules"]
+    return schedule["cron"], schedule["timezone"]
+
+
+def _daily_times(cron: str, tz: str, after: datetime, count: int) -> list[datetime]:
+    """The next `count` UTC times a daily `M H * * *` cron fires in `tz` after `after`.
+
+    Worked out with zoneinfo, not with Prefect's cron code, so a wrong schedule
+    (or a wrong timezone, or DST handling) in Prefect would not agree with it.
+    """
+    minute, hour, *rest = cron.split()
+    assert rest == ["*", "*", "*"], f"this check covers daily crons only, got {cron!r}"
+    zone = ZoneInfo(tz)
+    day = after.astimezone(zone).date()
+    times = []
+    while len(times) < count:
+        local = datetime(day.year, day.month, day.day, int(hour), int(minute), tzinfo=zone)
+        if local > after:
+            times.append(local.astimezone(timezone.utc))
+        day += timedelta(days=1)
+    return times
+
+
+def _utc(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def _wait_for(what: str, probe, timeout: float, every: float = 1.0):
+    """Call `probe` until it returns something truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
 def test_nightly_deployment_is_scheduled(deployed):
     out = deployed.cli("deployment", "inspect", "build-bert/nightly")
     _check(out, "deployment inspect")
     text = out.stdout
-    assert "0 2 * * *" in text and "America/Los_Angeles" in text
+    cron, tz = _nightly_schedule()
+    assert (cron, tz) == ("0 2 * * *", "America/Los_Angeles")
+    assert cron in text and tz in text
     assert "configs/default.yaml" in text and POOL in text
     assert "set_working_directory" in text and str(PROJECT_ROOT) in text
+
+
+def test_nightly_has_scheduled_runs_at_the_next_0200_los_angeles(deployed):
+    """The scheduler service must create the nightly runs (it silently did not with SQLAlchemy 2.1)."""
+    cron, tz = _nightly_schedule()
+    t = time.monotonic()
+
+    def scheduled():
+        runs = [r for r in deployed.flow_runs("build-bert/nightly") if r["state"]["type"] == "SCHEDULED"]
+        return runs if len(runs) >= 3 else None
+
+    runs = _wait_for("3 Scheduled runs of build-bert/nightly", scheduled, timeout=90)
+    TIMINGS["nightly_scheduled_s"] = time.monotonic() - t
+    starts = [_utc(r["expected_start_time"]) for r in runs]
+    expected = _daily_times(cron, tz, datetime.now(timezone.utc) - timedelta(minutes=1), len(starts))
+    assert starts == expected, f"scheduled {starts}, but {cron} in {tz} fires at {expected}"
+    assert all(r["auto_scheduled"] and r["state"]["name"] == "Scheduled" for r in runs)
+
+    # `bertbuild doctor` on this working setup: every check passes and it names the same next run.
+    doctor = subprocess.run([sys.executable, "-m", "bertbuild.cli", "doctor"], cwd=PROJECT_ROOT, env=deployed.env,
+                            capture_output=True, text=True, timeout=120)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "no problems found" in doctor.stdout
+    assert re.search(rf"\[ok  \] next run of build-bert/nightly +{expected[0]:%Y-%m-%d %H:%M} UTC = "
+                     rf"{expected[0].astimezone(ZoneInfo(tz)):%Y-%m-%d} 02:00 {tz}", doctor.stdout), doctor.stdout
+    print("\n$ bertbuild doctor\n" + doctor.stdout)
+
+
+def test_a_scheduled_deployment_runs_with_no_deployment_run_call(deployed, tmp_path):
+    """What "nightly" means: the schedule alone starts a run, the worker takes it, and it ends Completed.
+
+    A second deployment of the same flow, cut from prefect.yaml's own on-demand
+    entry (same entrypoint, pool, build and pull steps), gets an interval
+    schedule whose first run is a few seconds away and the tiny config.
+    """
+    config = _fixture_config(tmp_path)
+    spec = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
+    entry = dict(next(d for d in spec["deployments"] if d["name"] == "on-demand"))
+    first = datetime.now(timezone.utc) + timedelta(seconds=15)
+    entry.update(name="scheduled-e2e", parameters={"config": str(config)},
+                 schedules=[{"interval": 3600, "anchor_date": first.isoformat(), "active": True}])
+    spec = {k: v for k, v in spec.items() if k != "definitions"} | {"deployments": [entry]}
+    prefect_file = tmp_path / "prefect-scheduled.yaml"
+    prefect_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    _check(deployed.cli("--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file), timeout=600),
+           "prefect deploy (scheduled-e2e)")
+
+    t = time.monotonic()
+
+    def finished():
+        runs = deployed.flow_runs("build-bert/scheduled-e2e")
+        done = [r for r in runs if r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")]
+        return done[0] if done else None
+
+    run = _wait_for("the scheduled run of build-bert/scheduled-e2e to finish", finished, timeout=600, every=2)
+    TIMINGS["scheduled_run_finished_s"] = time.monotonic() - t
+    assert run["state"]["type"] == "COMPLETED", (run["state"], deployed.log("worker"))
+    assert run["auto_scheduled"], "the run was not created by the scheduler"
+    assert abs((_utc(run["expected_start_time"]) - first).total_seconds()) < 1
+    assert (tmp_path / "out" / "results.json").is_file()
 
 
 def test_on_demand_run_completes_and_publishes(deployed, tmp_path):
