@@ -29,13 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bertbuild {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"bertbuild.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"bertbuild.commands.{name}":
-                raise
-            continue  # command not written yet
-        module.add_parser(sub)
+        importlib.import_module(f"bertbuild.commands.{name}").add_parser(sub)
     return parser
 
 

@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bertbuild.errors import ConfigError
+from bertbuild.fetch.sources import is_local_path
+from bertbuild.precision import Precision
 from bertbuild.precision.config import PrecisionConfig
 
 class _Section(BaseModel):
@@ -75,8 +77,6 @@ class ParityConfig(_Section):
     max_abs_logit: float = Field(default=1e-4, gt=0)
 
 
-PRECISIONS = ("fp32", "fused-fp32", "fp16", "int8")
-Precision = Literal["fp32", "fused-fp32", "fp16", "int8"]
 
 
 class ProfileConfig(_Section):
@@ -97,7 +97,7 @@ class EngineConfig(_Section):
     backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
     # fp32: the plain export; fused-fp32: after graph surgery; fp16 and int8 are
     # written from the fused graph (the file TensorRT gets), see `precision:`.
-    precisions: tuple[Precision, ...] = ("fp32", "fused-fp32", "fp16", "int8")
+    precisions: tuple[Precision, ...] = tuple(Precision)
     profiles: tuple[ProfileConfig, ...] = (ProfileConfig(),)
     threads: int | None = Field(default=None, ge=1)  # None: all cores
 
@@ -117,12 +117,12 @@ class ValidationConfig(_Section):
 
     batches: int = Field(default=4, ge=1)  # SQuAD feature batches of eval.batch_size
     tolerances: dict[Precision, Tolerance] = {
-        "fp32": Tolerance(atol=1e-4, rtol=1e-3),
-        "fused-fp32": Tolerance(atol=1e-4, rtol=1e-3),
-        "fp16": Tolerance(atol=0.05, rtol=0.02),
+        Precision.FP32: Tolerance(atol=1e-4, rtol=1e-3),
+        Precision.FUSED_FP32: Tolerance(atol=1e-4, rtol=1e-3),
+        Precision.FP16: Tolerance(atol=0.05, rtol=0.02),
         # INT8 moves single logits by several units on a real model (max 3-6 on the embedded
         # one) while answers hold; the mean error is what separates a sound INT8 file from a broken one.
-        "int8": Tolerance(atol=0.5, rtol=0.5, error_stat="mean"),
+        Precision.INT8: Tolerance(atol=0.5, rtol=0.5, error_stat="mean"),
     }
 
 
@@ -139,12 +139,12 @@ class GateConfig(_Section):
 
 
 _DEFAULT_GATES = {
-    "fp32": GateConfig(max_f1_drop=0.1, min_argmax_agreement=0.99),
-    "fused-fp32": GateConfig(max_f1_drop=0.1, min_argmax_agreement=0.99),
-    "fp16": GateConfig(max_f1_drop=0.1, min_argmax_agreement=0.98),
+    Precision.FP32: GateConfig(max_f1_drop=0.1, min_argmax_agreement=0.99),
+    Precision.FUSED_FP32: GateConfig(max_f1_drop=0.1, min_argmax_agreement=0.99),
+    Precision.FP16: GateConfig(max_f1_drop=0.1, min_argmax_agreement=0.98),
     # argmax over 4 validation batches includes windows without the answer, where
     # start/end logits are flat and INT8 noise flips the argmax: 0.8, with F1 as the real gate.
-    "int8": GateConfig(max_f1_drop=1.0, min_argmax_agreement=0.8),
+    Precision.INT8: GateConfig(max_f1_drop=1.0, min_argmax_agreement=0.8),
 }
 
 
@@ -224,20 +224,16 @@ def parse_config(raw: dict, origin: str = "config", base_dir: Path | None = None
     return _resolve_paths(config, origin, base_dir or Path.cwd())
 
 
-def _is_local(source: str) -> bool:
-    return "://" not in source and not source.startswith("generated:")
-
-
 def _resolve_paths(config: BuildConfig, origin: str, base_dir: Path) -> BuildConfig:
     updates = {}
     source = config.model.source
-    if _is_local(source):
+    if is_local_path(source):
         path = (base_dir / source).resolve() if not Path(source).is_absolute() else Path(source)
         if not path.exists():
             raise ConfigError(f"{origin}: model.source: {source} does not exist")
         updates["model"] = config.model.model_copy(update={"source": str(path)})
     dataset = config.eval.dataset
-    if dataset != "bundled" and "://" not in dataset:
+    if dataset != "bundled" and is_local_path(dataset):
         path = (base_dir / dataset).resolve() if not Path(dataset).is_absolute() else Path(dataset)
         if not path.is_file():
             raise ConfigError(f"{origin}: eval.dataset: {dataset} does not exist")

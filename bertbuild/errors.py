@@ -40,3 +40,11 @@ class GateFailed(BertbuildError):
 
 class ValidationError(BertbuildError):
     """An engine's outputs disagree with the reference beyond tolerance."""
+
+
+class IntegrityError(BertbuildError):
+    """A stored or downloaded file whose sha256 or size differs from its manifest (exit 1)."""
+
+
+class RunConflict(BertbuildError):
+    """The run id is already published with different contents (bundles are immutable)."""

@@ -13,11 +13,15 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Runs that do not name a store publish here, never into the checkout's runs/store.
 os.environ["BERTBUILD_STORE"] = tempfile.mkdtemp(prefix="bertbuild-store-")
+# Downloads, generated checkpoints and step caches go here, never into ~/.cache.
+os.environ["BERTBUILD_CACHE"] = tempfile.mkdtemp(prefix="bertbuild-cache-")
 
 import pytest  # noqa: E402
 
+from bertbuild.data import UNCASED_VOCAB, bundled_file  # noqa: E402
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-VOCAB = PROJECT_ROOT / "data" / "vocab-uncased.txt"
+VOCAB = bundled_file(UNCASED_VOCAB)
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +32,7 @@ def vocab_path() -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A 2-layer random-weight QA checkpoint in the exact Google layout (adam slots, global_step)."""
-    from bertbuild.synthetic import write_random_checkpoint
+    from bertbuild.model.random_checkpoint import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", VOCAB, layers=2, step=1000)
 
@@ -45,8 +49,8 @@ def prefect_harness():
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_checkpoint, tmp_path_factory) -> dict:
     """The tiny checkpoint exported ({"fp32": path}) and fused ({"fused": path}), shared by precision tests."""
-    from bertbuild.checkpoint import load_checkpoint
-    from bertbuild.export import export_onnx
+    from bertbuild.model.checkpoint import load_checkpoint
+    from bertbuild.model.export import export_onnx
     from bertbuild.fuse import fuse_onnx
 
     import shutil
@@ -63,7 +67,7 @@ def store(request, tmp_path):
     """An empty artifact store: a local directory, then fsspec's in-memory filesystem."""
     import uuid
 
-    from artifacts.store import ArtifactStore
+    from bertbuild.artifacts.store import ArtifactStore
 
     if request.param == "local":
         yield ArtifactStore(tmp_path / "store")

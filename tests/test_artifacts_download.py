@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from artifacts.download import download, select_files, verify_dir
-from artifacts.manifest import IntegrityError, Manifest
-from artifacts.publish import gate_result, publish_bundle
-from artifacts.store import ArtifactStore
+from bertbuild.artifacts.download import download, select_files, verify_dir
+from bertbuild.artifacts.manifest import Manifest
+from bertbuild.errors import IntegrityError
+from bertbuild.artifacts.publish import gate_result, publish_bundle
+from bertbuild.artifacts.store import ArtifactStore
 from bertbuild.cli import main
 from bertbuild.errors import UserInputError
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from artifacts.download import download
-from artifacts.manifest import IntegrityError, sha256_file
-from artifacts.publish import RunConflict, bundle_files, gate_result, publish_bundle, write_plots
-from artifacts.store import ArtifactStore
+from bertbuild.artifacts.download import download
+from bertbuild.artifacts.manifest import sha256_and_size
+from bertbuild.errors import IntegrityError, RunConflict
+from bertbuild.artifacts.publish import bundle_files, gate_result, publish_bundle, write_plots
+from bertbuild.artifacts.store import ArtifactStore
 from bertbuild.errors import UserInputError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +46,7 @@ def assert_complete(store: ArtifactStore, model: str, run_id: str, files: dict[s
     assert manifest is not None and set(manifest.files) == set(files)
     base = store.run_path(model, run_id)
     for name, path in files.items():
-        assert store.digest(f"{base}/{name}") == sha256_file(path)
+        assert store.digest(f"{base}/{name}") == sha256_and_size(path)
 
 
 def visible(store: ArtifactStore, model: str) -> list[str]:
@@ -137,7 +138,7 @@ def test_killed_before_pointer_keeps_previous_latest(store, tmp_path):
 KILL_SCRIPT = r"""
 import sys, time
 from pathlib import Path
-from artifacts.publish import publish_bundle, gate_result
+from bertbuild.artifacts.publish import publish_bundle, gate_result
 store, files_dir, marker = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 files = {p.name.replace("__", "/"): p for p in files_dir.iterdir()}
 count = [0]
@@ -275,7 +276,7 @@ def test_prefect_tasks_publish_and_report(tmp_path, prefect_harness):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from tasks.publish import artifact_key, publish, render_plots, report_artifacts
+    from bertbuild.tasks.publish import artifact_key, publish, render_plots, report_artifacts
 
     rows = [{"engine": "tensorflow-fp32", "exact_match": 1.0, "f1": 2.0, "questions": 4, "seconds": 0.4},
             {"engine": "onnxruntime-fp32", "exact_match": 1.0, "f1": 2.0, "questions": 4, "seconds": 0.2,
@@ -335,7 +336,7 @@ def assert_images_render(markdown: str, expected: int) -> None:
 
 
 def test_report_markdown_embeds_each_plot_as_a_png(tmp_path):
-    from tasks.publish import results_markdown
+    from bertbuild.tasks.publish import results_markdown
 
     rows = [{"engine": "tensorflow-fp32", "exact_match": 1.0, "f1": 2.0, "questions": 4, "seconds": 0.4}]
     plots = {name: str(path) for name, path in write_plots(rows, tmp_path / "plots").items()}
@@ -351,7 +352,7 @@ def test_report_markdown_embeds_each_plot_as_a_png(tmp_path):
 def test_publish_task_retries_io_errors_only():
     from prefect.states import Failed
 
-    from tasks.publish import _worth_retrying, publish
+    from bertbuild.tasks.publish import _worth_retrying, publish
 
     assert publish.retries == 2 and publish.retry_delay_seconds == [1, 5]
     assert _worth_retrying(None, None, Failed(data=OSError("connection reset")))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bertbuild.ask import answer, find_vocab
+from bertbuild.evaluation.ask import answer, find_vocab
 from bertbuild.backends.onnxrt import OnnxRuntimeRunner
 from bertbuild.cli import main
 from bertbuild.errors import UserInputError

@@ -17,8 +17,8 @@ from bertbuild.backends.registry import availability, get_backend
 from bertbuild.cli import main
 from bertbuild.config import EvalConfig
 from bertbuild.errors import UserInputError
-from bertbuild.evaluate import prepare_eval_set
-from bertbuild.validate import validate
+from bertbuild.evaluation.score import prepare_eval_set
+from bertbuild.evaluation.validate import validate
 
 PROFILES = [Profile((1, 128), (4, 384), (8, 384))]
 TRT_MISSING = not availability()["tensorrt"][0]
@@ -27,8 +27,8 @@ TRT_REASON = f"TensorRT backend not available here: {availability()['tensorrt'][
 
 @pytest.fixture(scope="module")
 def fp32_onnx(tiny_checkpoint, tmp_path_factory):
-    from bertbuild.checkpoint import load_checkpoint
-    from bertbuild.export import export_onnx
+    from bertbuild.model.checkpoint import load_checkpoint
+    from bertbuild.model.export import export_onnx
 
     return export_onnx(load_checkpoint(tiny_checkpoint), tmp_path_factory.mktemp("b") / "model-fp32.onnx").path
 

@@ -8,12 +8,12 @@ import shutil
 import numpy as np
 import pytest
 
-from bertbuild.checkpoint import (
+from bertbuild.model.checkpoint import (
     expected_shapes, checkpoint_prefix, inspect_checkpoint, load_checkpoint, read_config,
 )
-from bertbuild.ckpt_writer import save_checkpoint
+from bertbuild.model.checkpoint_writer import save_checkpoint
 from bertbuild.errors import CheckpointError
-from bertbuild.synthetic import random_weights, tiny_config
+from bertbuild.model.random_checkpoint import random_weights, tiny_config
 
 
 def test_loads_weights_and_ignores_optimizer_slots(tiny_checkpoint):

@@ -41,8 +41,8 @@ def test_bad_checkpoint_exits_2_with_one_line(tmp_path, tiny_checkpoint, capsys,
 
 
 def test_missing_variable_exits_2_naming_it(tmp_path, tiny_checkpoint, capsys, vocab_path):
-    from bertbuild.checkpoint import load_checkpoint
-    from bertbuild.ckpt_writer import save_checkpoint
+    from bertbuild.model.checkpoint import load_checkpoint
+    from bertbuild.model.checkpoint_writer import save_checkpoint
 
     checkpoint = load_checkpoint(tiny_checkpoint)
     weights = {k: v for k, v in checkpoint.weights.items() if k != "cls/squad/output_bias"}

@@ -22,7 +22,7 @@ def _config(tmp_path) -> dict:
 def test_build_bert_runs_on_dask_task_runner(tmp_path, prefect_harness, monkeypatch):
     from prefect_dask import DaskTaskRunner
 
-    from flows.build_bert import build_bert
+    from bertbuild.flows.build_bert import build_bert
 
     submitted: list[str] = []
     original_submit = DaskTaskRunner.submit

@@ -346,7 +346,7 @@ def test_on_demand_run_completes_and_publishes(deployed, tmp_path):
     dest = tmp_path / "bundle"
     assert main(["artifacts", "download", "--store", str(tmp_path / "store"), "--model", "e2e-tiny",
                  "--run", "latest", "--dest", str(dest)]) == 0
-    from artifacts.download import verify_dir
+    from bertbuild.artifacts.download import verify_dir
 
     manifest = verify_dir(dest)
     assert manifest.passed and manifest.flow_run_id
@@ -360,7 +360,7 @@ def test_failing_gate_makes_watch_exit_nonzero(deployed, tmp_path):
     TIMINGS["run_failed_s"] = time.monotonic() - t
     assert result.returncode != 0, result.stdout[-4000:]
     assert "Failed" in result.stdout
-    from artifacts.store import ArtifactStore
+    from bertbuild.artifacts.store import ArtifactStore
 
     store = ArtifactStore(tmp_path / "store")
     assert store.runs("e2e-tiny") == [] and store.latest("e2e-tiny") is None

@@ -27,7 +27,7 @@ def card() -> dict:
 
 @pytest.fixture(scope="module")
 def run(card, tmp_path_factory, prefect_harness):
-    from flows.build_bert import build_bert
+    from bertbuild.flows.build_bert import build_bert
 
     subset = card["ci_subset"]
     out = tmp_path_factory.mktemp("embedded")

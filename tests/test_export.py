@@ -8,10 +8,10 @@ import pytest
 
 from bertbuild.backends.onnxrt import OnnxRuntimeRunner
 from bertbuild.backends.tf_reference import TensorFlowRunner
-from bertbuild.checkpoint import load_checkpoint
+from bertbuild.model.checkpoint import load_checkpoint
 from bertbuild.config import EvalConfig
-from bertbuild.evaluate import prepare_eval_set, run_logits
-from bertbuild.export import export_onnx
+from bertbuild.evaluation.score import prepare_eval_set, run_logits
+from bertbuild.model.export import export_onnx
 
 
 @pytest.fixture(scope="module")

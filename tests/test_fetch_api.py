@@ -380,7 +380,7 @@ def test_progress_is_quiet_when_not_a_tty(http_server, cache, capsys):
 
 
 def test_task_returns_a_path_string(http_server, tmp_path):
-    from tasks.fetch import fetch_checkpoint_task, fetch_file_task
+    from bertbuild.tasks.fetch import fetch_checkpoint_task, fetch_file_task
 
     write_tree(tmp_path / "ckpt", ckpt_members())
     got = fetch_checkpoint_task.fn(str(tmp_path / "ckpt"), None, str(tmp_path / "work"))

@@ -24,7 +24,7 @@ def test_cli_fetch_bad_source_is_one_line(tmp_path, capsys):
 def test_ngc_key_from_env_then_secret_block(monkeypatch, prefect_harness):
     from prefect.blocks.system import Secret
 
-    from tasks.fetch import ngc_api_key
+    from bertbuild.tasks.fetch import ngc_api_key
 
     monkeypatch.delenv("NGC_API_KEY", raising=False)
     assert ngc_api_key() is None

@@ -41,9 +41,9 @@ def squad_json() -> dict:
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, vocab_path):
     """A head-less tiny random checkpoint, as `hf_import` writes one."""
-    from bertbuild.ckpt_writer import save_checkpoint
-    from bertbuild.hf_import import HEAD_NAMES
-    from bertbuild.synthetic import random_weights, tiny_config
+    from bertbuild.model.checkpoint_writer import save_checkpoint
+    from bertbuild.model.hf_import import HEAD_NAMES
+    from bertbuild.model.random_checkpoint import random_weights, tiny_config
 
     with open(vocab_path, encoding="utf-8") as handle:
         n_vocab = sum(1 for _ in handle)
@@ -62,21 +62,21 @@ def train_json(tmp_path_factory):
 
 
 def _weights(directory):
-    from bertbuild.checkpoint import load_checkpoint
+    from bertbuild.model.checkpoint import load_checkpoint
 
     return load_checkpoint(directory).weights
 
 
 @pytest.fixture(scope="module")
 def full_run(pretrained, train_json, tmp_path_factory):
-    from bertbuild.finetune import finetune
+    from bertbuild.training.finetune import finetune
 
     out = tmp_path_factory.mktemp("full") / "run"
     return finetune(pretrained, train_json, out, **HYPER)
 
 
 def test_learning_rate_schedule():
-    from bertbuild.finetune import learning_rate
+    from bertbuild.training.finetune import learning_rate
 
     total, warmup, peak = 100, 10, 1e-4
     assert learning_rate(0, total, warmup, peak) == pytest.approx(1e-5)
@@ -88,7 +88,7 @@ def test_learning_rate_schedule():
 
 
 def test_weight_decay_skips_bias_and_layernorm():
-    from bertbuild.finetune import decays
+    from bertbuild.training.finetune import decays
 
     assert decays("bert/encoder/layer_0/attention/self/query/kernel")
     assert decays("bert/embeddings/word_embeddings")
@@ -98,7 +98,7 @@ def test_weight_decay_skips_bias_and_layernorm():
 
 
 def test_batches_are_trimmed_to_multiples_of_32(pretrained, train_json):
-    from bertbuild.finetune import batch_plan, training_articles, training_features, trimmed_batch
+    from bertbuild.training.finetune import batch_plan, training_articles, training_features, trimmed_batch
 
     features = training_features(training_articles(train_json), pretrained / "vocab.txt", True, 64, 32, 16)
     for rows in batch_plan(len(features), 4, 1, seed=0):
@@ -108,7 +108,7 @@ def test_batches_are_trimmed_to_multiples_of_32(pretrained, train_json):
 
 
 def test_loss_decreases(pretrained, train_json, tmp_path):
-    from bertbuild.finetune import finetune
+    from bertbuild.training.finetune import finetune
 
     result = finetune(pretrained, train_json, tmp_path / "run",
                       **{**HYPER, "epochs": 12, "lr": 5e-3, "save_every_steps": 0})
@@ -118,7 +118,7 @@ def test_loss_decreases(pretrained, train_json, tmp_path):
 
 
 def test_output_loads_like_an_ngc_checkpoint(full_run):
-    from bertbuild.checkpoint import load_checkpoint
+    from bertbuild.model.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(full_run.out_dir)
     assert ckpt.step == full_run.total_steps == full_run.step
@@ -129,7 +129,7 @@ def test_output_loads_like_an_ngc_checkpoint(full_run):
 
 
 def test_same_seed_same_weights(full_run, pretrained, train_json, tmp_path):
-    from bertbuild.finetune import finetune
+    from bertbuild.training.finetune import finetune
 
     again = finetune(pretrained, train_json, tmp_path / "again", **HYPER)
     assert again.losses == full_run.losses
@@ -138,7 +138,7 @@ def test_same_seed_same_weights(full_run, pretrained, train_json, tmp_path):
 
 
 def test_resume_matches_uninterrupted(full_run, pretrained, train_json, tmp_path):
-    from bertbuild.finetune import finetune
+    from bertbuild.training.finetune import finetune
 
     out = tmp_path / "resumed"
     first = finetune(pretrained, train_json, out, **HYPER, stop_after=3)
@@ -150,7 +150,7 @@ def test_resume_matches_uninterrupted(full_run, pretrained, train_json, tmp_path
 
 
 def test_resume_refuses_other_settings(full_run, pretrained, train_json):
-    from bertbuild.finetune import finetune
+    from bertbuild.training.finetune import finetune
 
     with pytest.raises(UserInputError, match="different lr"):
         finetune(pretrained, train_json, full_run.out_dir, **{**HYPER, "lr": 1e-3})
@@ -159,8 +159,8 @@ def test_resume_refuses_other_settings(full_run, pretrained, train_json):
 def test_export_compact_is_float16(full_run, tmp_path):
     import tensorflow as tf
 
-    from bertbuild.checkpoint import checkpoint_prefix
-    from bertbuild.finetune import export_compact
+    from bertbuild.model.checkpoint import checkpoint_prefix
+    from bertbuild.training.finetune import export_compact
 
     dest = export_compact(full_run.out_dir, tmp_path / "fp16")
     reader = tf.train.load_checkpoint(str(checkpoint_prefix(dest)))
@@ -172,7 +172,7 @@ def test_export_compact_is_float16(full_run, tmp_path):
 
 
 def test_default_training_set_is_the_train_half():
-    from bertbuild.finetune import training_articles
+    from bertbuild.training.finetune import training_articles
     from bertbuild.squad.data import load_dataset, question_count, split_by_article
 
     train, heldout = split_by_article(load_dataset())
@@ -183,7 +183,7 @@ def test_default_training_set_is_the_train_half():
 
 
 def test_headless_checkpoint_gets_an_initialised_head(pretrained):
-    from bertbuild.finetune import load_initial_weights
+    from bertbuild.training.finetune import load_initial_weights
 
     config, _, weights = load_initial_weights(pretrained, seed=0)
     head = weights["cls/squad/output_weights"]
@@ -193,7 +193,7 @@ def test_headless_checkpoint_gets_an_initialised_head(pretrained):
 
 def test_missing_pretrained_dir_is_one_line(tmp_path):
     from bertbuild.errors import CheckpointError
-    from bertbuild.finetune import load_initial_weights
+    from bertbuild.training.finetune import load_initial_weights
 
     with pytest.raises(CheckpointError):
         load_initial_weights(tmp_path / "nope", seed=0)
@@ -202,7 +202,7 @@ def test_missing_pretrained_dir_is_one_line(tmp_path):
 
 def test_cli_finetune_and_export(pretrained, train_json, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # the command would set it for the whole session
-    from bertbuild.checkpoint import load_checkpoint
+    from bertbuild.model.checkpoint import load_checkpoint
     from bertbuild.cli import main
 
     out, dest = tmp_path / "cli", tmp_path / "fp16"
@@ -223,7 +223,7 @@ def test_cli_missing_pretrained_is_one_line(tmp_path, capsys):
 
 
 def test_flow(prefect_harness, pretrained, train_json, tmp_path):
-    from flows.finetune_bert import finetune_bert
+    from bertbuild.flows.finetune_bert import finetune_bert
 
     summary = finetune_bert(out_dir=str(tmp_path / "flow"), pretrained_dir=str(pretrained),
                             train_json=str(train_json), max_seq_length=64, doc_stride=32, max_query_length=16,

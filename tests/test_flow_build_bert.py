@@ -25,7 +25,7 @@ def _config(tmp_path, **sections):
 
 
 def test_flow_exports_evaluates_validates_and_reports(tmp_path, prefect_harness):
-    from flows.build_bert import build_bert
+    from bertbuild.flows.build_bert import build_bert
 
     result = build_bert(_config(tmp_path))
     reference, engine = result["rows"]
@@ -45,7 +45,7 @@ def test_flow_exports_evaluates_validates_and_reports(tmp_path, prefect_harness)
 
 
 def test_parity_gate_fails_the_flow_run(tmp_path, prefect_harness):
-    from flows.build_bert import build_bert
+    from bertbuild.flows.build_bert import build_bert
 
     state = build_bert(_config(tmp_path, parity={"max_abs_logit": 1e-12}), return_state=True)
     assert state.is_failed()
@@ -72,7 +72,7 @@ def damaging_backend(monkeypatch):
 
 
 def test_damaged_engine_fails_gates_flow_state_failed(tmp_path, prefect_harness, damaging_backend):
-    from flows.build_bert import build_bert
+    from bertbuild.flows.build_bert import build_bert
 
     state = build_bert(_config(tmp_path), return_state=True)
     assert state.is_failed()
@@ -101,7 +101,7 @@ def _store_files(store):
 
 
 def test_all_precisions_are_written_scored_gated_and_published(tmp_path, prefect_harness):
-    from flows.build_bert import build_bert
+    from bertbuild.flows.build_bert import build_bert
 
     # A random-weight model's F1 is noise on 10 questions: loosen only the F1 gate; parity gates stay.
     loose = {"max_f1_drop": 100.0, "min_argmax_agreement": 0.9}
@@ -130,7 +130,7 @@ def test_all_precisions_are_written_scored_gated_and_published(tmp_path, prefect
 
 
 def test_int8_fallback_that_cannot_reach_the_gate_fails_and_publishes_no_engine(tmp_path, prefect_harness):
-    from flows.build_bert import build_bert
+    from bertbuild.flows.build_bert import build_bert
 
     config = _config(tmp_path, engines={"precisions": ["fp32", "int8"]},
                      precision={"int8": {"samples": 16, "max_seq_length": 128},

@@ -21,10 +21,10 @@ from bertbuild.fuse.layernorm import fuse_layernorm
 
 
 def _export(directory, vocab_path, layers, hidden_act="gelu"):
-    from bertbuild.checkpoint import load_checkpoint
-    from bertbuild.ckpt_writer import save_checkpoint
-    from bertbuild.export import export_onnx
-    from bertbuild.synthetic import random_weights, tiny_config
+    from bertbuild.model.checkpoint import load_checkpoint
+    from bertbuild.model.checkpoint_writer import save_checkpoint
+    from bertbuild.model.export import export_onnx
+    from bertbuild.model.random_checkpoint import random_weights, tiny_config
 
     with open(vocab_path, encoding="utf-8") as handle:
         vocab_size = sum(1 for _ in handle)
@@ -51,14 +51,14 @@ def tanh_layer(tmp_path_factory, vocab_path):
 @pytest.fixture(scope="module")
 def squad_features(vocab_path):
     from bertbuild.config import EvalConfig
-    from bertbuild.evaluate import prepare_eval_set
+    from bertbuild.evaluation.score import prepare_eval_set
 
     return prepare_eval_set(EvalConfig(limit=8, batch_size=4), vocab_path, True).features
 
 
 def _logits(path, features):
     from bertbuild.backends.onnxrt import OnnxRuntimeRunner
-    from bertbuild.evaluate import run_logits
+    from bertbuild.evaluation.score import run_logits
 
     start, end, _ = run_logits(OnnxRuntimeRunner(path, providers=["CPUExecutionProvider"]), features, 4)
     return start, end
@@ -221,7 +221,7 @@ def test_layernorm_whose_intermediate_is_used_elsewhere_is_left_alone():
 
 
 def test_prefect_task_returns_json_able_dict(one_layer, tmp_path):
-    from tasks.fuse import fuse
+    from bertbuild.tasks.fuse import fuse
 
     result = fuse.fn(str(one_layer), str(tmp_path / "fused.onnx"), 1)
     assert result["path"] == str(tmp_path / "fused.onnx") and (tmp_path / "fused.onnx").is_file()

@@ -6,7 +6,7 @@ import pytest
 
 from bertbuild.config import GateConfig
 from bertbuild.errors import GateFailed
-from bertbuild.gates import check_engine, check_parity, enforce, failures
+from bertbuild.evaluation.gates import check_engine, check_parity, enforce, failures
 
 REFERENCE = {"engine": "tensorflow-fp32", "exact_match": 70.0, "f1": 80.0}
 

@@ -113,7 +113,7 @@ def numpy_bert(t: dict[str, np.ndarray], ids, segments, mask, eps=1e-12):
 def _read_google(directory):
     import tensorflow as tf
 
-    from bertbuild.checkpoint import checkpoint_prefix, read_config
+    from bertbuild.model.checkpoint import checkpoint_prefix, read_config
 
     reader = tf.train.load_checkpoint(str(checkpoint_prefix(directory)))
     names = [n for n in reader.get_variable_to_shape_map() if n != "global_step"]
@@ -124,8 +124,8 @@ def _read_google(directory):
 def test_import_matches_numpy_reference(tmp_path, vocab_path, prefix):
     import tensorflow as tf
 
-    from bertbuild import modeling
-    from bertbuild.hf_import import import_hf_bert
+    from bertbuild.model import bert_graph as modeling
+    from bertbuild.model.hf_import import import_hf_bert
 
     n_vocab = _vocab_size(vocab_path)
     tensors = hf_tensors(n_vocab, prefix=prefix)
@@ -156,7 +156,7 @@ def test_import_matches_numpy_reference(tmp_path, vocab_path, prefix):
 
 
 def test_missing_tensor_is_one_line(tmp_path, vocab_path):
-    from bertbuild.hf_import import import_hf_bert
+    from bertbuild.model.hf_import import import_hf_bert
 
     n_vocab = _vocab_size(vocab_path)
     tensors = hf_tensors(n_vocab)
@@ -169,7 +169,7 @@ def test_missing_tensor_is_one_line(tmp_path, vocab_path):
 
 
 def test_wrong_shape_is_one_line(tmp_path, vocab_path):
-    from bertbuild.hf_import import import_hf_bert
+    from bertbuild.model.hf_import import import_hf_bert
 
     n_vocab = _vocab_size(vocab_path)
     tensors = hf_tensors(n_vocab)
@@ -183,7 +183,7 @@ def test_wrong_shape_is_one_line(tmp_path, vocab_path):
 
 
 def test_config_translation(tmp_path):
-    from bertbuild.hf_import import config_from_hf
+    from bertbuild.model.hf_import import config_from_hf
 
     path = tmp_path / "config.json"
     path.write_text(json.dumps({
@@ -201,7 +201,7 @@ def test_config_translation(tmp_path):
 def test_missing_minilm_package_says_how_to_install(monkeypatch):
     import importlib.util
 
-    from bertbuild import hf_import
+    from bertbuild.model import hf_import
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserInputError) as info:

@@ -14,9 +14,9 @@ from bertbuild.precision.fp16 import convert_to_fp16
 
 @pytest.fixture(scope="module")
 def feeds(tiny_onnx):
-    from bertbuild.checkpoint import vocab_and_case
+    from bertbuild.model.checkpoint import vocab_and_case
     from bertbuild.config import EvalConfig
-    from bertbuild.evaluate import prepare_eval_set
+    from bertbuild.evaluation.score import prepare_eval_set
 
     features = prepare_eval_set(EvalConfig(limit=6, max_seq_length=128), *vocab_and_case(tiny_onnx["checkpoint"])).features
     return list(features.batches(4))

@@ -4,14 +4,15 @@ import dataclasses
 import json
 import shutil
 import zipfile
+from pathlib import Path
 
 import pytest
 
 from bertbuild.errors import UserInputError
+from bertbuild.hashing import sha256_bytes
 from bertbuild.squad import data
 from bertbuild.squad.data import (
     BUNDLED_DEV,
-    PROJECT_ROOT,
     Example,
     examples_from,
     load_dataset,
@@ -52,10 +53,11 @@ def dev_examples(dev):
     return examples_from(dev)
 
 
-def test_bundled_dev_lives_in_the_project_root():
-    assert (PROJECT_ROOT / "pyproject.toml").is_file()
-    assert BUNDLED_DEV == PROJECT_ROOT / "data" / "squad" / "dev-v1.1.json.zip"
+def test_bundled_dev_ships_inside_the_package():
+    import bertbuild
+
     assert BUNDLED_DEV.is_file()
+    assert BUNDLED_DEV.is_relative_to(Path(bertbuild.__file__).parent / "data")
 
 
 def test_bundled_dev_loads_with_all_articles(dev):
@@ -140,7 +142,7 @@ def test_bundled_zip_with_wrong_inner_json_is_refused(tmp_path, monkeypatch):
     with zipfile.ZipFile(fake, "w") as out:
         out.writestr("dev-v1.1.json", json.dumps(TINY_DATASET))
     monkeypatch.setattr(data, "BUNDLED_DEV", fake)
-    monkeypatch.setattr(data, "BUNDLED_DEV_ZIP_SHA256", data._sha256(fake.read_bytes()))
+    monkeypatch.setattr(data, "BUNDLED_DEV_ZIP_SHA256", sha256_bytes(fake.read_bytes()))
     with pytest.raises(UserInputError, match="dev-v1.1.json"):
         load_dataset()
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bertbuild.data import UNCASED_VOCAB, bundled_file
 from bertbuild.errors import UserInputError
 from bertbuild.squad.data import Example, examples_from, load_dataset, select
 from bertbuild.squad.features import (
@@ -16,7 +17,7 @@ from bertbuild.squad.features import (
     window_starts,
 )
 
-VOCAB = Path(__file__).resolve().parent.parent / "data" / "vocab-uncased.txt"
+VOCAB = bundled_file(UNCASED_VOCAB)
 
 # Small windows so a few dozen tokens span several of them: the question "who"
 # is one token, so each window holds 20 - 1 - 3 = 16 context tokens.

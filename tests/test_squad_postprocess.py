@@ -5,12 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bertbuild.data import UNCASED_VOCAB, bundled_file
 from bertbuild.squad.data import Example, examples_from, load_dataset, select
 from bertbuild.squad.features import build_features, make_tokenizer
 from bertbuild.squad.metrics import score
 from bertbuild.squad.postprocess import Span, best_spans, predictions_from_logits, top_indices
 
-VOCAB = Path(__file__).resolve().parent.parent / "data" / "vocab-uncased.txt"
+VOCAB = bundled_file(UNCASED_VOCAB)
 # Question "who" + 16 context tokens per window; 40 tokens -> windows start 0,5,10,15,20,25.
 SMALL = dict(max_seq_length=20, doc_stride=5, max_query_length=8)
 HEAD = 3  # [CLS] who [SEP]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertbuild.modeling_io import INPUT_NAMES, OUTPUT_NAMES
+from bertbuild.model.signature import INPUT_NAMES, OUTPUT_NAMES
 
 
 class Runner(ABC):

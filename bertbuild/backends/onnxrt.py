@@ -6,12 +6,12 @@ the installed onnxruntime build offers them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 
+from bertbuild.hashing import sha256_file
 from bertbuild.backends.base import Backend, Engine, Profile, Runner
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -72,14 +72,6 @@ class OnnxRuntimeRunner(Runner):
         self._session = None
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
@@ -109,7 +101,7 @@ class OnnxRuntimeBackend(Backend):
         engine = Engine(engine_path, self.name, precision, {
             "onnxruntime": ort.__version__, "providers": providers, "graph_optimization": "all",
             "threads": options.intra_op_num_threads, "profiles": [p.to_json() for p in profiles],
-            "source_onnx": str(onnx_path), "source_sha256": file_sha256(Path(onnx_path)),
+            "source_onnx": str(onnx_path), "source_sha256": sha256_file(onnx_path),
         })
         engine.save_metadata()
         return engine

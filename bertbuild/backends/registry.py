@@ -13,10 +13,6 @@ def _backends() -> dict[str, type[Backend]]:
     return {"onnxruntime": OnnxRuntimeBackend, "tensorrt": TensorRTBackend}
 
 
-def backend_names() -> list[str]:
-    return list(_backends())
-
-
 def get_backend(name: str, **options) -> Backend:
     """The named backend, or a one-line error if it is unknown or cannot run on this host."""
     backends = _backends()

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bertbuild.backends.base import Backend, Engine, Profile, Runner
-from bertbuild.modeling_io import INPUT_NAMES
+from bertbuild.model.signature import INPUT_NAMES
 
 TIMING_CACHE = "timing.cache"
 

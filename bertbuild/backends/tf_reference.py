@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bertbuild.backends.base import Runner
-from bertbuild.checkpoint import Checkpoint
+from bertbuild.model.checkpoint import Checkpoint
 
 
 class TensorFlowRunner(Runner):
@@ -19,7 +19,7 @@ class TensorFlowRunner(Runner):
         self._function = None
 
     def _activate_impl(self) -> None:
-        from bertbuild.modeling import inference_function
+        from bertbuild.model.bert_graph import inference_function
 
         self._function = inference_function(self.checkpoint.weights, self.checkpoint.config)
 

@@ -46,7 +46,7 @@ def _size(n: int) -> str:
 
 
 def run_list(args) -> int:
-    from artifacts.store import ArtifactStore, check_model
+    from bertbuild.artifacts.store import ArtifactStore, check_model
 
     store = ArtifactStore(args.store)
     models = [check_model(args.model)] if args.model else store.models()
@@ -74,7 +74,7 @@ def run_list(args) -> int:
 
 
 def run_download(args) -> int:
-    from artifacts.download import download
+    from bertbuild.artifacts.download import download
 
     result = download(args.store, args.model, args.dest, run=args.run, precision=args.precision, failed=args.failed)
     print(f"{result.model} run {result.run_id}: {len(result.files)} files verified -> {result.dest}")

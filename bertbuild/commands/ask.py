@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from bertbuild.ask import answer, find_vocab
+    from bertbuild.evaluation.ask import answer, find_vocab
     from bertbuild.backends.registry import get_backend
     from bertbuild.errors import UserInputError
 

@@ -32,7 +32,7 @@ def run(args) -> int:
     import json
 
     from bertbuild.backends.onnxrt import OnnxRuntimeRunner
-    from bertbuild.benchmark import latency_table, machine_note, measure, squad_feed
+    from bertbuild.evaluation.latency import latency_table, machine_note, measure, squad_feed
     from bertbuild.errors import UserInputError
 
     missing = [str(p) for p in args.onnx if not p.is_file()]

@@ -1,8 +1,8 @@
 """`bertbuild finetune`: fine-tune a pretrained BERT (or the bundled MiniLM) on SQuAD.
 
-Runs `bertbuild.finetune.finetune` directly in this process (no Prefect API
+Runs `bertbuild.training.finetune.finetune` directly in this process (no Prefect API
 needed, and the progress bar shows on a terminal); the same work as a Prefect
-flow is `flows/finetune_bert.py`. Re-running with the same --out resumes.
+flow is `bertbuild/flows/finetune_bert.py`. Re-running with the same --out resumes.
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ def run(args) -> int:
 
     # oneDNN makes CPU training ~1.5x faster; the rest of bertbuild defaults it off.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    from bertbuild.finetune import export_compact, finetune
+    from bertbuild.training.finetune import export_compact, finetune
 
     pretrained = args.pretrained
     if args.from_minilm:
-        from bertbuild.hf_import import find_minilm_package, import_hf_bert
+        from bertbuild.model.hf_import import find_minilm_package, import_hf_bert
 
         pretrained = args.out / "minilm-pretrained"
         if not any(pretrained.glob("model.ckpt-*.index")):

@@ -21,11 +21,11 @@ def preflight(cfg) -> None:
     is then a cache hit.
     """
     from bertbuild.backends.registry import get_backend
-    from bertbuild.checkpoint import inspect_checkpoint
-    from bertbuild.sources import resolve_checkpoint_dir
+    from bertbuild.model.checkpoint import inspect_checkpoint
+    from bertbuild.fetch import fetch_checkpoint
 
     get_backend(cfg.engines.backend)  # e.g. tensorrt on a host without it: one line, exit 2
-    directory = resolve_checkpoint_dir(cfg.model.source, cfg.model.sha256, Path(cfg.output_dir) / "checkpoints")
+    directory = fetch_checkpoint(cfg.model.source, sha256=cfg.model.sha256)
     inspect_checkpoint(directory, cfg.model.lower_case)
 
 
@@ -35,7 +35,7 @@ def run(args) -> int:
     cfg = load_config(args.config, args.overrides)
     preflight(cfg)
     from bertbuild.errors import GateFailed
-    from flows.build_bert import build_bert
+    from bertbuild.flows.build_bert import build_bert
 
     try:
         result = build_bert(cfg.model_dump(mode="json"))
@@ -49,7 +49,7 @@ def run(args) -> int:
 def _print_saved_table(out: Path) -> None:
     import json
 
-    from bertbuild.report import format_table
+    from bertbuild.evaluation.table import format_table
 
     saved = out / "results.json"
     if saved.is_file():

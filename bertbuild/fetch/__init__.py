@@ -1,9 +1,9 @@
 """Checkpoint and dataset acquisition: NGC, Google Drive, HTTP(S), local files.
 
-Pure library code (no Prefect); `tasks/fetch.py` wraps it. See `api` for usage.
+Pure library code (no Prefect); `bertbuild/tasks/fetch.py` wraps it. See `api` for usage.
 """
 
-from bertbuild.fetch.api import SQUAD_V11_URLS, Endpoints, fetch_checkpoint, fetch_file
+from bertbuild.fetch.acquire import SQUAD_V11_URLS, Endpoints, fetch_checkpoint, fetch_file
 from bertbuild.fetch.archive import Limits
 from bertbuild.fetch.cache import default_cache_dir
 from bertbuild.fetch.download import RetryPolicy

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from bertbuild.errors import FetchError, UserInputError
+from bertbuild.hashing import sha256_file
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -25,14 +26,6 @@ def normalize_sha256(pin: str | None) -> str | None:
     if not _HEX64.match(value):
         raise UserInputError(f"invalid sha256 pin {pin!r}: expected 64 hex digits")
     return value
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tree_sha256(root: Path) -> str:

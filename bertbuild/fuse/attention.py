@@ -34,7 +34,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from bertbuild.fuse import match as m
-from bertbuild.fuse.registry import register_pass
+from bertbuild.fuse.driver import register_pass
 
 log = logging.getLogger(__name__)
 LAYOUTS = ("bnsh", "bsh")

@@ -27,7 +27,7 @@ from collections import Counter
 import onnx_graphsurgeon as gs
 
 from bertbuild.fuse import match as m
-from bertbuild.fuse.registry import register_pass
+from bertbuild.fuse.driver import register_pass
 
 log = logging.getLogger(__name__)
 

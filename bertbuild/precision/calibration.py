@@ -41,6 +41,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from bertbuild.hashing import sha256_file
 from bertbuild.precision.config import Int8Config
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def calibration_set(cfg: Int8Config, vocab_path: Path | str, lower_case: bool, d
     question are taken until `cfg.samples` rows are filled (the last question
     may contribute only its first windows). Held-out questions are never read.
     """
-    from bertbuild.sources import resolve_dataset
+    from bertbuild.fetch.acquire import resolve_dataset
     from bertbuild.squad import data as squad_data
     from bertbuild.squad.features import build_features, make_tokenizer
 
@@ -336,14 +337,6 @@ def load_calibration(cache_path: Path | str) -> Calibration:
     return Calibration.from_json(json.loads(Path(cache_path).read_text()), str(cache_path))
 
 
-def file_sha256(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _method_params(cfg: Int8Config) -> dict:
     params = {"op_types": list(cfg.op_types), "quantize_head": cfg.quantize_head}
     if cfg.method in ("percentile", "entropy"):
@@ -363,7 +356,7 @@ def calibrate(model_path: Path | str, samples: CalibrationSet, cfg: Int8Config,
               cache_dir: Path | str | None = None, threads: int | None = None) -> Calibration:
     """Activation ranges of `model_path`'s quantization targets; from the cache when possible."""
     model_path = Path(model_path)
-    model_sha = file_sha256(model_path)
+    model_sha = sha256_file(model_path)
     cache_path = None
     if cache_dir is not None:
         cache_path = Path(cache_dir) / f"calibration-{cache_key(model_sha, samples, cfg)[:32]}.json"

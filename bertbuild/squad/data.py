@@ -6,7 +6,6 @@ difference in score comes from the engine, not from the data handling.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import zipfile
@@ -14,16 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from bertbuild.data import SQUAD_DEV, bundled_file
 from bertbuild.errors import UserInputError
+from bertbuild.hashing import sha256_bytes
 
-# bertbuild/squad/data.py -> the project root is the parent of the package dir.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
-
-BUNDLED_DEV = PROJECT_ROOT / "data" / "squad" / "dev-v1.1.json.zip"
+BUNDLED_DEV = bundled_file(SQUAD_DEV)
 BUNDLED_DEV_ZIP_SHA256 = "6cf38c56fc7341bab8a5132f205dd7198148a6be9073ccd8ef07d55ca73b09b7"
-BUNDLED_DEV_MEMBER = "dev-v1.1.json"
 BUNDLED_DEV_JSON_SHA256 = "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9"
-BUNDLED_DEV_JSON_SIZE = 4_854_279
 
 
 @dataclass(frozen=True)
@@ -38,13 +34,9 @@ class Example:
     answer_starts: tuple[int, ...]
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _check_sha256(data: bytes, expected: str, what: str) -> None:
     """Raise a one-line UserInputError when `data` does not hash to `expected`."""
-    actual = _sha256(data)
+    actual = sha256_bytes(data)
     if actual != expected:
         raise UserInputError(
             f"checksum mismatch for {what}: sha256 {actual}, expected {expected}; "

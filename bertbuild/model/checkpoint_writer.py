@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bertbuild._lazy import import_tensorflow
-from bertbuild.checkpoint import CONFIG_FILE, VOCAB_FILE, BertConfig
+from bertbuild.model.checkpoint import CONFIG_FILE, VOCAB_FILE, BertConfig
 
 
 def save_checkpoint(

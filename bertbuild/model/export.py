@@ -14,8 +14,8 @@ from pathlib import Path
 import onnx
 
 from bertbuild._lazy import import_tensorflow, require
-from bertbuild.checkpoint import Checkpoint
-from bertbuild.modeling import INPUT_NAMES, OUTPUT_NAMES, inference_function
+from bertbuild.model.checkpoint import Checkpoint
+from bertbuild.model.bert_graph import INPUT_NAMES, OUTPUT_NAMES, inference_function
 
 DEFAULT_OPSET = 17
 DYNAMIC_AXES = ("batch", "seq")

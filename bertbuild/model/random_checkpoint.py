@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bertbuild.checkpoint import BertConfig, expected_shapes
-from bertbuild.ckpt_writer import save_checkpoint
+from bertbuild.model.checkpoint import BertConfig, expected_shapes
+from bertbuild.model.checkpoint_writer import save_checkpoint
 
 
 def tiny_config(vocab_size: int, layers: int = 2, hidden: int = 32, heads: int = 4) -> BertConfig:

@@ -36,8 +36,10 @@ from bertbuild.fetch.archive import Limits, extract_archive
 from bertbuild.fetch.cache import CacheEntry, cache_key, default_cache_dir
 from bertbuild.fetch.download import RetryPolicy, download_gdrive, download_http, one_line, want_progress
 from bertbuild.fetch.locate import find_checkpoint_dir
-from bertbuild.fetch.sources import GDriveFile, HttpUrl, LocalDir, LocalFile, NgcModel, Source, parse_source, slug
-from bertbuild.fetch.verify import check_sha256, normalize_sha256, sha256_file, tree_sha256
+from bertbuild.fetch.sources import (Generated, GDriveFile, HttpUrl, LocalDir, LocalFile, NgcModel, Source, is_local_path,
+                                     parse_source, slug)
+from bertbuild.fetch.verify import check_sha256, normalize_sha256, tree_sha256
+from bertbuild.hashing import sha256_file
 
 SQUAD_V11_URLS = {
     "dev": "https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v1.1.json",
@@ -84,8 +86,12 @@ def fetch_checkpoint(
     src = parse_source(source)
     pin = normalize_sha256(sha256)
     with _reported(src):
+        if isinstance(src, Generated):
+            return _generated(src, cache_dir)
         if isinstance(src, LocalDir):
-            found = find_checkpoint_dir(src.path)
+            # A directory that is itself a checkpoint is used as it is: the loader's
+            # errors (exit 2) name the file that is wrong. Nested ones are located.
+            found = src.path if (src.path / "bert_config.json").is_file() else find_checkpoint_dir(src.path)
             if pin:
                 check_sha256(tree_sha256(found), pin, "the checkpoint directory")
             return found
@@ -98,6 +104,29 @@ def fetch_checkpoint(
             find_checkpoint_dir(unpacked)  # never cache a tree without a checkpoint
             final = entry.publish(unpacked)
         return find_checkpoint_dir(final)
+
+
+def _generated(src: Generated, cache_dir: Path | None) -> Path:
+    """Write the random checkpoint once into the cache (seeded: the same name gives the same weights)."""
+    from bertbuild.data import UNCASED_VOCAB, bundled_file
+    from bertbuild.model.random_checkpoint import write_random_checkpoint
+
+    entry = _entry("ckpt", src.display, None, src, cache_dir)
+    if (hit := entry.hit()) is not None:
+        return hit
+    with _cleanup_on_error(entry):
+        entry.root.mkdir(parents=True, exist_ok=True)
+        staged = write_random_checkpoint(entry.scratch("generated"), bundled_file(UNCASED_VOCAB), **src.shape)
+        return entry.publish(staged)
+
+
+def resolve_dataset(dataset: str) -> Path | None:
+    """`bundled` -> None (the dev set inside the package); a URL is fetched and cached; else a path."""
+    if dataset == "bundled":
+        return None
+    if not is_local_path(dataset):
+        return fetch_file(dataset)
+    return Path(dataset)
 
 
 def fetch_file(

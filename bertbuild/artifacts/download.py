@@ -14,10 +14,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from artifacts.manifest import (MANIFEST_NAME, PRECISIONS, IntegrityError, Manifest, is_report, precisions_of,
-                                sha256_file)
-from artifacts.store import ArtifactStore, as_store, check_model
-from bertbuild.errors import BertbuildError, UserInputError
+from bertbuild.artifacts.manifest import MANIFEST_NAME, Manifest, is_report, precisions_of, sha256_and_size
+from bertbuild.artifacts.store import ArtifactStore, as_store, check_model
+from bertbuild.errors import BertbuildError, IntegrityError, UserInputError
+from bertbuild.precision import Precision
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def select_files(manifest: Manifest, precision: str | None) -> list[str]:
     matching = [n for n in names if wanted in precisions_of(n, (wanted,))]
     if not [n for n in matching if not is_report(n)]:
         available = sorted({p for n in names if not is_report(n) for p in precisions_of(n)},
-                           key=lambda p: PRECISIONS.index(p) if p in PRECISIONS else 99)
+                           key=list(Precision).index)
         raise UserInputError(f"run {manifest.run_id} of {manifest.model} has no {precision} files "
                              f"(precisions in this bundle: {', '.join(available) or 'none'})")
     reports = [n for n in names if is_report(n) and precisions_of(n) <= {wanted}]
@@ -107,7 +107,7 @@ def download(store: ArtifactStore | str | None, model: str | None, dest: Path | 
                 store.fetch(f"{bundle}/{name}", target)
             except FileNotFoundError:
                 raise IntegrityError(f"missing file: {name} (listed in manifest.json, absent from the store)") from None
-            digest, size = sha256_file(target)
+            digest, size = sha256_and_size(target)
             manifest.check(name, digest, size)
         (tmp / MANIFEST_NAME).write_bytes(raw_manifest)
         if dest.is_dir():
@@ -126,5 +126,5 @@ def verify_dir(directory: Path | str) -> Manifest:
     for name in sorted(manifest.files):
         path = root / name
         if path.is_file():
-            manifest.check(name, *sha256_file(path))
+            manifest.check(name, *sha256_and_size(path))
     return manifest

@@ -20,18 +20,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from artifacts.manifest import MANIFEST_NAME, IntegrityError, Manifest, build_manifest, is_report
-from artifacts.store import (ArtifactStore, as_store, check_bundle_name, check_model, check_run_id,
+from bertbuild.artifacts.manifest import MANIFEST_NAME, Manifest, build_manifest, is_report
+from bertbuild.artifacts.store import (ArtifactStore, as_store, check_bundle_name, check_model, check_run_id,
                              new_token)
-from bertbuild.errors import BertbuildError, UserInputError
+from bertbuild.errors import IntegrityError, RunConflict, UserInputError
 
 # hook(step, name) is called before each step: "stage", "verify", "release" (per file),
 # "manifest", "latest". Tests raise from it to simulate a run killed mid-publish.
 Hook = Callable[[str, str], None]
-
-
-class RunConflict(BertbuildError):
-    """The run id is already published with different contents (bundles are immutable)."""
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from bertbuild.config import EvalConfig
 
 @task(name="export-onnx")
 def export(checkpoint_dir: str, out_path: str, opset: int, lower_case: bool | None) -> dict:
-    from bertbuild.checkpoint import load_checkpoint
-    from bertbuild.export import export_onnx
+    from bertbuild.model.checkpoint import load_checkpoint
+    from bertbuild.model.export import export_onnx
 
     checkpoint = load_checkpoint(checkpoint_dir, lower_case)
     result = export_onnx(checkpoint, out_path, opset=opset)
@@ -43,8 +43,8 @@ def _save_outputs(result, out_dir: Path, tag: str) -> dict:
 @task(name="evaluate-tensorflow")
 def evaluate_tensorflow(checkpoint_dir: str, eval_cfg: EvalConfig, lower_case: bool | None, out_dir: str) -> dict:
     from bertbuild.backends.tf_reference import TensorFlowRunner
-    from bertbuild.checkpoint import load_checkpoint
-    from bertbuild.evaluate import evaluate, prepare_eval_set
+    from bertbuild.model.checkpoint import load_checkpoint
+    from bertbuild.evaluation.score import evaluate, prepare_eval_set
 
     checkpoint = load_checkpoint(checkpoint_dir, lower_case)
     eval_set = prepare_eval_set(eval_cfg, checkpoint.vocab_path, checkpoint.lower_case)
@@ -56,8 +56,8 @@ def evaluate_tensorflow(checkpoint_dir: str, eval_cfg: EvalConfig, lower_case: b
 def evaluate_onnx(onnx_path: str, tag: str, checkpoint_dir: str, eval_cfg: EvalConfig,
                   lower_case: bool | None, out_dir: str) -> dict:
     from bertbuild.backends.onnxrt import OnnxRuntimeRunner
-    from bertbuild.checkpoint import vocab_is_uncased, VOCAB_FILE
-    from bertbuild.evaluate import evaluate, prepare_eval_set
+    from bertbuild.model.checkpoint import vocab_is_uncased, VOCAB_FILE
+    from bertbuild.evaluation.score import evaluate, prepare_eval_set
 
     vocab = Path(checkpoint_dir) / VOCAB_FILE
     lower = vocab_is_uncased(vocab) if lower_case is None else lower_case
@@ -74,7 +74,7 @@ def max_abs_logit_diff(reference: dict, candidate: dict) -> float:
 
 @task(name="write-results")
 def write_results(rows: list[dict], meta: dict, out_dir: str) -> str:
-    from bertbuild.report import format_table
+    from bertbuild.evaluation.table import format_table
 
     path = Path(out_dir) / "results.json"
     path.write_text(json.dumps({"results": rows, **meta}, indent=2) + "\n")

@@ -8,7 +8,6 @@ The manifest is written last when publishing, and checked on download.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -22,7 +21,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from bertbuild.errors import BertbuildError
+from bertbuild.errors import IntegrityError
+from bertbuild.precision import Precision
+from bertbuild.hashing import sha256_stream
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -44,8 +45,6 @@ PACKAGES: dict[str, tuple[str, ...]] = {
 # Bundle files with these suffixes are reports: a failed run publishes only
 # these (under failed/), and `download --precision` always includes them.
 REPORT_SUFFIXES = frozenset({".json", ".md", ".txt", ".png", ".svg", ".csv", ".log", ".html", ".yaml", ".yml"})
-# Precision words recognised in bundle names (`model-int8.onnx`, `engines/fused-fp32/...`).
-PRECISIONS = ("fp32", "fused-fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4", "best")
 
 
 def is_report(name: str) -> bool:
@@ -55,7 +54,7 @@ def is_report(name: str) -> bool:
 def precisions_of(name: str, extra: tuple[str, ...] = ()) -> set[str]:
     """Precisions a bundle name mentions, as whole words; the longest wins (`fused-fp32` is not `fp32`)."""
     text, found = name.lower(), set()
-    for word in sorted({*PRECISIONS, *(e.lower() for e in extra)}, key=len, reverse=True):
+    for word in sorted({*Precision, *(e.lower() for e in extra)}, key=len, reverse=True):
         pattern = rf"(?<![a-z0-9]){re.escape(word)}(?![a-z0-9])"
         if re.search(pattern, text):
             found.add(word)
@@ -63,18 +62,10 @@ def precisions_of(name: str, extra: tuple[str, ...] = ()) -> set[str]:
     return found
 
 
-class IntegrityError(BertbuildError):
-    """A stored or downloaded file whose sha256 or size differs from its manifest (exit 1)."""
-
-
-def sha256_file(path: Path | str) -> tuple[str, int]:
-    """sha256 hex digest and size in bytes of a local file."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
+def sha256_and_size(path: Path | str) -> tuple[str, int]:
+    """What a manifest records of a local file: its sha256 and its size in bytes."""
+    with open(path, "rb") as handle:
+        return sha256_stream(handle)
 
 
 def package_versions() -> dict[str, str | None]:
@@ -261,7 +252,7 @@ def build_manifest(files: dict[str, Path | str], *, model: str, run_id: str, pas
 
     entries = {}
     for name in sorted(files):
-        digest, size = sha256_file(files[name])
+        digest, size = sha256_and_size(files[name])
         entries[name] = {"sha256": digest, "size": size}
     when = (created or datetime.now(timezone.utc)).astimezone(timezone.utc)
     return Manifest(

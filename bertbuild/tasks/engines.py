@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect import task
 
 from bertbuild.config import BenchmarkConfig, EvalConfig, ProfileConfig, Tolerance
-from tasks.build import _save_outputs
+from bertbuild.tasks.build import _save_outputs
 
 
 def _profiles(profiles: list[ProfileConfig]):
@@ -22,8 +22,8 @@ def _profiles(profiles: list[ProfileConfig]):
 
 
 def _eval_set(checkpoint_dir: str, eval_cfg: EvalConfig, lower_case: bool | None):
-    from bertbuild.checkpoint import vocab_and_case
-    from bertbuild.evaluate import prepare_eval_set
+    from bertbuild.model.checkpoint import vocab_and_case
+    from bertbuild.evaluation.score import prepare_eval_set
 
     return prepare_eval_set(eval_cfg, *vocab_and_case(checkpoint_dir, lower_case))
 
@@ -42,7 +42,7 @@ def build_engine(backend: str, onnx_path: str, precision: str, profiles: list[Pr
 def evaluate_engine(engine: dict, checkpoint_dir: str, eval_cfg: EvalConfig, lower_case: bool | None,
                     out_dir: str, threads: int | None) -> dict:
     from bertbuild.backends.registry import get_backend
-    from bertbuild.evaluate import evaluate
+    from bertbuild.evaluation.score import evaluate
 
     runner = get_backend(engine["backend"], threads=threads).load(Path(engine["path"]))
     runner.name = f"{engine['backend']}-{engine['precision']}"
@@ -59,7 +59,7 @@ def validate_engine(engine: dict, reference_onnx: str, checkpoint_dir: str, eval
 
     from bertbuild.backends.onnxrt import OnnxRuntimeRunner
     from bertbuild.backends.registry import get_backend
-    from bertbuild.validate import validate
+    from bertbuild.evaluation.validate import validate
 
     features = _eval_set(checkpoint_dir, eval_cfg, lower_case).features
     feeds = list(islice(features.batches(eval_cfg.batch_size), batches))
@@ -76,8 +76,8 @@ def benchmark_engine(engine: dict, checkpoint_dir: str, eval_cfg: EvalConfig, lo
                      bench: BenchmarkConfig, out_dir: str, threads: int | None) -> dict:
     """Latency and throughput on real held-out SQuAD windows at the benchmark shape."""
     from bertbuild.backends.registry import get_backend
-    from bertbuild.benchmark import machine_note, measure, squad_feed
-    from bertbuild.checkpoint import vocab_and_case
+    from bertbuild.evaluation.latency import machine_note, measure, squad_feed
+    from bertbuild.model.checkpoint import vocab_and_case
 
     vocab, lower = vocab_and_case(checkpoint_dir, lower_case)
     feed = squad_feed(bench.batch, bench.seq, vocab, lower, dataset=eval_cfg.dataset)

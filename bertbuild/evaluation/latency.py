@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bertbuild.backends.base import Runner
-from bertbuild.modeling_io import INPUT_NAMES
+from bertbuild.model.signature import INPUT_NAMES
 
 MIN_ITERATIONS = 3  # when timing by `min_seconds`, never report fewer samples than this
 
@@ -53,15 +53,15 @@ def squad_feed(batch: int, seq: int, vocab_path: Path | str | None = None, lower
                dataset: str = "bundled") -> dict[str, np.ndarray]:
     """The first `batch` held-out SQuAD windows at `seq` tokens, as an int32 feed."""
     from bertbuild.config import EvalConfig
-    from bertbuild.evaluate import prepare_eval_set
-    from bertbuild.sources import GENERATED_VOCAB
+    from bertbuild.evaluation.score import prepare_eval_set
+    from bertbuild.data import UNCASED_VOCAB, bundled_file
 
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     query = min(64, seq // 2)
     cfg = EvalConfig(dataset=dataset, limit=batch, max_seq_length=seq, max_query_length=query,
                      doc_stride=max(8, min(128, seq // 3)))
-    features = prepare_eval_set(cfg, Path(vocab_path or GENERATED_VOCAB), lower_case).features
+    features = prepare_eval_set(cfg, Path(vocab_path or bundled_file(UNCASED_VOCAB)), lower_case).features
     rows = np.resize(np.arange(len(features)), batch)  # every question has a window; repeat if too few
     return {name: np.ascontiguousarray(getattr(features, name)[rows], dtype=np.int32) for name in INPUT_NAMES}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from bertbuild.fetch import fetch_file
+from bertbuild.fetch import fetch_checkpoint, fetch_file
 
 NGC_SECRET_BLOCK = "ngc-api-key"
 
@@ -37,10 +37,8 @@ def ngc_api_key() -> str | None:
 @task(name="fetch-checkpoint", retries=0, cache_policy=NO_CACHE)
 def fetch_checkpoint_task(source: str, sha256: str | None, work_dir: str) -> str:
     """Directory holding bert_config.json and model.ckpt* (local, generated or downloaded)."""
-    from bertbuild.sources import resolve_checkpoint_dir
-
     key = ngc_api_key() if source.startswith("ngc://") else None
-    return str(resolve_checkpoint_dir(source, sha256, Path(work_dir), api_key=key))
+    return str(fetch_checkpoint(source, sha256=sha256, api_key=key))
 
 
 @task(name="fetch-file", retries=0, cache_policy=NO_CACHE)

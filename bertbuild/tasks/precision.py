@@ -14,7 +14,7 @@ from bertbuild.precision.config import Fp16Config, Int8Config
 
 
 def _samples(checkpoint_dir: str, lower_case: bool | None, int8_cfg: Int8Config, dataset: str):
-    from bertbuild.checkpoint import vocab_and_case
+    from bertbuild.model.checkpoint import vocab_and_case
     from bertbuild.precision.calibration import calibration_set
 
     vocab, lower = vocab_and_case(checkpoint_dir, lower_case)

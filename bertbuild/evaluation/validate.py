@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bertbuild.backends.base import Runner
-from bertbuild.modeling_io import INPUT_NAMES, OUTPUT_NAMES
+from bertbuild.model.signature import INPUT_NAMES, OUTPUT_NAMES
 
 
 def _as_polygraphy(runner: Runner):

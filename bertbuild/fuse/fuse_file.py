@@ -6,7 +6,7 @@ from pathlib import Path
 
 import onnx
 
-from bertbuild.fuse.registry import DEFAULT_ORDER, run_passes
+from bertbuild.fuse.driver import DEFAULT_ORDER, run_passes
 from bertbuild.fuse.report import FusionReport, check_fusion_counts
 
 

@@ -1,6 +1,6 @@
 """Fine-tune a Google-format BERT checkpoint on SQuAD v1.1 (pure logic, no Prefect).
 
-* Model: `bertbuild.modeling.qa_logits` over a dict of `tf.Variable`s.
+* Model: `bertbuild.model.bert_graph.qa_logits` over a dict of `tf.Variable`s.
 * Optimiser: AdamW written out explicitly (decoupled weight decay, none on
   biases and LayerNorm), global-norm clipping at 1.0, linear warm-up then
   linear decay (`learning_rate`).
@@ -12,7 +12,7 @@
   resumed from a checkpoint continues exactly as an uninterrupted one.
 * Checkpoints: every `save_every_steps` (and at the end) the Google layout with
   `<name>/adam_m`, `<name>/adam_v` slots and the step, via `save_checkpoint`;
-  the final one loads with `bertbuild.checkpoint.load_checkpoint`.
+  the final one loads with `bertbuild.model.checkpoint.load_checkpoint`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bertbuild.checkpoint import (
+from bertbuild.model.checkpoint import (
     CONFIG_FILE, VOCAB_FILE, BertConfig, checkpoint_prefix, expected_shapes, load_checkpoint,
     read_config, vocab_is_uncased,
 )
@@ -131,7 +131,7 @@ def load_initial_weights(directory: Path | str, seed: int) -> tuple[BertConfig, 
     The head gets N(0, initializer_range) weights and zero bias, as Google's
     run_squad does.
     """
-    from bertbuild.checkpoint import _open_reader
+    from bertbuild.model.checkpoint import _open_reader
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -161,7 +161,7 @@ def load_initial_weights(directory: Path | str, seed: int) -> tuple[BertConfig, 
 
 def _read_resume_state(out_dir: Path, names: Sequence[str]):
     """(weights, m, v, step) from the checkpoint in out_dir, or None when there is none."""
-    from bertbuild.checkpoint import _open_reader
+    from bertbuild.model.checkpoint import _open_reader
 
     if not any(out_dir.glob("model.ckpt-*.index")):
         return None
@@ -179,7 +179,7 @@ def _read_resume_state(out_dir: Path, names: Sequence[str]):
 
 
 def _save(out_dir: Path, config, vocab_path, variables, m, v, step: int) -> Path:
-    from bertbuild.ckpt_writer import save_checkpoint
+    from bertbuild.model.checkpoint_writer import save_checkpoint
 
     weights = {n: var.numpy() for n, var in variables.items()}
     slots = {f"{n}/adam_m": s.numpy() for n, s in m.items()}
@@ -193,7 +193,7 @@ def _save(out_dir: Path, config, vocab_path, variables, m, v, step: int) -> Path
 
 def export_compact(out_dir: Path | str, dest_dir: Path | str) -> Path:
     """Write the final QA weights of `out_dir` as float16, without optimiser slots."""
-    from bertbuild.ckpt_writer import save_checkpoint
+    from bertbuild.model.checkpoint_writer import save_checkpoint
 
     ckpt = load_checkpoint(out_dir)
     save_checkpoint(dest_dir, ckpt.config, ckpt.vocab_path, ckpt.weights, step=ckpt.step or 0, dtype=np.float16)
@@ -205,7 +205,7 @@ def export_compact(out_dir: Path | str, dest_dir: Path | str) -> Path:
 @contextlib.contextmanager
 def _stateless_dropout(tf, step_seed):
     """Make `modeling`'s dropout stateless, seeded by (step_seed, call index), while tracing."""
-    from bertbuild import modeling
+    from bertbuild.model import bert_graph as modeling
 
     original = modeling._dropout
     counter = iter(range(1 << 30))
@@ -224,7 +224,7 @@ def _stateless_dropout(tf, step_seed):
 
 
 def _make_train_step(tf, config, variables, m, v, weight_decay):
-    from bertbuild import modeling
+    from bertbuild.model import bert_graph as modeling
 
     names = list(variables)
     spec = [tf.TensorSpec([None, None], tf.int32)] * 3 + [tf.TensorSpec([None], tf.int32)] * 2

@@ -26,7 +26,7 @@ def artifact_key(model: str, suffix: str = "") -> str:
 
 def _worth_retrying(task, task_run, state) -> bool:
     """Retry store I/O errors; never bad input or a conflicting run id (they won't fix themselves)."""
-    from artifacts.publish import RunConflict
+    from bertbuild.errors import RunConflict
 
     exc = state.data if isinstance(state.data, BaseException) else None
     if exc is None:
@@ -43,7 +43,7 @@ def _run_id(given: str | None) -> str:
         return given
     from prefect.runtime import flow_run
 
-    from artifacts.store import make_run_id
+    from bertbuild.artifacts.store import make_run_id
 
     return make_run_id(flow_run.scheduled_start_time, flow_run.id)
 
@@ -53,7 +53,7 @@ def render_plots(rows: list[dict], out_dir: str) -> dict[str, str]:
     """Accuracy and latency PNGs under `<out_dir>/plots/`: bundle name -> local path."""
     from pathlib import Path
 
-    from artifacts.publish import write_plots
+    from bertbuild.artifacts.publish import write_plots
 
     return {name: str(path) for name, path in write_plots(rows, Path(out_dir) / "plots").items()}
 
@@ -70,7 +70,7 @@ def publish(store: str, model: str, files: dict[str, str], meta: dict, gates: li
     """
     from prefect.runtime import flow_run
 
-    from artifacts.publish import publish_bundle
+    from bertbuild.artifacts.publish import publish_bundle
 
     passed = all(g.get("passed", False) for g in gates) if passed is None else passed
     meta = {"flow_run_id": flow_run.id, **(meta or {})}
@@ -87,7 +87,7 @@ def _fmt(value, spec: str) -> str:
 
 
 def _gate_name(gate: dict) -> str:
-    """`gate_result` dicts have `name`; `bertbuild.gates.GateResult.to_json()` has `engine` + `gate`."""
+    """`gate_result` dicts have `name`; `bertbuild.evaluation.gates.GateResult.to_json()` has `engine` + `gate`."""
     if gate.get("name"):
         return str(gate["name"])
     return ": ".join(str(gate[k]) for k in ("engine", "gate") if gate.get(k)) or "-"
@@ -115,7 +115,7 @@ def results_markdown(published: dict, rows: list[dict], plots: dict[str, str] | 
 
     `plots` maps each plot's bundle name to its local PNG file.
     """
-    from artifacts.publish import latencies
+    from bertbuild.artifacts.publish import latencies
 
     label, latency = latencies(rows)
     status = "released" if published["released"] else "FAILED (reports only, not released)"
@@ -149,7 +149,7 @@ def results_markdown(published: dict, rows: list[dict], plots: dict[str, str] | 
 
 def history_rows(published: dict, rows: list[dict]) -> list[dict]:
     """One table row per engine, tagged with the run: successive versions of a keyed artifact form the history."""
-    from artifacts.publish import latencies
+    from bertbuild.artifacts.publish import latencies
 
     label, latency = latencies(rows)
     key = "p50_ms" if label.startswith("p50") else "ms_per_question"

@@ -1,6 +1,6 @@
 """The `finetune-bert` flow: pretrained BERT (or the bundled MiniLM) -> SQuAD QA checkpoint.
 
-Thin wiring over `bertbuild.finetune` (pure logic). The training is one task
+Thin wiring over `bertbuild.training.finetune` (pure logic). The training is one task
 because it is one long, resumable, CPU-bound loop; re-running the flow with
 the same `out_dir` resumes from its last checkpoint.
 """
@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger, task
 
 @task(name="import-minilm")
 def import_minilm_task(dest: str) -> str:
-    from bertbuild.hf_import import import_minilm
+    from bertbuild.model.hf_import import import_minilm
 
     if not any(Path(dest).glob("model.ckpt-*.index")):
         import_minilm(dest)
@@ -23,14 +23,14 @@ def import_minilm_task(dest: str) -> str:
 
 @task(name="finetune")
 def finetune_task(pretrained_dir: str, train_json: str | None, out_dir: str, hyper: dict) -> dict:
-    from bertbuild.finetune import finetune, result_summary
+    from bertbuild.training.finetune import finetune, result_summary
 
     return result_summary(finetune(pretrained_dir, train_json, out_dir, **hyper))
 
 
 @task(name="export-fp16")
 def export_fp16_task(out_dir: str, dest: str) -> str:
-    from bertbuild.finetune import export_compact
+    from bertbuild.training.finetune import export_compact
 
     return str(export_compact(out_dir, dest))
 

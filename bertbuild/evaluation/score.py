@@ -55,7 +55,7 @@ def split_examples(dataset: dict, split: str) -> list:
 
 def prepare_eval_set(cfg: EvalConfig, vocab_path: Path, lower_case: bool) -> EvalSet:
     """The configured question subset, tokenized into windows."""
-    from bertbuild.sources import resolve_dataset
+    from bertbuild.fetch.acquire import resolve_dataset
 
     dataset = squad_data.load_dataset(resolve_dataset(cfg.dataset))
     examples = squad_data.select(split_examples(dataset, cfg.split), limit=cfg.limit, offset=cfg.offset)

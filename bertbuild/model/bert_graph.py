@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 from bertbuild._lazy import import_tensorflow
-from bertbuild.checkpoint import BertConfig
+from bertbuild.model.checkpoint import BertConfig
 
 tf = import_tensorflow()
 
@@ -115,7 +115,7 @@ def qa_logits(weights, config: BertConfig, input_ids, segment_ids, input_mask, t
 
 
 
-from bertbuild.modeling_io import INPUT_NAMES, OUTPUT_NAMES  # noqa: E402  (re-exported)
+from bertbuild.model.signature import INPUT_NAMES, OUTPUT_NAMES  # noqa: E402  (re-exported)
 
 
 def inference_function(weights_np: dict, config: BertConfig):

@@ -20,13 +20,13 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from bertbuild.config import BuildConfig, load_config, parse_config
-from bertbuild.gates import check_engine, check_parity, enforce, failures
-from tasks.build import evaluate_tensorflow, export, max_abs_logit_diff, write_results
-from tasks.engines import benchmark_engine, build_engine, evaluate_engine, validate_engine
-from tasks.fetch import fetch_checkpoint_task
-from tasks.fuse import fuse
-from tasks.precision import calibrate_int8, fp16_onnx, int8_onnx, rank_int8_sensitivity
-from tasks.publish import publish, render_plots, report_artifacts
+from bertbuild.evaluation.gates import check_engine, check_parity, enforce, failures
+from bertbuild.tasks.build import evaluate_tensorflow, export, max_abs_logit_diff, write_results
+from bertbuild.tasks.engines import benchmark_engine, build_engine, evaluate_engine, validate_engine
+from bertbuild.tasks.fetch import fetch_checkpoint_task
+from bertbuild.tasks.fuse import fuse
+from bertbuild.tasks.precision import calibrate_int8, fp16_onnx, int8_onnx, rank_int8_sensitivity
+from bertbuild.tasks.publish import publish, render_plots, report_artifacts
 
 
 def _config(config: str | dict | BuildConfig, overrides: list[str] | None) -> BuildConfig:
@@ -231,8 +231,8 @@ def _publish(cfg: BuildConfig, out: Path, rows: list[dict], meta: dict, gate_res
     INT8 tries the fallback replaced (`rejected` subdirectories and their
     engines) are left out: only engines that passed their gates are published.
     """
-    from artifacts.publish import DEFAULT_EXCLUDE, bundle_files, gate_result
-    from artifacts.store import default_store
+    from bertbuild.artifacts.publish import DEFAULT_EXCLUDE, bundle_files, gate_result
+    from bertbuild.artifacts.store import default_store
 
     plots = render_plots(rows, str(out))
     left_out = DEFAULT_EXCLUDE + tuple(p for tag in rejected for p in (f"{tag}/*", f"engines/{tag}/*"))

@@ -14,7 +14,6 @@ store is plain library code: no Prefect, no TensorFlow.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import uuid
@@ -24,8 +23,9 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from artifacts.manifest import MANIFEST_NAME, Manifest
+from bertbuild.artifacts.manifest import MANIFEST_NAME, Manifest
 from bertbuild.errors import UserInputError
+from bertbuild.hashing import sha256_stream
 
 DEFAULT_STORE = "runs/store"
 STORE_ENV = "BERTBUILD_STORE"
@@ -153,12 +153,8 @@ class ArtifactStore:
 
     def digest(self, path: str) -> tuple[str, int]:
         """sha256 hex digest and size of a stored file, read back from the store."""
-        digest, size = hashlib.sha256(), 0
-        with self.fs.open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-                size += len(block)
-        return digest.hexdigest(), size
+        with self.fs.open(path, "rb") as handle:
+            return sha256_stream(handle)
 
     def move(self, src: str, dst: str) -> None:
         """Move one file. Locally a rename (same filesystem); elsewhere fsspec's move."""

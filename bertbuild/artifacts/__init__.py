@@ -1,0 +1,22 @@
+"""Publishing and downloading verified build bundles (no Prefect here; see `bertbuild/tasks/publish.py`)."""
+
+from bertbuild.artifacts.download import DownloadResult, download, verify_dir
+from bertbuild.artifacts.manifest import Manifest, build_manifest
+from bertbuild.artifacts.publish import PublishResult, bundle_files, gate_result, publish_bundle, write_plots
+from bertbuild.artifacts.store import ArtifactStore, default_store, make_run_id
+
+__all__ = [
+    "ArtifactStore",
+    "DownloadResult",
+    "Manifest",
+    "PublishResult",
+    "build_manifest",
+    "bundle_files",
+    "default_store",
+    "download",
+    "gate_result",
+    "make_run_id",
+    "publish_bundle",
+    "verify_dir",
+    "write_plots",
+]

@@ -1,0 +1,1 @@
+"""Scoring, validation, latency, gates and the results table: everything that judges an engine."""

@@ -1,0 +1,1 @@
+"""Fine-tuning a pretrained BERT into a SQuAD QA checkpoint."""
