@@ -336,7 +336,7 @@ def assert_images_render(markdown: str, expected: int) -> None:
 
 
 def test_report_markdown_embeds_each_plot_as_a_png(tmp_path):
-    from bertbuild.tasks.publish import results_markdown
+    from bertbuild.evaluation.run_report import results_markdown
 
     rows = [{"engine": "tensorflow-fp32", "exact_match": 1.0, "f1": 2.0, "questions": 4, "seconds": 0.4}]
     plots = {name: str(path) for name, path in write_plots(rows, tmp_path / "plots").items()}

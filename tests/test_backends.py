@@ -17,7 +17,7 @@ from bertbuild.backends.registry import availability, get_backend
 from bertbuild.cli import main
 from bertbuild.config import EvalConfig
 from bertbuild.errors import UserInputError
-from bertbuild.evaluation.score import prepare_eval_set
+from bertbuild.evaluation.score import scoring_set
 from bertbuild.evaluation.validate import validate
 
 PROFILES = [Profile((1, 128), (4, 384), (8, 384))]
@@ -35,7 +35,7 @@ def fp32_onnx(tiny_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def feeds(vocab_path):
-    eval_set = prepare_eval_set(EvalConfig(limit=6, batch_size=4), vocab_path, True)
+    eval_set = scoring_set(EvalConfig(limit=6, batch_size=4), vocab_path, True)
     return list(eval_set.features.batches(4))
 
 

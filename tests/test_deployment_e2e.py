@@ -203,6 +203,7 @@ def _fixture_config(directory: Path, **extra) -> Path:
         "eval": {"limit": 10, "batch_size": 4},
         "engines": {"precisions": ["fp32"]},
         "output_dir": str(directory / "out"),
+        "cache": {"dir": str(directory / "cache")},
         "publish": {"store": str(directory / "store")},
         **extra,
     }
@@ -329,7 +330,7 @@ def test_a_scheduled_deployment_runs_with_no_deployment_run_call(deployed, tmp_p
     assert run["state"]["type"] == "COMPLETED", (run["state"], deployed.log("worker"))
     assert run["auto_scheduled"], "the run was not created by the scheduler"
     assert abs((_utc(run["expected_start_time"]) - first).total_seconds()) < 1
-    assert (tmp_path / "out" / "results.json").is_file()
+    assert len(list((tmp_path / "out" / "e2e-tiny").glob("*/results.json"))) == 1
 
 
 def test_on_demand_run_completes_and_publishes(deployed, tmp_path):
@@ -340,7 +341,7 @@ def test_on_demand_run_completes_and_publishes(deployed, tmp_path):
     assert result.returncode == 0, (f"--watch exit {result.returncode}\n{result.stdout[-4000:]}\n"
                                     f"{result.stderr[-2000:]}\nworker:\n{deployed.log('worker')}")
     assert "Completed" in result.stdout
-    assert (tmp_path / "out" / "results.json").is_file()
+    assert len(list((tmp_path / "out" / "e2e-tiny").glob("*/results.json"))) == 1
     from bertbuild.cli import main
 
     dest = tmp_path / "bundle"

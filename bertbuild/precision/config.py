@@ -49,6 +49,11 @@ class Int8Config(_Section):
     op_types: tuple[Literal["MatMul", "Gather"], ...] = ("MatMul",)
     quantize_head: bool = False  # the QA head MatMul (hidden -> 2 logits) stays FP32 by default
 
+    @property
+    def variant(self) -> str:
+        """The written file ONNX Runtime evaluates: `u8s8` for unsigned activations, `s8s8` for signed."""
+        return f"{self.activation_type}s8"
+
 
 class FallbackConfig(_Section):
     """Accuracy-driven mixed precision: return the most sensitive nodes to FP32."""
@@ -60,7 +65,18 @@ class FallbackConfig(_Section):
     sensitivity_batches: int = Field(default=2, ge=1)  # calibration batches used to rank nodes
 
 
+class TuneConfig(_Section):
+    """The tune split that INT8 decisions are made on: train-half questions calibration did not read."""
+
+    questions: int = Field(default=512, ge=1)
+    seed: int = 1  # recorded in results.json with the question ids
+    # The share of tune questions whose INT8 answer must equal the FP32 answer. Below it,
+    # the fallback runs; if no fallback try reaches it, the run fails on this gate.
+    min_answer_agreement: float = Field(default=0.9, ge=0, le=1)
+
+
 class PrecisionConfig(_Section):
     fp16: Fp16Config = Fp16Config()
     int8: Int8Config = Int8Config()
+    tune: TuneConfig = TuneConfig()
     fallback: FallbackConfig = FallbackConfig()

@@ -86,17 +86,15 @@ def training_articles(source) -> list[dict]:
 
 
 def training_features(articles, vocab_path, lower_case, max_seq_length, doc_stride, max_query_length):
+    """Windows of every answered question, labelled with the first answer's token span."""
     from bertbuild.squad.data import examples_from
-    from bertbuild.squad.features import build_features, make_tokenizer
+    from bertbuild.squad.sets import featurize
 
     examples = [e for e in examples_from(articles) if e.answers]
     if not examples:
         raise UserInputError("the training set has no answered questions")
-    tokenizer = make_tokenizer(vocab_path, lower_case=lower_case)
-    return build_features(
-        examples, tokenizer, max_seq_length=max_seq_length, doc_stride=doc_stride,
-        max_query_length=max_query_length, with_labels=True,
-    )
+    return featurize(examples, vocab_path, lower_case, max_seq_length=max_seq_length, doc_stride=doc_stride,
+                     max_query_length=max_query_length, with_labels=True).features
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
