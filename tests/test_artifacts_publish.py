@@ -44,9 +44,9 @@ def make_files(directory: Path, tag: str = "a", size: int = 4096) -> dict[str, P
 def assert_complete(store: ArtifactStore, model: str, run_id: str, files: dict[str, Path]) -> None:
     manifest = store.read_manifest(model, run_id)
     assert manifest is not None and set(manifest.files) == set(files)
-    base = store.run_path(model, run_id)
     for name, path in files.items():
-        assert store.digest(f"{base}/{name}") == sha256_and_size(path)
+        assert store.digest(store.blob_path(manifest.files[name]["sha256"])) == sha256_and_size(path)
+    assert store.list_files(store.run_path(model, run_id)) == ["manifest.json"]  # the bytes are blobs
 
 
 def visible(store: ArtifactStore, model: str) -> list[str]:
@@ -90,7 +90,8 @@ def test_a_failed_gate_overrides_passed_true(store, tmp_path):
 def test_failed_first_run_creates_no_model_dir(tmp_path):
     store = ArtifactStore(tmp_path / "store")
     publish_bundle(store, "tiny", "bad", make_files(tmp_path / "f"), {}, FAIL, False)
-    assert sorted(p.name for p in (tmp_path / "store").iterdir() if not p.name.startswith(".")) == ["failed"]
+    assert sorted(p.name for p in (tmp_path / "store").iterdir() if not p.name.startswith(".")) == ["blobs",
+                                                                                                   "failed"]
 
 
 class Killed(BaseException):
@@ -112,6 +113,8 @@ def test_publish_killed_midway_leaves_no_visible_bundle(store, tmp_path, step, a
     with pytest.raises(Killed):
         publish_bundle(store, "tiny", "new", files, {}, PASS, True, hook=hook)
     assert visible(store, "tiny") == ["old"] and store.latest("tiny") == "old"
+    for digest in store.blobs():  # a blob under its hash name is always complete
+        assert store.digest(store.blob_path(digest))[0] == digest
     assert store.read_manifest("tiny", "new") is None
     with pytest.raises(UserInputError, match="no complete bundle"):
         download(store, "tiny", tmp_path / "dl", run="new")
@@ -171,7 +174,7 @@ def test_sigkilled_publish_process_leaves_no_visible_bundle(tmp_path):
             proc.kill()
             proc.wait()
     run_dir = Path(store.run_path("tiny", "victim"))
-    assert run_dir.is_dir() and len(list(run_dir.iterdir())) >= 1  # some files were moved...
+    assert len(store.blobs()) == 2  # two blobs were moved into place...
     assert not (run_dir / "manifest.json").exists()  # ...but the bundle is invisible
     assert store.runs("tiny") == [] and store.latest("tiny") is None
     assert store.list_files(store.path(".staging"))  # leftovers wait for pruning
@@ -180,8 +183,7 @@ def test_sigkilled_publish_process_leaves_no_visible_bundle(tmp_path):
     assert not (tmp_path / "dl").exists()
     # The retried publish replaces the leftovers and completes.
     publish_bundle(store, "tiny", "victim", files, {}, PASS, True)
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        {"manifest.json", "engines", *(n for n in files if "/" not in n)})
+    assert_complete(store, "tiny", "victim", files)
     download(store, "tiny", tmp_path / "dl")
     assert (tmp_path / "dl" / "manifest.json").is_file()
 
@@ -234,7 +236,8 @@ def test_corruption_in_staging_is_caught_before_release(store, tmp_path):
 
     def hook(step, name):
         if step == "verify" and name == "model-int8.onnx":
-            staged = [f for f in store.list_files(store.path(".staging")) if f.endswith("/model-int8.onnx")]
+            digest = sha256_and_size(files[name])[0]
+            staged = [f for f in store.list_files(store.path(".staging")) if f.endswith(f"/blobs/{digest}")]
             store.write_atomic(store.path(".staging", staged[0]), b"bit rot")
 
     with pytest.raises(IntegrityError, match="model-int8.onnx"):

@@ -120,7 +120,7 @@ def test_manifest_round_trips_and_records_provenance(tmp_path):
     assert "commit" in m.git and m.created.endswith("Z")
     again = Manifest.from_json(m.to_json())
     assert again == m
-    assert json.loads(m.to_json())["schema"] == 1
+    assert json.loads(m.to_json())["schema"] == 2 and m.content_addressed
 
 
 def test_versions_never_import_tensorflow():
