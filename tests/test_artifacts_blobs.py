@@ -12,6 +12,7 @@ from bertbuild.artifacts.publish import gate_result, publish_bundle
 from bertbuild.artifacts.store import ArtifactStore
 from bertbuild.errors import IntegrityError
 from bertbuild.hashing import sha256_bytes, sha256_file
+from bundlefiles import write_files
 
 PASS = [gate_result("parity", True, 1e-6, 1e-4)]
 FAIL = [gate_result("parity", False, 1.0, 1e-4)]
@@ -19,7 +20,6 @@ FAIL = [gate_result("parity", False, 1.0, 1e-4)]
 
 def make_bundle(directory: Path, model_bytes: int = 1 << 20) -> dict[str, Path]:
     """A bundle shaped like a real one: large model and engine files, small reports."""
-    directory.mkdir(parents=True, exist_ok=True)
     contents = {
         "model-fp32.onnx": os.urandom(model_bytes),
         "model-fp16.onnx": os.urandom(model_bytes // 2),
@@ -29,12 +29,7 @@ def make_bundle(directory: Path, model_bytes: int = 1 << 20) -> dict[str, Path]:
         "predictions-onnxruntime-fp32.json": b'{"q1": "Denver Broncos"}',
         "plots/accuracy.png": os.urandom(20_000),
     }
-    files = {}
-    for name, data in contents.items():
-        path = directory / name.replace("/", "__")
-        path.write_bytes(data)
-        files[name] = path
-    return files
+    return write_files(directory, contents)
 
 
 def stored_bytes(store: ArtifactStore) -> int:

@@ -18,6 +18,7 @@ from bertbuild.errors import IntegrityError, RunConflict
 from bertbuild.artifacts.publish import bundle_files, gate_result, publish_bundle, write_plots
 from bertbuild.artifacts.store import ArtifactStore
 from bertbuild.errors import UserInputError
+from bundlefiles import write_files
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PASS = [gate_result("parity", True, 1e-6, 1e-4)]
@@ -25,7 +26,6 @@ FAIL = [gate_result("parity", False, 3e-2, 1e-4, "ONNX FP32 differs from TensorF
 
 
 def make_files(directory: Path, tag: str = "a", size: int = 4096) -> dict[str, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
     contents = {
         "model-fp32.onnx": os.urandom(size),
         "model-int8.onnx": os.urandom(size // 2),
@@ -33,12 +33,7 @@ def make_files(directory: Path, tag: str = "a", size: int = 4096) -> dict[str, P
         "results.json": f'{{"run": "{tag}"}}'.encode(),
         "predictions-onnxruntime-fp32.json": b"{}",
     }
-    files = {}
-    for name, data in contents.items():
-        path = directory / name.replace("/", "__")
-        path.write_bytes(data)
-        files[name] = path
-    return files
+    return write_files(directory, contents)
 
 
 def assert_complete(store: ArtifactStore, model: str, run_id: str, files: dict[str, Path]) -> None:

@@ -13,6 +13,7 @@ from bertbuild.artifacts.regression import (F1_GATE, LATENCY_GATE, REGRESSION_NA
                                             latest_snapshot)
 from bertbuild.errors import IntegrityError
 from bertbuild.hashing import sha256_file
+from bundlefiles import write_files
 
 LATEST_ANSWERS = {"q1": "Denver Broncos", "q2": "1990", "q3": "Santa Clara", "q4": "gold"}
 INT8_ANSWERS = {**LATEST_ANSWERS, "q4": "gold medal"}  # its own blob, not shared with the fp32 predictions
@@ -31,7 +32,6 @@ def result_rows(int8_f1: float = 86.0, int8_p50: float | None = 5.0) -> list[dic
 
 def write_bundle(directory: Path, int8_bytes: bytes = b"int8 v1", int8_answers: dict | None = None,
                  rows: list[dict] | None = None) -> dict[str, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
     contents = {
         "model-fp32.onnx": b"fp32 v1",
         "model-int8.onnx": int8_bytes,
@@ -41,11 +41,7 @@ def write_bundle(directory: Path, int8_bytes: bytes = b"int8 v1", int8_answers: 
         "predictions-onnxruntime-int8.json": json.dumps(int8_answers or INT8_ANSWERS).encode(),
         "results.json": json.dumps({"results": rows or result_rows()}).encode(),
     }
-    files = {}
-    for name, data in contents.items():
-        files[name] = directory / name.replace("/", "__")
-        files[name].write_bytes(data)
-    return files
+    return write_files(directory, contents)
 
 
 @pytest.fixture
