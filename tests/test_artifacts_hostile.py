@@ -14,7 +14,7 @@ from bertbuild.artifacts.names import bundle_name_problem, name_set_problem
 from bertbuild.artifacts.publish import gate_result, publish_bundle
 from bertbuild.artifacts.store import ArtifactStore
 from bertbuild.cli import main
-from bertbuild.errors import IntegrityError
+from bertbuild.errors import BertbuildError, IntegrityError
 from bertbuild.hashing import sha256_bytes
 
 PAYLOAD = b"pwned\n"
@@ -239,3 +239,10 @@ def test_verify_dir_of_a_precision_download(tmp_path, downloaded):
                                                                           "results.json"}
     with pytest.raises(IntegrityError, match="missing file: model-fp32.onnx"):
         verify_dir(tmp_path / "int8")  # the whole bundle was not downloaded
+
+
+def test_a_manifest_from_a_newer_bertbuild_is_refused(store, work):
+    plant(store, raw=json.dumps({"schema": 99, "model": "tiny", "run_id": "evil", "files": {}}).encode())
+    with pytest.raises(BertbuildError, match="schema 99, newer than this bertbuild reads"):
+        download(store, "tiny", work / "dest")
+    assert_nothing_written(work)

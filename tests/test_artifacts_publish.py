@@ -247,6 +247,12 @@ def test_bad_names_and_missing_files_are_user_errors(store, tmp_path):
         publish_bundle(store, "tiny", "r1", {"../escape.onnx": files["model-fp32.onnx"]}, {}, PASS, True)
     with pytest.raises(UserInputError):
         publish_bundle(store, "tiny", "r1", {"manifest.json": files["results.json"]}, {}, PASS, True)
+    with pytest.raises(UserInputError, match="C:/x.onnx"):
+        publish_bundle(store, "tiny", "r1", {"C:/x.onnx": files["model-fp32.onnx"]}, {}, PASS, True)
+    with pytest.raises(UserInputError, match="collide: 'a.onnx' and 'A.onnx' name the same file"):
+        publish_bundle(store, "tiny", "r1", {"a.onnx": files["model-fp32.onnx"], "A.onnx": files["results.json"]},
+                       {}, PASS, True)
+    assert store.blobs() == {}  # refused before anything was uploaded
     with pytest.raises(UserInputError, match="not a file"):
         publish_bundle(store, "tiny", "r1", {"x.onnx": tmp_path / "nope"}, {}, PASS, True)
     with pytest.raises(UserInputError):

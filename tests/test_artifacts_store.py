@@ -46,7 +46,7 @@ def test_default_store_honours_env(monkeypatch):
     assert ArtifactStore().url == "memory:///elsewhere"
 
 
-@pytest.mark.parametrize("bad", ["../x", "a/b", "", ".hidden", "failed", "x" * 300])
+@pytest.mark.parametrize("bad", ["../x", "a/b", "", ".hidden", "failed", "blobs", "x" * 300])
 def test_model_names_are_single_safe_segments(tmp_path, bad):
     with pytest.raises(UserInputError):
         ArtifactStore(tmp_path).run_path(bad, "r1")

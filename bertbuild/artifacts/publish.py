@@ -28,6 +28,7 @@ from typing import Callable
 
 from bertbuild.artifacts.handshake import announce_publish, wait_for_prunes
 from bertbuild.artifacts.manifest import MANIFEST_NAME, Manifest, build_manifest, is_report
+from bertbuild.artifacts.names import name_set_problem
 from bertbuild.artifacts.store import (STAGING_MAX_AGE_S, ArtifactStore, as_store, check_bundle_name, check_model,
                                        check_run_id, new_token)
 from bertbuild.errors import IntegrityError, RunConflict, UserInputError
@@ -100,6 +101,9 @@ def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: d
     hook = hook or (lambda step, name: None)
     for name in files:
         check_bundle_name(name)
+    clash = name_set_problem(files)
+    if clash:  # a manifest that downloads would refuse
+        raise UserInputError(f"publish: bundle file names collide: {clash}")
     ok = _all_passed(passed, gates)
     if not ok:
         files = {name: path for name, path in files.items() if is_report(name)}

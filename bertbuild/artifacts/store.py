@@ -41,10 +41,11 @@ STORE_ENV = "BERTBUILD_STORE"
 LATEST_NAME = "latest"
 RUNS_DIR = "runs"
 FAILED_DIR = "failed"
-BLOBS_DIR = "blobs/sha256"
+BLOBS_ROOT = "blobs"
+BLOBS_DIR = f"{BLOBS_ROOT}/sha256"
 STAGING_DIR = ".staging"
 PRUNING_DIR = ".pruning"
-RESERVED_MODELS = frozenset({FAILED_DIR, "blobs", STAGING_DIR, PRUNING_DIR})
+RESERVED_MODELS = frozenset({FAILED_DIR, BLOBS_ROOT, STAGING_DIR, PRUNING_DIR})
 
 STAGING_MAX_AGE_S = 24 * 3600  # a publish older than this was killed; its staging dir may go
 
