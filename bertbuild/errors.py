@@ -38,6 +38,10 @@ class GateFailed(BertbuildError):
     """An accuracy or parity gate failed: nothing may be published."""
 
 
+class NotTensorRTReady(BertbuildError):
+    """An ONNX file that TensorRT's ONNX parser would reject (`bertbuild trt-check` names each node)."""
+
+
 class ValidationError(BertbuildError):
     """An engine's outputs disagree with the reference beyond tolerance."""
 
