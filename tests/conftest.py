@@ -78,7 +78,7 @@ def tiny_trt_files(tiny_onnx, vocab_path, tmp_path_factory) -> dict:
                             cache_dir=directory / "calibration")
     int8 = quantize_int8(tiny_onnx["fused"], directory, calibration, cfg).paths
     return {"fp32": tiny_onnx["fp32"], "fused": tiny_onnx["fused"], "fp16": fp16,
-            "s8s8": Path(int8["s8s8"]), "u8s8": Path(int8["u8s8"])}
+            "s8s8": Path(int8["s8s8"]), "u8s8": Path(int8["u8s8"]), "checkpoint": tiny_onnx["checkpoint"]}
 
 
 @pytest.fixture(params=["local", "memory"])
