@@ -13,7 +13,7 @@ from bertbuild.backends.base import Profile
 from bertbuild.cli import main
 from bertbuild.errors import NotTensorRTReady, UserInputError
 from bertbuild.model.signature import INPUT_NAMES
-from bertbuild.trt_check import VERSIONS, check_onnx, load_matrix, matrix_version_for
+from bertbuild.trt_check import VERSIONS, check_onnx, host_version, load_matrix, matrix_version_for
 
 F32, F16, I8, U8, I32 = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32
 
@@ -226,6 +226,17 @@ def test_fused_file_really_has_the_attention_the_rule_checks(tiny_trt_files):
     assert {"Attention", "LayerNormalization", "Gelu"} <= ops
 
 
+def test_fuse_pass_bsh_layout_fails_where_the_matrix_asks_for_4d(tiny_trt_files, tmp_path):
+    # The matrix documents 4-D Q/K/V only; the 3-D "bsh" layout is for ONNX Runtime, not for TensorRT.
+    from bertbuild.fuse import DEFAULT_ORDER, fuse_onnx
+
+    order = tuple("attention-bsh" if name == "attention" else name for name in DEFAULT_ORDER)
+    fuse_onnx(tiny_trt_files["fp32"], tmp_path / "bsh.onnx", num_layers=2, order=order)
+    report = check_onnx(tmp_path / "bsh.onnx", "10.14")
+    assert len(report.findings) == 2  # one line per Attention node, one node per layer
+    assert all("attention: Q, K, V must be 4-D (got Q 3-D" in line for line in report.findings)
+
+
 def test_u8s8_file_fails_on_every_qdq_node(tiny_trt_files):
     report = check_onnx(tiny_trt_files["u8s8"])
     model = onnx.load(str(tiny_trt_files["u8s8"]))
@@ -253,6 +264,35 @@ def test_matrix_files_name_their_source_and_differ_where_the_releases_do():
     assert matrix_version_for("10.14.1.48") == "10.14" and matrix_version_for("11.1.0.106") == "11"
     with pytest.raises(UserInputError, match="older than 10.14"):
         matrix_version_for("10.13.2")
+
+
+def test_host_version_reads_package_metadata_without_importing_tensorrt(monkeypatch):
+    from importlib import metadata
+
+    import bertbuild.trt_check.matrix as matrix
+
+    versions = {"tensorrt-cu12": "10.14.1.48"}
+
+    def version(name):
+        if name not in versions:
+            raise metadata.PackageNotFoundError(name)
+        return versions[name]
+
+    monkeypatch.setattr(matrix.metadata, "version", version)
+    assert host_version() == "10.14"
+    versions.clear()
+    assert host_version() == "11"  # no TensorRT here: check against the newest
+
+
+def test_checking_leaves_the_model_and_its_weights_intact(tiny_trt_files):
+    from bertbuild.trt_check.graph import GraphView, load_model
+
+    model = load_model(tiny_trt_files["s8s8"])
+    before = model.SerializeToString()
+    view = GraphView(model)  # shape inference runs without the weights' bytes, which are put back
+    assert model.SerializeToString() == before
+    weight = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    assert view.constant(weight.name).tobytes() == weight.raw_data and view.info(weight.name).rank == 2
 
 
 def test_cli_prints_one_line_per_offending_node_and_exits_1(tmp_path, capsys):

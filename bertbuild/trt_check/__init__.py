@@ -10,8 +10,8 @@ learns from runtime shapes.
 """
 
 from bertbuild.trt_check.check import check_onnx
-from bertbuild.trt_check.matrix import DEFAULT_VERSION, VERSIONS, load_matrix, matrix_version_for
+from bertbuild.trt_check.matrix import DEFAULT_VERSION, VERSIONS, host_version, load_matrix, matrix_version_for
 from bertbuild.trt_check.report import Finding, ReadinessReport
 
-__all__ = ["DEFAULT_VERSION", "VERSIONS", "Finding", "ReadinessReport", "check_onnx", "load_matrix",
+__all__ = ["DEFAULT_VERSION", "VERSIONS", "Finding", "ReadinessReport", "check_onnx", "host_version", "load_matrix",
            "matrix_version_for"]

@@ -54,46 +54,65 @@ def load_model(path: Path | str) -> onnx.ModelProto:
     return model
 
 
+_PAYLOAD_BYTES = 1024  # initializers above this size are weights; smaller ones may be shapes that inference reads
+
+
+def _subgraphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """`graph` and every graph nested in its nodes' attributes (If/Loop/Scan bodies)."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
+                yield from _subgraphs(sub)
+
+
+def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model after shape inference, run without the weights' bytes.
+
+    Inference needs initializers' dims and types only, and a model over 2 GB
+    cannot be passed to it at all; the small ones stay, since data propagation
+    reads Reshape targets from them. The payloads are put back afterwards.
+    """
+    stashed = []
+    for init in model.graph.initializer:
+        if len(init.raw_data) > _PAYLOAD_BYTES:
+            stashed.append((init, init.raw_data))
+            init.ClearField("raw_data")
+    try:
+        # strict_mode off: a node ONNX cannot infer must not hide the others from the rules.
+        return shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except (shape_inference.InferenceError, ValueError):
+        return model  # not inferable: the declared value_info is all there is
+    finally:
+        for init, data in stashed:
+            init.raw_data = data
+
+
 class GraphView:
-    """Read-only queries over a model after shape inference."""
+    """Read-only queries over a model: its nodes, inferred tensor types and shapes, and constant values."""
 
     def __init__(self, model: onnx.ModelProto):
-        try:
-            # strict_mode off: a node ONNX cannot infer must not hide the others from the rules.
-            model = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-        except (shape_inference.InferenceError, ValueError):
-            pass  # > 2 GB or not inferable: declared value_info is all there is
         self.model = model
         self.graph = model.graph
         self.opsets = {o.domain: o.version for o in model.opset_import}
         self._constants: dict[str, onnx.TensorProto] = {}
         self._infos: dict[str, TensorInfo] = {}
-        self._collect(self.graph)
+        for graph in _subgraphs(model.graph):
+            self._constants.update((init.name, init) for init in graph.initializer)
+            self._constants.update((node.output[0], tensor) for node in graph.node
+                                   if node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS
+                                   and (tensor := attribute(node, "value")) is not None)
+        for graph in _subgraphs(_inferred(model).graph):
+            for init in graph.initializer:
+                self._infos[init.name] = TensorInfo(init.data_type, tuple(init.dims))
+            for value in (*graph.input, *graph.output, *graph.value_info):
+                self._infos.setdefault(value.name, _info(value))
         self.graph_inputs = [i for i in self.graph.input if i.name not in self._constants]
-        self.graph_io = {v.name for v in (*self.graph_inputs, *self.graph.output)}
 
-    def _collect(self, graph: onnx.GraphProto) -> None:
-        for init in graph.initializer:
-            self._constants[init.name] = init
-            self._infos[init.name] = TensorInfo(init.data_type, tuple(init.dims))
-        for value in (*graph.input, *graph.output, *graph.value_info):
-            self._infos.setdefault(value.name, _info(value))
-        for node in graph.node:
-            if node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS:
-                tensor = next((a.t for a in node.attribute if a.name == "value"), None)
-                if tensor is not None:
-                    self._constants[node.output[0]] = tensor
-            for attr in node.attribute:
-                for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
-                    self._collect(sub)
-
-    def nodes(self, graph: onnx.GraphProto | None = None) -> Iterator[onnx.NodeProto]:
+    def nodes(self) -> Iterator[onnx.NodeProto]:
         """Every node, nested graphs included."""
-        for node in (graph or self.graph).node:
-            yield node
-            for attr in node.attribute:
-                for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
-                    yield from self.nodes(sub)
+        for graph in _subgraphs(self.graph):
+            yield from graph.node
 
     def info(self, name: str) -> TensorInfo:
         return self._infos.get(name, TensorInfo(0, None))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from importlib import metadata
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -104,3 +105,17 @@ def matrix_version_for(installed: str) -> str:
     if (major, minor) >= (10, 14):
         return "10.14"
     raise UserInputError(f"TensorRT {installed} is older than 10.14, the first release with the ONNX Attention op")
+
+
+# Distributions that install the `tensorrt` module: the meta package and the per-CUDA wheels.
+_TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11")
+
+
+def host_version() -> str:
+    """The matrix for the TensorRT installed here (read from package metadata, nothing imported), else the default."""
+    for name in _TENSORRT_DISTRIBUTIONS:
+        try:
+            return matrix_version_for(metadata.version(name))
+        except metadata.PackageNotFoundError:
+            continue
+    return DEFAULT_VERSION
