@@ -15,7 +15,7 @@ from bertbuild.errors import NotTensorRTReady, UserInputError
 from bertbuild.model.signature import INPUT_NAMES
 from bertbuild.trt_check import VERSIONS, check_onnx, host_version, load_matrix, matrix_version_for
 
-F32, F16, I8, U8, I32 = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32
+F32, I8, U8, I32 = TensorProto.FLOAT, TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32
 
 
 def _bert_inputs(dims=("batch", "seq")):

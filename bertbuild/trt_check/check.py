@@ -15,6 +15,7 @@ from bertbuild.trt_check.quantization import check_qdq
 from bertbuild.trt_check.report import ReadinessReport
 from bertbuild.trt_check.shapes import check_dynamic_axes
 
+# Each takes (view, matrix) and yields Findings; the dynamic-axes rule also needs the profiles.
 NODE_RULES = (check_opset, check_domains_and_operators, check_extra_outputs, check_types, check_io_types,
               check_qdq, check_attention)
 

@@ -19,7 +19,7 @@ from bertbuild.trt_check.report import Finding
 AXES = ("batch", "seq")
 
 
-def _axis_problems(name: str, dims, profiles: Sequence) -> list[str]:
+def _axis_problems(dims, profiles: Sequence) -> list[str]:
     if dims is None or len(dims) != len(AXES):
         return [f"rank {len(dims) if dims is not None else 'unknown'}, but profiles give (batch, seq) shapes"]
     problems = []
@@ -45,7 +45,7 @@ def check_dynamic_axes(view: GraphView, profiles: Sequence) -> Iterator[Finding]
             if dims is None or any(not isinstance(d, int) for d in dims):
                 yield Finding(name, "input", "profiles", "dynamic, but no profile gives it shapes")
             continue
-        problems = _axis_problems(name, dims, profiles)
+        problems = _axis_problems(dims, profiles)
         if problems:
             yield Finding(name, "input", "profiles", "; ".join(problems))
         elif dims is not None:
