@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bertbuild.backends.profiles import describe, fitting_profile, uncovered
 from bertbuild.errors import ConfigError
 from bertbuild.fetch.sources import is_local_path
 from bertbuild.precision import Precision
@@ -119,7 +120,9 @@ class ProfileConfig(_Section):
 
 
 class EngineConfig(_Section):
-    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    # auto: TensorRT where it is importable and a GPU is visible, else onnxruntime (CPU).
+    # onnxruntime-cuda / onnxruntime-tensorrt: ONNX Runtime's GPU providers (the `gpu` extra).
+    backend: Literal["onnxruntime", "tensorrt", "auto", "onnxruntime-cuda", "onnxruntime-tensorrt"] = "onnxruntime"
     # fp32: the plain export; fused-fp32: after graph surgery; fp16 and int8 are
     # written from the fused graph (the file TensorRT gets), see `precision:`.
     precisions: tuple[Precision, ...] = tuple(Precision)
@@ -223,6 +226,25 @@ class BuildConfig(_Section):
     # Each run writes into <output_dir>/<model name>/<run id>/; `latest` there links to the newest.
     output_dir: str = "runs"
 
+    @model_validator(mode="after")
+    def _profiles_cover_run_shapes(self):
+        """Every (batch, seq) the run feeds an engine must lie in some profile: caught here, not by TensorRT mid-run.
+
+        Evaluation batches run from 1 (the last, partial batch) to eval.batch_size at eval.max_seq_length.
+        """
+        profiles = self.engines.profiles
+        seq = self.eval.max_seq_length
+        batch = uncovered(profiles, range(1, self.eval.batch_size + 1), seq)
+        if batch is not None:
+            raise ValueError(f"engines.profiles ({describe(profiles)}) cover no (batch, seq) = ({batch}, {seq}): "
+                             f"eval runs batches 1..eval.batch_size {self.eval.batch_size} at eval.max_seq_length "
+                             f"{seq}; widen a profile")
+        if fitting_profile(profiles, self.benchmark.batch, self.benchmark.seq) is None:
+            raise ValueError(f"engines.profiles ({describe(profiles)}) cover no (batch, seq) = "
+                             f"({self.benchmark.batch}, {self.benchmark.seq}) of benchmark.batch/benchmark.seq; "
+                             "widen a profile")
+        return self
+
     def gate_for(self, precision: str) -> GateConfig:
         return self.gates.get(precision) or _DEFAULT_GATES[precision]
 
@@ -244,6 +266,8 @@ def _describe(error: dict) -> str:
     if error["type"] == "missing":
         return f"{where}: required key is missing"
     message = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:  # a whole-config check: its message names the keys, the input is the whole file
+        return message
     return f"{where}: {message} (got {error.get('input')!r})"
 
 

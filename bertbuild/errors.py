@@ -45,6 +45,10 @@ class GateFailed(BertbuildError):
         self.results = results
 
 
+class NotTensorRTReady(BertbuildError):
+    """An ONNX file that TensorRT's ONNX parser would reject (`bertbuild trt-check` names each node)."""
+
+
 class ValidationError(BertbuildError):
     """An engine's outputs disagree with the reference beyond tolerance."""
 

@@ -97,10 +97,14 @@ def test_tensorrt_engine_builds_and_matches(fp32_onnx, feeds, tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(TRT_MISSING, reason=TRT_REASON)
-def test_tensorrt_timing_cache_reused(fp32_onnx, tmp_path):
+def test_tensorrt_timing_cache_reused_from_the_cache_root(fp32_onnx, tmp_path):
+    from bertbuild.fetch.cache import default_cache_dir
+
     backend = get_backend("tensorrt")
-    backend.build(fp32_onnx, "fp32", PROFILES, tmp_path / "engines" / "a")
-    cache = tmp_path / "engines" / "timing.cache"
-    first = cache.stat().st_mtime_ns
-    backend.build(fp32_onnx, "fp32", PROFILES, tmp_path / "engines" / "b")
-    assert cache.is_file() and cache.stat().st_mtime_ns >= first
+    first = json.loads(backend.build(fp32_onnx, "fp32", PROFILES, tmp_path / "engines" / "a").metadata_path.read_text())
+    cache = Path(first["timing_cache"])
+    assert cache.is_file() and cache.parent == default_cache_dir() / "tensorrt"
+    assert cache.name.startswith(f"timing-{first['tensorrt']}-") and tmp_path not in cache.parents
+    stamp = cache.stat().st_mtime_ns
+    second = json.loads(backend.build(fp32_onnx, "fp32", PROFILES, tmp_path / "engines" / "b").metadata_path.read_text())
+    assert second["timing_cache"] == str(cache) and cache.stat().st_mtime_ns >= stamp
