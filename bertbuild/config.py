@@ -211,6 +211,14 @@ class PublishConfig(_Section):
     store: str | None = None  # None: $BERTBUILD_STORE, else runs/store
 
 
+class RegressionConfig(_Section):
+    """Gates against the model's last release (`latest` in the store); both are skipped for a first release."""
+
+    max_f1_drop_vs_latest: float | None = Field(default=0.5, ge=0)  # F1 points below latest's, per precision
+    # this run's p50 / latest's, same kind of host only (timings of another machine say nothing)
+    max_latency_ratio_vs_latest: float | None = Field(default=1.15, gt=0)
+
+
 class BuildConfig(_Section):
     model: ModelSource
     export: ExportConfig = ExportConfig()
@@ -222,6 +230,7 @@ class BuildConfig(_Section):
     benchmark: BenchmarkConfig = BenchmarkConfig()
     precision: PrecisionConfig = PrecisionConfig()
     publish: PublishConfig = PublishConfig()
+    regression: RegressionConfig = RegressionConfig()
     cache: CacheConfig = CacheConfig()
     # Each run writes into <output_dir>/<model name>/<run id>/; `latest` there links to the newest.
     output_dir: str = "runs"

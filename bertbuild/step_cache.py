@@ -41,7 +41,7 @@ _PATH_PREFIX = "@entry/"  # marks a stored path as relative to its entry
 LIBRARIES = ("bertbuild", "numpy", "onnx", "onnx-graphsurgeon", "onnxruntime", "onnxruntime-gpu", "polygraphy",
              "tensorflow-cpu", "tensorflow", "tf2onnx", "tokenizers", "tensorrt")
 STEPS = ("export", "reference", "features", "fuse", "fp16", "calibration", "int8", "engine", "evaluation",
-         "benchmark", "sensitivity", "tune")
+         "benchmark", "sensitivity", "tune", "trt_check")
 
 
 def default_cache_root() -> Path:
@@ -69,6 +69,14 @@ def host_kind() -> dict:
 
     found = hardware()
     return {"cpu": found["cpu"], "cores": found["cores"], "gpus": [g["name"] for g in found["gpus"]]}
+
+
+def package_modules(package: ModuleType) -> list[ModuleType]:
+    """A package and every submodule of it that is loaded: the code of a step that spans a package."""
+    import sys
+
+    prefix = package.__name__ + "."
+    return [package, *(m for name, m in sorted(sys.modules.items()) if name.startswith(prefix) and m is not None)]
 
 
 def code_version(modules: Iterable[ModuleType]) -> str:

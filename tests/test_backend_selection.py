@@ -183,11 +183,11 @@ def test_gpu_provider_engine_matches_cpu(name, tiny_trt_files, tmp_path):
         pytest.skip(f"{name} not available here: {why}")
     from bertbuild.backends.onnxrt import OnnxRuntimeRunner
     from bertbuild.config import EvalConfig
-    from bertbuild.evaluation.score import prepare_eval_set
+    from bertbuild.evaluation.score import scoring_set
     from bertbuild.evaluation.validate import validate
     from bertbuild.model.checkpoint import vocab_and_case
 
-    feeds = list(prepare_eval_set(EvalConfig(limit=6, max_seq_length=128, batch_size=4),
+    feeds = list(scoring_set(EvalConfig(limit=6, max_seq_length=128, batch_size=4),
                                   *vocab_and_case(tiny_trt_files["checkpoint"])).features.batches(4))
     backend = get_backend(name)
     engine = backend.build(tiny_trt_files["fused"], "fused-fp32", TWO_PROFILES, tmp_path)

@@ -127,8 +127,16 @@ def test_damaged_engine_cli_exits_1_naming_the_gate(tmp_path, prefect_harness, d
     assert last.startswith("bertbuild: error: ") and "polygraphy_parity" in last and "by " in last
 
 
-def _store_files(store):
-    return sorted(p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file())
+def _assert_only_reports_published(store_dir, model):
+    """Nothing released, and the failed run's bundle (and every stored blob) holds reports only."""
+    from bertbuild.artifacts.store import ArtifactStore
+
+    store = ArtifactStore(store_dir)
+    assert store.runs(model) == [] and store.latest(model) is None
+    (failed,) = store.runs(model, failed=True)
+    manifest = store.read_manifest(model, failed, failed=True)
+    assert manifest.files and not any(name.endswith(".onnx") for name in manifest.files)
+    assert set(store.blobs()) == {entry["sha256"] for entry in manifest.files.values()}
 
 
 def test_all_precisions_are_written_scored_gated_and_published(tmp_path, prefect_harness):
@@ -196,13 +204,11 @@ def test_int8_that_misses_the_tune_gate_fails_and_publishes_no_engine(tmp_path, 
     fallback = saved["reports"]["int8_choice"]["fallback"]
     assert [len(step["excluded"]) for step in fallback["steps"]] == [2, 4] and not fallback["passed"]
     assert fallback["ranking"][:4] == fallback["steps"][1]["excluded"] and fallback["pareto"]
-    stored = _store_files(tmp_path / "store")
-    assert stored and not any(name.endswith(".onnx") for name in stored)  # reports only, under failed/
+    _assert_only_reports_published(tmp_path / "store", "tiny")
 
 
 @pytest.mark.parametrize("budget", [{"max_tries": 0}, {"max_nodes": 0}, {"enabled": False}])
 def test_a_fallback_with_no_budget_is_a_named_gate_failure(tmp_path, prefect_harness, budget):
-    from bertbuild.artifacts.store import ArtifactStore
     from bertbuild.flows.build_bert import build_bert
 
     config = _config(tmp_path, engines={"precisions": ["int8"]},
@@ -212,8 +218,7 @@ def test_a_fallback_with_no_budget_is_a_named_gate_failure(tmp_path, prefect_har
     state = build_bert(config, return_state=True)
     with pytest.raises(GateFailed, match="tune_answer_agreement"):
         state.result()
-    store = ArtifactStore(tmp_path / "store")
-    assert store.runs("tiny") == [] and len(store.runs("tiny", failed=True)) == 1
+    _assert_only_reports_published(tmp_path / "store", "tiny")
 
 
 def test_a_stale_file_in_the_output_tree_is_never_published(tmp_path, prefect_harness):
@@ -261,3 +266,32 @@ def test_a_rerun_reuses_every_step_and_a_new_gate_threshold_rebuilds_nothing(tmp
     assert steps.count("export") == 1 and steps.count("engine") == 2 and steps.count("evaluation") == 2
     fresh = build_bert(cfg | {"cache": {"dir": str(tmp_path / "cache"), "refresh": ["export"]}})
     assert fresh["reports"]["export"]["cached"] is False
+
+
+def test_a_slower_build_than_the_last_release_fails_its_regression_gate(tmp_path, prefect_harness, monkeypatch):
+    """The second build times twice as slow on the same host: its own gates pass, the one against latest fails."""
+    from dataclasses import replace
+
+    from bertbuild.artifacts.store import ArtifactStore
+    from bertbuild.evaluation import latency
+    from bertbuild.flows.build_bert import build_bert
+
+    cfg = _config(tmp_path, benchmark={"batch": 2, "seq": 128, "warmup": 1, "iterations": 2, "reuse": False})
+    first = build_bert(cfg)
+    assert first["reports"]["regression"]["latest_run_id"] is None  # a first release has nothing to lose to
+    measure = latency.measure
+
+    def twice_as_slow(*args, **kwargs):
+        stats = measure(*args, **kwargs)
+        return replace(stats, p50_ms=2 * first["rows"][1]["p50_ms"], mean_ms=2 * stats.mean_ms)
+
+    monkeypatch.setattr(latency, "measure", twice_as_slow)
+    state = build_bert(cfg, return_state=True)
+    with pytest.raises(GateFailed, match="onnxruntime-fp32: max_latency_ratio_vs_latest") as failed:
+        state.result()
+    saved = json.loads(Path(failed.value.results).read_text())
+    assert saved["reports"]["regression"]["latest_run_id"] == first["published"]["run_id"]
+    regression = json.loads((Path(failed.value.results).parent / "regression.json").read_text())
+    assert regression["same_host"] is True
+    store = ArtifactStore(tmp_path / "store")
+    assert store.latest("tiny") == first["published"]["run_id"] and len(store.runs("tiny", failed=True)) == 1

@@ -17,7 +17,7 @@ from bertbuild.backends.base import Profile
 from bertbuild.backends.onnxrt import OnnxRuntimeRunner
 from bertbuild.backends.registry import availability, get_backend
 from bertbuild.config import EvalConfig, ValidationConfig
-from bertbuild.evaluation.score import prepare_eval_set
+from bertbuild.evaluation.score import scoring_set
 from bertbuild.evaluation.validate import validate
 
 pytestmark = pytest.mark.gpu
@@ -34,7 +34,7 @@ PRECISION_OF = {"fused": "fused-fp32", "fp16": "fp16", "s8s8": "int8"}
 def feeds(tiny_trt_files):
     from bertbuild.model.checkpoint import vocab_and_case
 
-    eval_set = prepare_eval_set(EvalConfig(limit=10, max_seq_length=128, batch_size=4),
+    eval_set = scoring_set(EvalConfig(limit=10, max_seq_length=128, batch_size=4),
                                 *vocab_and_case(tiny_trt_files["checkpoint"]))
     return list(eval_set.features.batches(4)) + list(eval_set.features.batches(8))[:1]
 

@@ -15,6 +15,8 @@ from bertbuild.errors import UserInputError
 
 log = logging.getLogger(__name__)
 AUTO = "auto"
+# Backends whose engines TensorRT builds: they get the s8s8 INT8 file and the readiness check first.
+TENSORRT_BACKENDS = frozenset({"tensorrt", "onnxruntime-tensorrt"})
 
 
 def _backends() -> dict[str, type[Backend]]:

@@ -20,7 +20,8 @@ from bertbuild.flows.int8 import choose_int8
 from bertbuild.flows.publishing import current_run_id, engine_files, publish_run
 from bertbuild.precision import Precision
 from bertbuild.runs import open_run
-from bertbuild.tasks.engines import benchmark_engine, build_engine, score_engine
+from bertbuild.backends.registry import TENSORRT_BACKENDS, resolve_backend
+from bertbuild.tasks.engines import benchmark_engine, build_engine, check_tensorrt_ready, score_engine
 from bertbuild.tasks.model import export_onnx, fetch_model, tensorflow_reference
 from bertbuild.tasks.precision import fp16_onnx, fuse
 from bertbuild.tasks.squad import featurize_squad
@@ -33,8 +34,10 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
     logger = get_run_logger()
     run = open_run(cfg.output_dir, cfg.model_name, current_run_id(), cache_enabled=cfg.cache.enabled,
                    cache_dir=cfg.cache.dir, refresh=cfg.cache.refresh)
-    logger.info("run directory %s", run.run_dir)
-    backend, threads, precisions = cfg.engines.backend, cfg.engines.threads, cfg.engines.precisions
+    backend, why = resolve_backend(cfg.engines.backend)
+    logger.info("run directory %s; backend %s (%s)", run.run_dir, backend, why)
+    cfg = cfg.model_copy(update={"engines": cfg.engines.model_copy(update={"backend": backend})})
+    threads, precisions = cfg.engines.threads, cfg.engines.precisions
 
     model = fetch_model(cfg.model, cfg.model_name)
     squad = featurize_squad(model, cfg.eval, run)
@@ -51,7 +54,7 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
             reports["fp16"] = fp16_onnx(fused, cfg.precision.fp16, run)
             onnx[Precision.FP16] = files["model-fp16.onnx"] = reports["fp16"]["path"]
         if Precision.INT8 in precisions:
-            variant = "s8s8" if backend == "tensorrt" else cfg.precision.int8.variant  # TensorRT: signed only
+            variant = "s8s8" if backend in TENSORRT_BACKENDS else cfg.precision.int8.variant  # TensorRT: signed only
             int8 = choose_int8(fused, model, cfg, run, variant, f"{backend}-int8")
             written = int8["written"]
             onnx[Precision.INT8] = written["paths"][variant]
@@ -60,7 +63,10 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
             reports.update(int8=written, calibration=int8["calibration"], tune=int8["tune"], int8_choice=int8["report"])
             gates.append(int8["gate"])
 
-    engines = {p: build_engine.submit(backend, onnx[p], p, cfg.engines.profiles, run, threads) for p in precisions}
+    trt_bound = {n: files[n] for n in files if n.endswith(".onnx") and "u8s8" not in n}  # what TensorRT gets
+    reports["trt_ready"] = check_tensorrt_ready(trt_bound, cfg.engines.profiles, backend in TENSORRT_BACKENDS, run)
+    engines = {p: build_engine.with_options(tags=["tensorrt"] if backend in TENSORRT_BACKENDS else [])
+               .submit(backend, onnx[p], p, cfg.engines.profiles, run, threads) for p in precisions}
     scoring = {p: score_engine.submit(engines[p], squad, reference, cfg.eval, cfg.validation.batches,
                                       cfg.tolerance_for(p), cfg.gate_for(p), run, threads) for p in precisions}
     scored = {p: future.result() for p, future in scoring.items()}  # all scoring done before any timing
@@ -88,5 +94,5 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
     files[f"predictions-{reference['engine']}.json"] = reference["predictions"]
     result = publish_run(cfg, run, all_rows, files, reports, gates)
     logger.info("%s\n%s", result["title"], result["table"])
-    enforce(gates, report=str(run.path("results.json")))
+    enforce(result["gates"], report=str(run.path("results.json")))
     return result

@@ -13,7 +13,9 @@ from pathlib import Path
 from bertbuild.config import BuildConfig
 from bertbuild.evaluation.table import format_table
 from bertbuild.runs import RunContext, materialize
-from bertbuild.tasks.publish import current_run_id, publish, render_plots, report_artifacts
+from bertbuild.artifacts.store import default_store
+from bertbuild.tasks.publish import (compare_with_last_release, current_run_id, publish, render_plots,
+                                     report_artifacts)
 
 __all__ = ["current_run_id", "engine_files", "publish_run"]
 
@@ -39,9 +41,15 @@ def publish_run(cfg: BuildConfig, run: RunContext, rows: list[dict], files: dict
     """Write results.json and the plots, lay the bundle out in the run directory, publish it when enabled."""
     title = (f"{cfg.model_name}: {rows[0]['questions']} SQuAD v1.1 {cfg.eval.split} questions, "
              f"backend {cfg.engines.backend}")
+    store = cfg.publish.store or default_store()
+    if cfg.publish.enabled:  # against the last release, before deciding whether this one is released
+        regression = compare_with_last_release(store, cfg, run, rows, files)
+        files["regression.json"], gates = regression["path"], gates + regression["gates"]
+        reports["regression"] = regression["summary"]
+        _mark_failed_rows(rows, gates)
     table = format_table(rows)
     meta = {"model": cfg.model_name, "run_id": run.run_id, "config": cfg.model_dump(mode="json"),
-            "results": rows, "gates": gates}
+            "results": rows, "gates": gates, "trt_ready": reports.get("trt_ready", {})}
     results = run.path("results.json")
     results.write_text(json.dumps({**meta, "reports": reports}, indent=2, default=str) + "\n")
     plots = render_plots(rows, str(run.run_dir))  # bundle name -> PNG in the run directory
@@ -49,13 +57,19 @@ def publish_run(cfg: BuildConfig, run: RunContext, rows: list[dict], files: dict
     outcome = {"title": title, "table": table, "rows": rows, "run_dir": str(run.run_dir), "files": bundle, **meta,
                "reports": reports}
     if cfg.publish.enabled:
-        from bertbuild.artifacts.store import default_store
-
-        published = publish(cfg.publish.store or default_store(), cfg.model_name, bundle,
+        published = publish(store, cfg.model_name, bundle,
                             {k: v for k, v in meta.items() if k != "gates"}, _gate_records(gates), run_id=run.run_id)
         report_artifacts(published, rows, plots)
         outcome["published"] = published
     return outcome
+
+
+def _mark_failed_rows(rows: list[dict], gates: list[dict]) -> None:
+    """A row whose engine failed a gate added late (the regression gates) shows FAIL like any other."""
+    failed = {g["engine"] for g in gates if not g["passed"]}
+    for row in rows:
+        if row["engine"] in failed and "gates" in row:
+            row["gates"] = "FAIL"
 
 
 def _gate_records(gates: list[dict]) -> list[dict]:

@@ -126,3 +126,28 @@ def benchmark_engine(engine: dict, squad: dict, bench: BenchmarkConfig, eval_cfg
 
         run = replace(run, cache=replace(run.cache, refresh=run.cache.refresh | {"benchmark"}))
     return run.cache.run("benchmark", key, produce)
+
+
+@task(name="check-tensorrt-ready", cache_policy=NO_CACHE)
+def check_tensorrt_ready(onnx_files: dict[str, str], profiles: tuple[ProfileConfig, ...], required: bool,
+                         run: RunContext) -> dict[str, dict]:
+    """The static TensorRT readiness of every TensorRT-bound file: bundle name -> report (`trt_ready`).
+
+    With `required` (a TensorRT build follows) a file that is not ready fails
+    the run here, one line per offending node, before a GPU is touched.
+    """
+    from bertbuild import trt_check
+    from bertbuild.step_cache import package_modules, step_key
+
+    version = trt_check.host_version()
+    reports = {}
+    for name, path in onnx_files.items():
+        def produce(out: Path, path=path) -> dict:
+            return trt_check.check_onnx(path, trt_version=version, profiles=list(profiles)).to_json()
+
+        fields = {"tensorrt": version, "profiles": [p.model_dump(mode="json") for p in profiles]}
+        key = step_key("trt_check", files=[path], fields=fields, modules=package_modules(trt_check))
+        reports[name] = {k: v for k, v in run.cache.run("trt_check", key, produce).items() if k != "cached"}
+        if required and not reports[name]["ready"]:
+            trt_check.check_onnx(path, trt_version=version, profiles=list(profiles)).require_ready()
+    return reports

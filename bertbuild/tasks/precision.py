@@ -22,15 +22,14 @@ from bertbuild.tasks.model import ModelInfo
 def fuse(exported: dict, model: ModelInfo, run: RunContext) -> dict:
     """{"path": fused file, "report": FusionReport}; a wrong fusion count fails the task."""
     from bertbuild import fuse as fusion
-    from bertbuild.fuse import attention, driver, fuse_file, gelu, layernorm
-    from bertbuild.step_cache import step_key
+    from bertbuild.step_cache import package_modules, step_key
 
     def produce(out: Path) -> dict:
         report = fusion.fuse_onnx(exported["path"], out / "model-fused.onnx", model.num_layers)
         return {"path": str(out / "model-fused.onnx"), "report": report.to_dict()}
 
     key = step_key("fuse", files=[exported["path"]], fields={"layers": model.num_layers},
-                   modules=[driver, fuse_file, attention, gelu, layernorm])
+                   modules=package_modules(fusion))
     return run.cache.run("fuse", key, produce)
 
 

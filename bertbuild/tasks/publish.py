@@ -99,3 +99,36 @@ def report_artifacts(published: dict, rows: list[dict], plots: dict[str, str] | 
         description="the published bundle" if published["released"] else "reports of a failed run",
     )
     return {"table": str(table), "markdown": str(markdown), "link": str(link)}
+
+
+@task(name="compare-with-last-release", cache_policy=NO_CACHE)
+def compare_with_last_release(store: str, cfg, run, rows: list[dict], files: dict[str, str]) -> dict:
+    """The regression report against the model's `latest` release: its file, summary and enforced gates.
+
+    Writes `regression.json` into the run directory and a markdown artifact.
+    Gates skipped (first release, another kind of host, turned off) are in the
+    report but not enforced; the rest become gate results of the row's engine.
+    """
+    from prefect.artifacts import create_markdown_artifact
+
+    from bertbuild.artifacts.regression import compare_with_latest
+    from bertbuild.evaluation.gates import GateResult
+
+    report = compare_with_latest(store, cfg.model_name, rows, files, run_id=run.run_id,
+                                 max_f1_drop=cfg.regression.max_f1_drop_vs_latest,
+                                 max_latency_ratio=cfg.regression.max_latency_ratio_vs_latest)
+    path = run.path("regression.json")
+    path.write_text(report.to_json())
+    create_markdown_artifact(markdown=report.to_markdown(), key=artifact_key(cfg.model_name, "regression"),
+                             description=f"{cfg.model_name} run {run.run_id} against the last release")
+    engine_of = {row.get("precision"): row["engine"] for row in rows}
+    gates = []
+    for gate in report.gates:
+        if gate["value"] is None:  # skipped, and said why in the report
+            continue
+        precision, _, name = gate["name"].partition(":")
+        gates.append(GateResult(engine_of.get(precision, precision), name, gate["value"], gate["threshold"],
+                                gate["passed"], "max").to_json())
+    return {"path": str(path), "gates": gates,
+            "summary": {"latest_run_id": report.latest_run_id, "same_host": report.same_host,
+                        "passed": report.passed, "gates": report.gates}}
