@@ -17,6 +17,9 @@ os.environ["BERTBUILD_STORE"] = tempfile.mkdtemp(prefix="bertbuild-store-")
 os.environ["BERTBUILD_CACHE"] = tempfile.mkdtemp(prefix="bertbuild-cache-")
 
 import pytest  # noqa: E402
+# Prefect sets up its log handlers when `prefect.flow` is first imported, bound to the stderr of that moment:
+# do it now, before any test swaps stderr (capsys), or later logging writes into a closed capture.
+from prefect import flow  # noqa: E402,F401
 
 from bertbuild.data import UNCASED_VOCAB, bundled_file  # noqa: E402
 

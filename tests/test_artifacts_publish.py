@@ -353,13 +353,32 @@ def test_report_markdown_embeds_each_plot_as_a_png(tmp_path):
         results_markdown(published, rows, plots)
 
 
-def test_publish_task_retries_io_errors_only():
-    from prefect.states import Failed
+def test_publish_task_retries_io_errors_but_not_bad_input(tmp_path, prefect_harness, monkeypatch):
+    """A store that drops the connection once is retried to success; a refused name is never retried."""
+    from prefect import flow
 
-    from bertbuild.tasks.publish import _worth_retrying, publish
+    from bertbuild.artifacts import publish as publishing
+    from bertbuild.tasks.publish import publish
 
-    assert publish.retries == 2 and publish.retry_delay_seconds == [1, 5]
-    assert _worth_retrying(None, None, Failed(data=OSError("connection reset")))
-    assert _worth_retrying(None, None, Failed(data=IntegrityError("staged copy differs")))
-    assert not _worth_retrying(None, None, Failed(data=UserInputError("bad name")))
-    assert not _worth_retrying(None, None, Failed(data=RunConflict("already published")))
+    files = {k: str(v) for k, v in make_files(tmp_path / "f").items()}
+    calls = []
+    original = publishing.publish_bundle
+
+    def flaky(*args, **kwargs):
+        calls.append(args[1])
+        if calls == ["m"]:  # the very first call drops the connection
+            raise OSError("connection reset by peer")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(publishing, "publish_bundle", flaky)
+    fast = publish.with_options(retry_delay_seconds=0)
+
+    @flow
+    def attempt(model: str):
+        return fast(str(tmp_path / "store"), model, files, {}, [gate_result("g", True)], run_id="r1")
+
+    assert attempt("m")["released"] and len(calls) == 2
+    calls.clear()
+    with pytest.raises(UserInputError, match="invalid model name"):
+        attempt("bad/name")
+    assert len(calls) == 1  # UserInputError: tried once, not three times

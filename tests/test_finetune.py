@@ -205,7 +205,7 @@ def test_missing_pretrained_dir_is_one_line(tmp_path):
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-def test_cli_finetune_runs_the_flow_and_exports(pretrained, train_json, tmp_path, prefect_harness):
+def test_cli_finetune_runs_the_flow_and_exports(pretrained, train_json, tmp_path, capsys, prefect_harness):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
@@ -217,6 +217,7 @@ def test_cli_finetune_runs_the_flow_and_exports(pretrained, train_json, tmp_path
                  "--max-seq-length", "64", "--doc-stride", "32", "--max-query-length", "16", "--batch-size", "4",
                  "--epochs", "1", "--max-steps", "2", "--save-every", "1", "--no-onednn", "--export-fp16", str(dest)])
     assert code == 0
+    assert "(step 2/2, final loss" in capsys.readouterr().out
     assert load_checkpoint(dest).step == 2
     saved = json.loads((out / "finetune.json").read_text())["hyper"]
     assert saved["onednn"] is False and saved["batch_size"] == 4 and saved["lr"] == 1e-4  # flag default = config default
