@@ -269,7 +269,7 @@ def test_nightly_deployment_is_scheduled(deployed):
     cron, tz = _nightly_schedule()
     assert (cron, tz) == ("0 2 * * *", "America/Los_Angeles")
     assert cron in text and tz in text
-    assert "configs/default.yaml" in text and POOL in text
+    assert "configs/nightly.yaml" in text and POOL in text
     assert "set_working_directory" in text and str(PROJECT_ROOT) in text
 
 

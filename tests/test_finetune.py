@@ -205,6 +205,7 @@ def test_missing_pretrained_dir_is_one_line(tmp_path):
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
+@pytest.mark.slow  # runs the finetune-bert flow
 def test_cli_finetune_runs_the_flow_and_exports(pretrained, train_json, tmp_path, capsys, prefect_harness):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
@@ -246,6 +247,7 @@ def test_cli_missing_pretrained_is_one_line(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "not a directory" in err
 
 
+@pytest.mark.slow  # runs the finetune-bert flow
 def test_flow(prefect_harness, pretrained, train_json, tmp_path):
     from bertbuild.flows.finetune_bert import finetune_bert
 

@@ -37,7 +37,7 @@ def choose_int8(fused: dict, model: ModelInfo, cfg: BuildConfig, run: RunContext
         return result["paths"][variant]
 
     def judge(path: str) -> dict:
-        tried = tune_try(path, tune, fused["path"], cfg.eval.batch_size, run, threads)
+        tried = tune_try(path, tune, fused["path"], cfg.eval.batch_size, cfg.benchmark, run, threads)
         return {**tried["signal"], "p50_ms": tried["p50_ms"]}
 
     def passes(metrics: dict) -> bool:

@@ -121,11 +121,7 @@ def benchmark_engine(engine: dict, squad: dict, bench: BenchmarkConfig, eval_cfg
 
     fields = {"bench": bench.model_dump(mode="json", exclude={"reuse"}), "threads": threads}
     key = step_key("benchmark", files=[engine["path"], squad["path"]], fields=fields, modules=[latency], host=True)
-    if not bench.reuse:
-        from dataclasses import replace
-
-        run = replace(run, cache=replace(run.cache, refresh=run.cache.refresh | {"benchmark"}))
-    return run.cache.run("benchmark", key, produce)
+    return run.timing_cache(bench.reuse).cache.run("benchmark", key, produce)
 
 
 @task(name="check-tensorrt-ready", cache_policy=NO_CACHE)

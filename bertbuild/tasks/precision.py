@@ -129,12 +129,13 @@ def tune_windows(model: ModelInfo, tune_cfg, calibration: dict, eval_cfg, run: R
 
 
 @task(name="tune-try", cache_policy=NO_CACHE)
-def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, run: RunContext,
+def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, bench, run: RunContext,
              threads: int | None) -> dict:
     """A candidate file on the tune windows: agreement with the FP32 file, and its latency there.
 
-    Both files run in ONNX Runtime on this CPU, one after the other, so the
-    latency ratios between tries of one run are comparable.
+    The agreement is cached by content. The latency is cached per host kind and
+    reused only when `benchmark.reuse` is on; every candidate of one run is
+    timed in that run, one after the other, so their ratios are comparable.
     """
     import numpy as np
 
@@ -155,9 +156,23 @@ def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, r
         np.savez(out / "tune-fp32-logits.npz", start=start, end=end)
         return {"path": str(out / "tune-fp32-logits.npz")}
 
-    key = step_key("tune", files=[reference_onnx, tune["path"]], fields={"batch": batch_size}, modules=[score])
-    saved = np.load(run.cache.run("tune", key, reference)["path"])
-    signal = tuning.compare(windows, (saved["start"], saved["end"]), logits(onnx_path))
-    stats = latency.measure(OnnxRuntimeRunner(onnx_path, threads=threads),
-                            latency.feed_from(windows.features, batch_size), warmup=2, iterations=5)
-    return {"path": onnx_path, "signal": signal.to_json(), "p50_ms": round(stats.p50_ms, 2)}
+    def agreement(out: Path) -> dict:
+        saved = np.load(run.cache.run("tune", step_key("tune", files=[reference_onnx, tune["path"]],
+                                                       fields={"batch": batch_size}, modules=[score]),
+                                      reference)["path"])
+        return tuning.compare(windows, (saved["start"], saved["end"]), logits(onnx_path)).to_json()
+
+    def timing(out: Path) -> dict:
+        stats = latency.measure(OnnxRuntimeRunner(onnx_path, threads=threads),
+                                latency.feed_from(windows.features, batch_size), warmup=bench.warmup,
+                                iterations=bench.iterations)
+        return {"p50_ms": round(stats.p50_ms, 2)}
+
+    files = [onnx_path, reference_onnx, tune["path"]]
+    signal = run.cache.run("tune", step_key("tune", files=files, fields={"batch": batch_size},
+                                           modules=[tuning, score]), agreement)
+    timed = run.timing_cache(bench.reuse)
+    fields = {"batch": batch_size, "warmup": bench.warmup, "iterations": bench.iterations, "threads": threads}
+    p50 = timed.cache.run("benchmark", step_key("benchmark", files=[onnx_path, tune["path"]], fields=fields,
+                                                modules=[latency], host=True), timing)["p50_ms"]
+    return {"path": onnx_path, "signal": {k: v for k, v in signal.items() if k != "cached"}, "p50_ms": p50}
