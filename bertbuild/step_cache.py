@@ -137,6 +137,17 @@ def _stored_paths(value: Any) -> list[str]:
     return [value[len(_PATH_PREFIX):]] if isinstance(value, str) and value.startswith(_PATH_PREFIX) else []
 
 
+def _complete(entry: Path) -> dict | None:
+    """An entry's result (paths made absolute) if its result and every file it names are there."""
+    try:
+        stored = json.loads((entry / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not all((entry / rel).is_file() for rel in _stored_paths(stored)):
+        return None
+    return _absolutize(stored, entry) | {"cached": True}
+
+
 @dataclass(frozen=True)
 class StepCache:
     """Where entries live, and which steps must recompute.
@@ -153,17 +164,11 @@ class StepCache:
         return None if self.root is None else self.root / "steps" / step / key
 
     def lookup(self, step: str, key: str) -> dict | None:
-        """The stored result of a complete entry whose files are all present, else None."""
+        """The stored result of a complete entry whose files are all present (None under a refresh)."""
         entry = self.entry(step, key)
-        if entry is None or step in self.refresh or not (entry / RESULT_FILE).is_file():
+        if entry is None or step in self.refresh:
             return None
-        try:
-            stored = json.loads((entry / RESULT_FILE).read_text())
-        except ValueError:
-            return None
-        if not all((entry / rel).is_file() for rel in _stored_paths(stored)):
-            return None
-        return _absolutize(stored, entry) | {"cached": True}
+        return _complete(entry)
 
     def run(self, step: str, key: str, produce: Callable[[Path], dict]) -> dict:
         """`produce(out_dir)` writes its files under `out_dir` and returns a JSON-able dict (paths as strings)."""
@@ -179,7 +184,8 @@ class StepCache:
         try:
             result = produce(work)
             (work / RESULT_FILE).write_text(json.dumps(_relativize(result, work), indent=1, default=str) + "\n")
-            self._install(work, final, replace=step in self.refresh)
+            # A refresh replaces the entry; so does a run finding one whose files went missing.
+            self._install(work, final, replace=step in self.refresh or (final.exists() and not _complete(final)))
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return _absolutize(json.loads((final / RESULT_FILE).read_text()), final) | {"cached": False}
