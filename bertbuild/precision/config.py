@@ -48,6 +48,10 @@ class Int8Config(_Section):
     num_bins: int = Field(default=2048, ge=128)  # histogram bins (entropy / percentile)
     op_types: tuple[Literal["MatMul", "Gather"], ...] = ("MatMul",)
     quantize_head: bool = False  # the QA head MatMul (hidden -> 2 logits) stays FP32 by default
+    # SmoothQuant-style smoothing of the inputs of the MatMuls after these ops (smoothing.py);
+    # None: off. alpha near 0.5 splits the range between activation and weight.
+    smoothing_alpha: float | None = Field(default=None, ge=0, le=1)
+    smoothing_after: tuple[Literal["LayerNormalization", "Gelu"], ...] = ("LayerNormalization",)
 
 
 class FallbackConfig(_Section):
@@ -60,7 +64,23 @@ class FallbackConfig(_Section):
     sensitivity_batches: int = Field(default=2, ge=1)  # calibration batches used to rank nodes
 
 
+class TuneConfig(_Section):
+    """The tune split: seeded TRAIN-half questions on which every INT8 choice is made.
+
+    Sensitivity ranking, the fallback's choice and any search (smoothing
+    strength, calibration method) compare candidates with the FP32 file on
+    these questions' windows, never on held-out ones. Questions used for
+    calibration are left out, so a choice is not judged on the data it was
+    fitted to.
+    """
+
+    questions: int = Field(default=512, ge=1)
+    seed: int = 1  # calibration draws with Int8Config.seed (0): another order
+    batch_size: int = Field(default=8, ge=1)
+
+
 class PrecisionConfig(_Section):
     fp16: Fp16Config = Fp16Config()
     int8: Int8Config = Int8Config()
     fallback: FallbackConfig = FallbackConfig()
+    tune: TuneConfig = TuneConfig()
