@@ -61,3 +61,14 @@ def test_signal_by_hand_and_padding_is_ignored():
     assert signal.changed_answers == 1 and signal.answer_agreement == 0.5
     same = tune_signal(reference, reference, tune)
     assert same.kl == 0 and same.answer_agreement == 1 and same.start_agreement == 1
+
+
+def test_best_candidate_is_lowest_kl_then_most_answers_kept():
+    from bertbuild.precision.tuning import TuneSignal, best_candidate
+
+    def signal(kl, agreement):
+        return TuneSignal(kl, 0.0, 0.0, 1.0, 1.0, agreement, 0)
+
+    assert best_candidate({"a": signal(0.2, 0.99), "b": signal(0.1, 0.90), "c": signal(0.1, 0.95)}) == "c"
+    with pytest.raises(ValueError):
+        best_candidate({})

@@ -16,7 +16,9 @@ bins merge, so no second pass over the data is needed). From them:
 - minmax:     amax = max |x|
 - percentile: amax = the `percentile`-th percentile of |x|
 - entropy:    amax = the clipping threshold whose 128-level quantized
-               histogram is closest (KL divergence) to the observed one.
+               histogram is closest (KL divergence) to the observed one;
+- auto:       per tensor, whichever of those thresholds hurts the tensor's
+               MatMul outputs least (range_choice.py).
 
 One calibration serves both INT8 variants: symmetric S8 activations use
 [-amax, amax]; U8 activations use [max(min, -amax), min(max, amax)], which keeps
@@ -348,7 +350,7 @@ def load_calibration(cache_path: Path | str) -> Calibration:
 
 def _method_params(cfg: Int8Config) -> dict:
     params = {"op_types": list(cfg.op_types), "quantize_head": cfg.quantize_head}
-    if cfg.method in ("percentile", "entropy"):
+    if cfg.method in ("percentile", "entropy", "auto"):
         params["num_bins"] = cfg.num_bins
     if cfg.method == "percentile":
         params["percentile"] = cfg.percentile
@@ -388,8 +390,21 @@ def calibrate(model_path: Path | str, samples: CalibrationSet, cfg: Int8Config,
             table = numpy_helper.to_array(tables[target.activation])
             low, high = float(table.min()), float(table.max())
             ranges[target.activation] = TensorRange(low, high, max(abs(low), abs(high)))
-    del model, tables
+    del tables
+    params = _method_params(cfg)
+    if cfg.method == "auto":
+        from bertbuild.precision.int8 import ACTIVATION_VARIANT
+        from bertbuild.precision.range_choice import CHOICE_BATCHES, choose_ranges
+
+        readers = {name: [node.input[1] for node in model.graph.node if node.op_type == "MatMul"
+                          and node.name in {t.node for t in targets} and node.input[0] == name] for name in stats}
+        chosen = choose_ranges(model_path, stats, readers, samples, ACTIVATION_VARIANT[cfg.activation_type],
+                               CHOICE_BATCHES, cfg.batch_size, threads)
+        ranges.update({name: tensor_range for name, (_, tensor_range) in chosen.items()})
+        params["chosen"] = {name: label for name, (label, _) in chosen.items()}
     for name, hist in stats.items():
+        if cfg.method == "auto":
+            continue
         if cfg.method == "minmax":
             amax = _amax_minmax(hist)
         elif cfg.method == "percentile":
@@ -400,7 +415,7 @@ def calibrate(model_path: Path | str, samples: CalibrationSet, cfg: Int8Config,
     calibration = Calibration(
         method=cfg.method, model_sha256=model_sha, samples_fingerprint=samples.fingerprint,
         max_seq_length=samples.max_seq_length, rows=len(samples), question_ids=list(samples.question_ids),
-        targets=[asdict(t) for t in targets], ranges=ranges, params=_method_params(cfg),
+        targets=[asdict(t) for t in targets], ranges=ranges, params=params,
         seconds=time.perf_counter() - start, cache_path=str(cache_path) if cache_path else None,
     )
     if cache_path is not None:

@@ -37,7 +37,7 @@ class Int8Config(_Section):
     that the accuracy fallback is driven by; both are always written.
     """
 
-    method: Literal["entropy", "percentile", "minmax"] = "percentile"
+    method: Literal["entropy", "percentile", "minmax", "auto"] = "percentile"
     percentile: float = Field(default=99.99, gt=50, le=100)
     samples: int = Field(default=256, ge=1)  # feature rows (windows) fed to the calibrator
     seed: int = 0
@@ -52,6 +52,9 @@ class Int8Config(_Section):
     # None: off. alpha near 0.5 splits the range between activation and weight.
     smoothing_alpha: float | None = Field(default=None, ge=0, le=1)
     smoothing_after: tuple[Literal["LayerNormalization", "Gelu"], ...] = ("LayerNormalization",)
+    # Subtract each quantized MatMul's mean INT8 output error from its bias (bias_correction.py).
+    bias_correction: bool = False
+    bias_correction_batches: int = Field(default=8, ge=1)  # calibration batches the mean error is taken over
 
 
 class FallbackConfig(_Section):

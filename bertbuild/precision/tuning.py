@@ -145,3 +145,10 @@ def tune_signal(reference: TuneOutputs, candidate: TuneOutputs, tune: TuneSet) -
         start_agreement=_argmax_agreement(*pairs[0], mask), end_agreement=_argmax_agreement(*pairs[1], mask),
         answer_agreement=1.0 - changed / max(len(tune.examples), 1), changed_answers=int(changed),
     )
+
+
+def best_candidate(signals: dict[str, TuneSignal]) -> str:
+    """The candidate closest to FP32 on the tune set: lowest KL, then most answers kept."""
+    if not signals:
+        raise ValueError("no candidates to choose from")
+    return min(signals, key=lambda label: (signals[label].kl, -signals[label].answer_agreement, label))

@@ -1,0 +1,106 @@
+"""The INT8 recipe: fused FP32 graph -> every INT8 file, with the techniques `Int8Config` turns on.
+
+    fused FP32 ─ smoothing (if smoothing_alpha) ─ calibration (train half) ─┬─ bias correction per variant (if on)
+                                                                           ├─ s8s8  (TensorRT, standard ONNX)
+                                                                           ├─ u8s8  (standard ONNX, Q/DQ)
+                                                                           └─ ort   (ONNX Runtime only: QAttention)
+
+One call for the flow and for the experiments (benchmarks/int8_techniques.py),
+so what is measured is exactly what is built. Every intermediate FP32 file
+(smoothed, bias-corrected) is kept in `out_dir` for inspection.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from bertbuild.precision.calibration import Calibration, CalibrationSet, calibrate
+from bertbuild.precision.config import Int8Config
+from bertbuild.precision.int8 import VARIANTS, qdq_summary, quantize_variant
+
+ORT_VARIANT = "ort"  # the ONNX-Runtime-only u8s8 file of ort_int8.py
+
+
+@dataclass
+class Int8Files:
+    """What the recipe wrote."""
+
+    paths: dict[str, str]  # "s8s8", "u8s8", "ort" -> path
+    source: str  # the FP32 file calibrated (fused, or smoothed)
+    quantized_nodes: list[str]
+    excluded_nodes: list[str]
+    calibration: dict
+    techniques: dict  # what was applied, with each step's report
+    seconds: float
+    qdq_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def int8_source(fused_onnx: Path | str, out_dir: Path | str, samples: CalibrationSet, cfg: Int8Config,
+                threads: int | None = None) -> tuple[Path, dict]:
+    """The FP32 file to calibrate and quantize: `fused_onnx`, smoothed when configured."""
+    if cfg.smoothing_alpha is None:
+        return Path(fused_onnx), {}
+    from bertbuild.precision.smoothing import smooth
+
+    report = smooth(fused_onnx, Path(out_dir) / "model-smoothed.onnx", samples, cfg, threads)
+    return Path(report.path), {"smoothing": report.to_json()}
+
+
+def write_int8_files(fused_onnx: Path | str, out_dir: Path | str, samples: CalibrationSet, cfg: Int8Config,
+                     cache_dir: Path | str | None = None, nodes_to_exclude: Iterable[str] = (),
+                     variants: Iterable[str] = (*VARIANTS, ORT_VARIANT), stem: str = "model",
+                     threads: int | None = None, calibration: Calibration | None = None) -> Int8Files:
+    """Write `<stem>.int8-<variant>.onnx` for each variant into `out_dir`.
+
+    `calibration` may be passed in when already made for this source (the
+    fallback re-quantizes with different exclusions from the same one).
+    """
+    from bertbuild.precision.ort_int8 import write_ort_int8
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source, techniques = int8_source(fused_onnx, out_dir, samples, cfg, threads)
+    if calibration is None:
+        calibration = calibrate(source, samples, cfg, cache_dir, threads)
+    excluded = sorted(set(nodes_to_exclude))
+    paths, counts, quantized = {}, {}, []
+    for variant in variants:
+        activation = "u8s8" if variant == ORT_VARIANT else variant
+        variant_source = _bias_corrected(source, out_dir, calibration, samples, cfg, activation, techniques, threads)
+        path = out_dir / f"{stem}.int8-{variant}.onnx"
+        if variant == ORT_VARIANT:
+            report = write_ort_int8(variant_source, path, calibration, cfg, excluded)
+            quantized = report.quantized_nodes
+            techniques["ort"] = {k: v for k, v in report.to_json().items() if k not in ("quantized_nodes",
+                                                                                         "excluded_nodes")}
+        else:
+            quantized = quantize_variant(variant_source, path, calibration, cfg, variant, excluded)
+        paths[variant] = str(path)
+        counts[variant] = qdq_summary(path)
+    return Int8Files(paths=paths, source=str(source), quantized_nodes=quantized, excluded_nodes=excluded,
+                     calibration=calibration.summary(), techniques=techniques,
+                     seconds=round(time.perf_counter() - start, 2), qdq_counts=counts)
+
+
+def _bias_corrected(source: Path, out_dir: Path, calibration: Calibration, samples: CalibrationSet,
+                    cfg: Int8Config, variant: str, techniques: dict, threads: int | None) -> Path:
+    """`source` with biases corrected for `variant` when configured (made once per variant)."""
+    if not cfg.bias_correction:
+        return source
+    from bertbuild.precision.bias_correction import correct_biases
+
+    path = out_dir / f"{source.stem}-biascorrected-{variant}.onnx"
+    key = f"bias_correction_{variant}"
+    if key not in techniques:
+        report = correct_biases(source, path, calibration, samples, variant, cfg.bias_correction_batches,
+                                cfg.batch_size, threads)
+        techniques[key] = {"variant": variant, "biases": len(report.corrected), "seconds": report.seconds,
+                           "largest_shift": max(report.corrected.values(), default=0.0)}
+    return path
