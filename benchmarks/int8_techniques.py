@@ -42,8 +42,18 @@ DEFAULT_TECHNIQUES = {
 
 
 def parse_overrides(text: str) -> dict:
+    """KEY=VALUE,KEY=VALUE; a comma inside [...] belongs to a JSON list value."""
+    items, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    items.append(current)
     overrides = {}
-    for item in filter(None, text.split(",")):
+    for item in filter(None, items):
         key, _, value = item.partition("=")
         try:
             overrides[key] = json.loads(value)

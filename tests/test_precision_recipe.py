@@ -61,11 +61,12 @@ def test_bias_correction_removes_the_mean_int8_shift(outlier_model, samples, tmp
 
 
 def test_recipe_writes_three_files_with_every_technique(tiny_onnx, samples, tmp_path):
-    cfg = CFG.model_copy(update={"smoothing_alpha": 0.5, "bias_correction": True, "bias_correction_batches": 2})
+    cfg = CFG.model_copy(update={"smoothing_alpha": 0.5, "outlier_channels": 2, "bias_correction": True,
+                                 "bias_correction_batches": 2})
     files = write_int8_files(tiny_onnx["fused"], tmp_path, samples, cfg, cache_dir=tmp_path / "cache")
     assert set(files.paths) == {"s8s8", "u8s8", "ort"}
-    assert files.source.endswith("model-smoothed.onnx")
-    assert {"smoothing", "bias_correction_s8s8", "bias_correction_u8s8", "ort"} <= set(files.techniques)
+    assert files.source.endswith("model-smoothed-outliers.onnx")
+    assert {"smoothing", "outliers", "bias_correction_s8s8", "bias_correction_u8s8", "ort"} <= set(files.techniques)
     assert files.techniques["ort"]["attention_int8"] == 2 and files.techniques["ort"]["smoothing_folded"] == 4
     assert all(n.domain in ("", "ai.onnx") for n in onnx.load(files.paths["s8s8"]).graph.node)
     feeds = list(samples.batches(8))[:2]

@@ -281,12 +281,20 @@ def activation_session(model_path: Path | str, tensors: list[str], threads: int 
 
 
 def _collect_statistics(model_path: Path, tensors: list[str], samples: CalibrationSet, cfg: Int8Config,
-                        threads: int | None = None) -> dict[str, _AbsHistogram]:
-    """Run the FP32 model over the samples, one bounded batch at a time, folding stats in."""
+                        threads: int | None = None, ignored_channels: dict[str, list[int]] | None = None,
+                        ) -> dict[str, _AbsHistogram]:
+    """Run the FP32 model over the samples, one bounded batch at a time, folding stats in.
+
+    `ignored_channels` (tensor -> last-axis channels) are left out of a tensor's
+    statistics: outliers.py routes them around the INT8 MatMul.
+    """
     session = activation_session(model_path, tensors, threads)
     stats = {name: _AbsHistogram(cfg.num_bins) for name in tensors}
+    ignored = ignored_channels or {}
     for feed in samples.batches(cfg.batch_size):
         for name, value in zip(tensors, session.run(tensors, feed)):
+            if name in ignored:
+                value = np.delete(value, ignored[name], axis=-1)
             stats[name].add(value)
     return stats
 
@@ -383,7 +391,9 @@ def calibrate(model_path: Path | str, samples: CalibrationSet, cfg: Int8Config,
     targets = quantization_targets(model, cfg)
     tables = {init.name: init for init in model.graph.initializer}
     tensors = list(dict.fromkeys(t.activation for t in targets if t.op_type != "Gather"))
-    stats = _collect_statistics(model_path, tensors, samples, cfg, threads)
+    from bertbuild.precision.outliers import outlier_channels
+
+    stats = _collect_statistics(model_path, tensors, samples, cfg, threads, outlier_channels(model))
     ranges = {}
     for target in targets:
         if target.op_type == "Gather":

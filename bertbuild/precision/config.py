@@ -52,6 +52,10 @@ class Int8Config(_Section):
     # None: off. alpha near 0.5 splits the range between activation and weight.
     smoothing_alpha: float | None = Field(default=None, ge=0, le=1)
     smoothing_after: tuple[Literal["LayerNormalization", "Gelu"], ...] = ("LayerNormalization",)
+    # Outlier-channel decomposition (outliers.py): the top-k input channels of each MatMul after
+    # these ops go through a small FP32 side GEMM; 0: off.
+    outlier_channels: int = Field(default=0, ge=0)
+    outlier_after: tuple[Literal["LayerNormalization", "Gelu"], ...] = ("Gelu",)
     # Subtract each quantized MatMul's mean INT8 output error from its bias (bias_correction.py).
     bias_correction: bool = False
     bias_correction_batches: int = Field(default=8, ge=1)  # calibration batches the mean error is taken over

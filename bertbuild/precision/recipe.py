@@ -1,13 +1,14 @@
 """The INT8 recipe: fused FP32 graph -> every INT8 file, with the techniques `Int8Config` turns on.
 
-    fused FP32 ─ smoothing (if smoothing_alpha) ─ calibration (train half) ─┬─ bias correction per variant (if on)
-                                                                           ├─ s8s8  (TensorRT, standard ONNX)
-                                                                           ├─ u8s8  (standard ONNX, Q/DQ)
-                                                                           └─ ort   (ONNX Runtime only: QAttention)
+    fused FP32 ─ smoothing (if smoothing_alpha) ─ outlier split (if outlier_channels) ─ calibration (train half)
+        ─┬─ bias correction per variant (if on)
+         ├─ s8s8  (TensorRT, standard ONNX)
+         ├─ u8s8  (standard ONNX, Q/DQ)
+         └─ ort   (ONNX Runtime only: QAttention)
 
 One call for the flow and for the experiments (benchmarks/int8_techniques.py),
 so what is measured is exactly what is built. Every intermediate FP32 file
-(smoothed, bias-corrected) is kept in `out_dir` for inspection.
+(smoothed, outlier-split, bias-corrected) is kept in `out_dir` for inspection.
 """
 
 from __future__ import annotations
@@ -43,13 +44,22 @@ class Int8Files:
 
 def int8_source(fused_onnx: Path | str, out_dir: Path | str, samples: CalibrationSet, cfg: Int8Config,
                 threads: int | None = None) -> tuple[Path, dict]:
-    """The FP32 file to calibrate and quantize: `fused_onnx`, smoothed when configured."""
-    if cfg.smoothing_alpha is None:
-        return Path(fused_onnx), {}
-    from bertbuild.precision.smoothing import smooth
+    """The FP32 file to calibrate and quantize: `fused_onnx`, smoothed and outlier-split when configured."""
+    source, techniques = Path(fused_onnx), {}
+    if cfg.smoothing_alpha is not None and cfg.outlier_channels and set(cfg.smoothing_after) & set(cfg.outlier_after):
+        raise ValueError("smoothing and outlier decomposition would both rewrite the inputs of the MatMuls after "
+                         f"{sorted(set(cfg.smoothing_after) & set(cfg.outlier_after))}: give them different ops")
+    if cfg.smoothing_alpha is not None:
+        from bertbuild.precision.smoothing import smooth
 
-    report = smooth(fused_onnx, Path(out_dir) / "model-smoothed.onnx", samples, cfg, threads)
-    return Path(report.path), {"smoothing": report.to_json()}
+        report = smooth(source, Path(out_dir) / "model-smoothed.onnx", samples, cfg, threads)
+        source, techniques["smoothing"] = Path(report.path), report.to_json()
+    if cfg.outlier_channels:
+        from bertbuild.precision.outliers import split_outliers
+
+        report = split_outliers(source, Path(out_dir) / f"{source.stem}-outliers.onnx", samples, cfg, threads)
+        source, techniques["outliers"] = Path(report.path), report.to_json()
+    return source, techniques
 
 
 def write_int8_files(fused_onnx: Path | str, out_dir: Path | str, samples: CalibrationSet, cfg: Int8Config,

@@ -37,6 +37,7 @@ from onnx import helper, numpy_helper
 
 from bertbuild.precision.calibration import CalibrationSet, _head_nodes, activation_session
 from bertbuild.precision.config import Int8Config
+from bertbuild.precision.graph_edit import add_nodes
 
 SMOOTH_SUFFIX = "/smoothed"
 MIN_SCALE = 1e-5
@@ -121,7 +122,7 @@ def smooth(fp32_onnx: Path | str, out_path: Path | str, samples: CalibrationSet,
             node.input[0] = smoothed
         report.tensors.append(activation)
         all_scales.append(scales)
-    _insert_before_first_reader(model, divisions)
+    add_nodes(model, divisions)
     onnx.checker.check_model(model)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,17 +132,3 @@ def smooth(fp32_onnx: Path | str, out_path: Path | str, samples: CalibrationSet,
         report.max_scale, report.min_scale = float(joined.max()), float(joined.min())
     report.seconds = round(time.perf_counter() - start, 2)
     return report
-
-
-def _insert_before_first_reader(model: onnx.ModelProto, new_nodes: list[onnx.NodeProto]) -> None:
-    """Keep the node list topologically sorted: each new node goes just before its first reader."""
-    nodes = list(model.graph.node)
-    by_output = {node.output[0]: node for node in new_nodes}
-    ordered = []
-    for node in nodes:
-        for name in node.input:
-            if name in by_output:
-                ordered.append(by_output.pop(name))
-        ordered.append(node)
-    del model.graph.node[:]
-    model.graph.node.extend(ordered + list(by_output.values()))
