@@ -11,6 +11,8 @@ graph spells it and so which kernels ORT picks:
   int8-onnx23-3d     QDQ INT8 MatMuls, ai.onnx Attention on 3-D inputs (no transposes)
   int8-packed-3d     one packed QKV INT8 MatMul (hidden x 3*hidden), Split, Attention 3-D
   int8-mha           QDQ INT8 MatMuls (no bias), com.microsoft MultiHeadAttention (bias, [B,S] mask)
+  int8-mha-flash     as int8-mha but no mask input (so ORT takes its MLAS flash kernel): the mask
+                     rides in one extra Q/K channel per head (bertbuild/precision/ort_int8.py)
   ms-attention-fp32  com.microsoft Attention (packed FP32 QKV weight inside)
   ms-qattention      com.microsoft QAttention (packed INT8 QKV weight, static input scale)
   int8-unfused       QDQ INT8 projections, MatMul / Softmax / MatMul in FP32
@@ -80,7 +82,7 @@ class _Builder:
         return self.one("DequantizeLinear", [self.one("QuantizeLinear", [x, scale, zero]), scale, zero])
 
     def int8_weight(self, w: np.ndarray) -> str:
-        scale = np.abs(w).max(axis=0) / 127
+        scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127
         q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
         return self.one("DequantizeLinear", [self.const(q), self.const(scale.astype(np.float32)),
                                              self.const(np.zeros(w.shape[1], np.int8))], axis=1)
@@ -130,13 +132,29 @@ def build(variant: str) -> bytes:
         q, k, v = (g.projection(xin, True, bias=False) for _ in range(3))
         bias = g.const(np.zeros(3 * H, np.float32))
         out = g.one("MultiHeadAttention", [q, k, v, bias, "mask"], domain="com.microsoft", num_heads=HEADS)
+    elif variant == "int8-mha-flash":
+        from bertbuild.precision.ort_int8 import augment_heads
+
+        xin = g.quantize_input(x)
+        w = [g.weight() for _ in range(3)]
+        w[0], w[1] = augment_heads(w[0], HEADS, 0.0), augment_heads(w[1], HEADS, 0.0)
+        q, k, v = (g.one("MatMul", [xin, g.int8_weight(weight)]) for weight in w)
+        one_hot = np.zeros((HEADS, D + 1), np.float32)
+        one_hot[:, D] = -10000.0 / scale
+        padding = g.one("Sub", [g.const(np.float32(1.0)), g.one("Cast", ["mask"], to=FLOAT)])
+        column = g.one("Reshape", [g.one("Mul", [g.one("Unsqueeze", [padding, g.const(np.array([2, 3], np.int64))]),
+                                                 g.const(one_hot)]), g.const(np.array([0, 0, -1], np.int64))])
+        bias = np.concatenate([augment_heads(np.zeros(H, np.float32), HEADS, 1.0),
+                               augment_heads(np.zeros(H, np.float32), HEADS, 0.0), np.zeros(H, np.float32)])
+        out = g.one("MultiHeadAttention", [q, g.one("Add", [k, column]), v, g.const(bias)], domain="com.microsoft",
+                    num_heads=HEADS, scale=scale)
     elif variant == "ms-attention-fp32":
         w = np.concatenate([g.weight() for _ in range(3)], axis=1)
         out = g.one("Attention", [x, g.const(w), g.const(np.zeros(3 * H, np.float32)), "mask"],
                     domain="com.microsoft", num_heads=HEADS)
     elif variant == "ms-qattention":
         w = np.concatenate([g.weight() for _ in range(3)], axis=1)
-        w_scale = (np.abs(w).max(axis=0) / 127).astype(np.float32)
+        w_scale = (np.maximum(np.abs(w).max(axis=0), 1e-12) / 127).astype(np.float32)
         w_q = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
         x_scale, x_zero = g.const(np.float32(8.0 / 255)), g.const(np.uint8(100))
         x_q = g.one("QuantizeLinear", [x, x_scale, x_zero])
@@ -162,7 +180,8 @@ def build(variant: str) -> bytes:
     return g.model(out, with_mask_index=True)
 
 
-VARIANTS = ("fp32-onnx23", "int8-onnx23", "int8-onnx23-3d", "int8-packed-3d", "int8-mha", "ms-attention-fp32",
+VARIANTS = ("fp32-onnx23", "int8-onnx23", "int8-onnx23-3d", "int8-packed-3d", "int8-mha", "int8-mha-flash",
+            "ms-attention-fp32",
             "ms-qattention", "int8-unfused", "int8-unfused-int8")
 
 

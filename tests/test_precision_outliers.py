@@ -84,3 +84,13 @@ def test_outlier_split_and_smoothing_may_not_share_ops(tiny_onnx, samples, tmp_p
     cfg = CFG.model_copy(update={"smoothing_alpha": 0.5, "smoothing_after": ("Gelu",)})
     with pytest.raises(ValueError, match="different ops"):
         write_int8_files(tiny_onnx["fused"], tmp_path, samples, cfg)
+
+
+def test_the_side_matmul_is_quantized_with_its_own_range(massive, samples, tmp_path):
+    path, activation = massive
+    split_outliers(path, tmp_path / "split.onnx", samples, CFG)
+    calibration = calibrate(tmp_path / "split.onnx", samples, CFG)
+    side = f"{activation}/outlier_channels"
+    assert side in calibration.ranges and calibration.ranges[side].max > calibration.ranges[activation].max
+    quantized = quantize_variant(tmp_path / "split.onnx", tmp_path / "int8.onnx", calibration, CFG, "u8s8")
+    assert sum(name.endswith("/outliers") for name in quantized) == 2  # one per layer: every weight MatMul is INT8

@@ -67,7 +67,7 @@ def test_recipe_writes_three_files_with_every_technique(tiny_onnx, samples, tmp_
     assert set(files.paths) == {"s8s8", "u8s8", "ort"}
     assert files.source.endswith("model-smoothed-outliers.onnx")
     assert {"smoothing", "outliers", "bias_correction_s8s8", "bias_correction_u8s8", "ort"} <= set(files.techniques)
-    assert files.techniques["ort"]["attention_int8"] == 2 and files.techniques["ort"]["smoothing_folded"] == 4
+    assert files.techniques["ort"]["flash_attention"] == 2 and files.techniques["ort"]["layernorms_unfused"] == 5
     assert all(n.domain in ("", "ai.onnx") for n in onnx.load(files.paths["s8s8"]).graph.node)
     feeds = list(samples.batches(8))[:2]
     reference = _logits(tiny_onnx["fused"], feeds)

@@ -53,7 +53,7 @@ class Int8Config(_Section):
     smoothing_alpha: float | None = Field(default=None, ge=0, le=1)
     smoothing_after: tuple[Literal["LayerNormalization", "Gelu"], ...] = ("LayerNormalization",)
     # Outlier-channel decomposition (outliers.py): the top-k input channels of each MatMul after
-    # these ops go through a small FP32 side GEMM; 0: off.
+    # these ops go through a side MatMul with a scale of their own; 0: off.
     outlier_channels: int = Field(default=0, ge=0)
     outlier_after: tuple[Literal["LayerNormalization", "Gelu"], ...] = ("Gelu",)
     # Subtract each quantized MatMul's mean INT8 output error from its bias (bias_correction.py).

@@ -1,4 +1,4 @@
-"""Outlier-channel decomposition: a MatMul's few outlier input channels go through a small FP32 side GEMM.
+"""Outlier-channel decomposition: a MatMul's few outlier input channels get their own MatMul and scale.
 
 The FFN-out MatMul reads the GELU output, and in this model one or two of
 its 1536 channels peak at 15-24 while the 99.99th percentile of the whole
@@ -6,20 +6,21 @@ tensor is about 4; their weight rows are outliers too (|w| up to 7.9, median
 row peak 0.15). One u8 scale for the tensor then leaves the ordinary
 channels a handful of levels, and clipping the outliers destroys the largest
 contributions; smoothing cannot help, because it moves range into weight
-rows that are already the largest.
+rows that are already the largest (measured: it makes things worse).
 
 So, in FP32-equivalent form, for the k channels with the highest calibration
 peak:
 
     x @ W  =  x @ W'  +  Gather(x, idx) @ W[idx]      (W' = W with rows idx zeroed)
 
-The INT8 MatMul is x @ W' (its weight columns no longer carry the outlier
-rows, and its activation range is calibrated WITHOUT the idx channels: they
-may saturate, since W' ignores them); the side GEMM is [tokens, k] x [k, N]
-in FP32, k/K of the original MACs (4/1536 = 0.26 % here). Which channels is
-recorded in the model's metadata (`OUTLIER_KEY_PREFIX` + tensor name), which
-calibration.py reads to leave them out of the range. The graph stays
-standard ONNX (Gather, MatMul, Add), so the TensorRT file gets it too.
+Both are weight MatMuls, and both are quantized like every other: x @ W'
+with x's range calibrated WITHOUT the idx channels (they may saturate, W'
+ignores them), and the [tokens, k] x [k, N] side MatMul with its own scale
+for the outlier channels (k/K of the MACs: 4/1536 = 0.26 % here). So every
+weight MatMul still runs INT8; the outliers simply get a scale of their own.
+Which channels is recorded in the model's metadata (`OUTLIER_KEY_PREFIX` +
+tensor name), which calibration.py reads to leave them out of x's range. The
+graph stays standard ONNX (Gather, MatMul, Add): the TensorRT file gets it too.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ OUTLIER_KEY_PREFIX = "bertbuild.outlier_channels:"
 class OutlierReport:
     path: str
     channels: dict[str, list[int]] = field(default_factory=dict)  # activation -> the channels split off
-    side_macs_share: float = 0.0  # FP32 side-GEMM MACs / MACs of the split MatMuls
+    side_macs_share: float = 0.0  # side-MatMul MACs / MACs of the split MatMuls
     seconds: float = 0.0
 
     def to_json(self) -> dict:
@@ -61,7 +62,7 @@ def outlier_channels(model: onnx.ModelProto) -> dict[str, list[int]]:
 def split_outliers(fp32_onnx: Path | str, out_path: Path | str, samples: CalibrationSet, cfg: Int8Config,
                    threads: int | None = None) -> OutlierReport:
     """Write `out_path`: `fp32_onnx` with the top `cfg.outlier_channels` input channels of each
-    MatMul after `cfg.outlier_after` ops moved to an FP32 side GEMM."""
+    MatMul after `cfg.outlier_after` ops moved to a side MatMul of their own."""
     if cfg.outlier_channels < 1:
         raise ValueError("outlier decomposition is off (Int8Config.outlier_channels is 0)")
     start = time.perf_counter()
