@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 import onnx
@@ -192,26 +191,9 @@ def feed() -> dict[str, np.ndarray]:
     return {"x": rng.standard_normal((B, S, H)).astype(np.float32), "mask": mask}
 
 
-def milliseconds(model: bytes, inputs: dict, threads: int, budget: float) -> float:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    for _ in range(3):
-        session.run(None, inputs)
-    samples, begin = [], time.perf_counter()
-    while len(samples) < 5 or time.perf_counter() - begin < budget:
-        start = time.perf_counter()
-        session.run(None, inputs)
-        samples.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(samples))
-
-
 def main(argv=None) -> int:
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from _ort_timing import cpu_session, median_seconds
+
     from bertbuild.evaluation.latency import machine_note
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -224,7 +206,7 @@ def main(argv=None) -> int:
           f"{args.threads} thread(s); {machine_note()}")
     baseline = None
     for variant in args.variant or VARIANTS:
-        ms = milliseconds(build(variant), inputs, args.threads, args.seconds)
+        ms = 1e3 * median_seconds(cpu_session(build(variant), args.threads), inputs, args.seconds)
         baseline = baseline or ms
         print(f"{variant:20s} {ms:8.2f} ms  {baseline / ms:5.2f}x", flush=True)
     print(machine_note())

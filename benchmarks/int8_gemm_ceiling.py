@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 import onnx
@@ -67,28 +66,17 @@ def _graph(kind: str, k: int, n: int) -> bytes:
 
 
 def seconds_per_call(kind: str, k: int, n: int, threads: int, budget: float) -> float:
-    import onnxruntime as ort
+    from _ort_timing import cpu_session, median_seconds
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(_graph(kind, k, n), options, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)
     x = rng.standard_normal((TOKENS, k)).astype(np.float32) if kind == "fp32" \
         else rng.integers(0, 256, (TOKENS, k), dtype=np.uint8)
-    for _ in range(3):
-        session.run(None, {"x": x})
-    samples, begin = [], time.perf_counter()
-    while len(samples) < 5 or time.perf_counter() - begin < budget:
-        start = time.perf_counter()
-        session.run(None, {"x": x})
-        samples.append(time.perf_counter() - start)
-    return float(np.median(samples))
+    return median_seconds(cpu_session(_graph(kind, k, n), threads), {"x": x}, budget)
 
 
 def main(argv=None) -> int:
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    import _ort_timing  # noqa: F401  (puts the repository on sys.path)
+
     from bertbuild.evaluation.latency import machine_note
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

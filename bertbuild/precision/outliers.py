@@ -37,7 +37,7 @@ from onnx import helper, numpy_helper
 from bertbuild.precision.calibration import CalibrationSet
 from bertbuild.precision.config import Int8Config
 from bertbuild.precision.graph_edit import add_nodes
-from bertbuild.precision.smoothing import channel_absmax, smoothing_groups
+from bertbuild.precision.smoothing import groups_with_peaks
 
 OUTLIER_KEY_PREFIX = "bertbuild.outlier_channels:"
 
@@ -66,9 +66,7 @@ def split_outliers(fp32_onnx: Path | str, out_path: Path | str, samples: Calibra
     if cfg.outlier_channels < 1:
         raise ValueError("outlier decomposition is off (Int8Config.outlier_channels is 0)")
     start = time.perf_counter()
-    model = onnx.load(str(fp32_onnx))
-    groups = smoothing_groups(model, tuple(cfg.outlier_after))
-    peaks = channel_absmax(fp32_onnx, list(groups), samples, cfg.batch_size, threads)
+    model, groups, peaks = groups_with_peaks(fp32_onnx, tuple(cfg.outlier_after), samples, cfg.batch_size, threads)
     inits = {init.name: init for init in model.graph.initializer}
     report = OutlierReport(path=str(out_path))
     new_nodes, side_macs, total_macs = [], 0, 0

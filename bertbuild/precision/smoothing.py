@@ -84,6 +84,14 @@ def channel_absmax(model_path: Path | str, tensors: list[str], samples: Calibrat
     return peaks
 
 
+def groups_with_peaks(fp32_onnx: Path | str, producer_ops: tuple[str, ...], samples: CalibrationSet,
+                      batch_size: int, threads: int | None = None):
+    """(model, activation -> its weight MatMuls, activation -> channel peaks) for activations of `producer_ops`."""
+    model = onnx.load(str(fp32_onnx))
+    groups = smoothing_groups(model, producer_ops)
+    return model, groups, channel_absmax(fp32_onnx, list(groups), samples, batch_size, threads)
+
+
 def smoothing_scales(activation_peak: np.ndarray, weight_peak: np.ndarray, alpha: float) -> np.ndarray:
     """s_c = a_c^alpha / w_c^(1 - alpha), kept >= MIN_SCALE; channels that never fire keep s = 1."""
     if not 0.0 <= alpha <= 1.0:
@@ -101,9 +109,7 @@ def smooth(fp32_onnx: Path | str, out_path: Path | str, samples: CalibrationSet,
     if cfg.smoothing_alpha is None:
         raise ValueError("smoothing is off (Int8Config.smoothing_alpha is None)")
     start = time.perf_counter()
-    model = onnx.load(str(fp32_onnx))
-    groups = smoothing_groups(model, tuple(cfg.smoothing_after))
-    peaks = channel_absmax(fp32_onnx, list(groups), samples, cfg.batch_size, threads)
+    model, groups, peaks = groups_with_peaks(fp32_onnx, tuple(cfg.smoothing_after), samples, cfg.batch_size, threads)
     weights = {init.name: init for init in model.graph.initializer}
     report = SmoothingReport(path=str(out_path), alpha=cfg.smoothing_alpha)
     divisions = []
