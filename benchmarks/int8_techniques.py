@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     from bertbuild.precision.calibration import calibration_set
     from bertbuild.precision.config import Int8Config, TuneConfig
     from bertbuild.precision.recipe import write_int8_files
-    from bertbuild.precision.tuning import best_candidate, tune_outputs, tune_set, tune_signal
+    from bertbuild.precision.tuning import closest_to_fp32, compare, onnx_logits, tune_set
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a run directory (model-fused.onnx, vocab.txt)")
@@ -94,11 +94,12 @@ def main(argv=None) -> int:
         techniques = {name: {**base, **overrides} for name, overrides in DEFAULT_TECHNIQUES.items()}
 
     print(f"{machine_note()}", flush=True)
-    calibration_questions = calibration_set(Int8Config(), vocab, True).question_ids
-    tune = tune_set(TuneConfig(questions=args.questions), vocab, True, exclude=calibration_questions)
-    print(f"tune split: {len(tune.examples)} train-half questions, {len(tune.features)} windows, "
-          f"seed {tune.seed}, fingerprint {tune.fingerprint[:12]}", flush=True)
-    reference = tune_outputs(fused, tune)
+    calibration_questions = set(calibration_set(Int8Config(), vocab, True).question_ids)
+    tune_cfg = TuneConfig(questions=args.questions)
+    tune = tune_set("bundled", vocab, True, tune_cfg.questions, tune_cfg.seed, calibration_questions)
+    print(f"tune split: {len(tune.examples)} train-half questions, {len(tune)} windows, seed {tune_cfg.seed} "
+          f"(calibration's {len(calibration_questions)} questions left out)", flush=True)
+    reference = onnx_logits(fused, tune)
     results, signals = {}, {}
     header = f"{'technique':38s} {'KL':>8s} {'|dlogit|':>9s} {'start=':>7s} {'end=':>7s} {'answer=':>8s} " \
              f"{'changed':>7s} {'build s':>8s}"
@@ -110,20 +111,21 @@ def main(argv=None) -> int:
         files = write_int8_files(fused, args.out / f"t{index:02d}", samples, cfg, cache_dir=args.out / "calibration",
                                  variants=("u8s8", "ort") if args.variant == "ort" else ("u8s8",))
         built = time.perf_counter() - begin
-        signal = tune_signal(reference, tune_outputs(files.paths[args.variant], tune), tune)
+        signal = compare(tune, reference, onnx_logits(files.paths[args.variant], tune))
         signals[name] = signal
         results[name] = {"overrides": overrides, "file": files.paths[args.variant], "tune": signal.to_json(),
                          "build_seconds": round(built, 1), "techniques": files.techniques}
-        print(f"{name:38s} {signal.kl:8.4f} {signal.mean_abs_logit_error:9.4f} {signal.start_agreement:7.3f} "
-              f"{signal.end_agreement:7.3f} {signal.answer_agreement:8.3f} {signal.changed_answers:7d} "
-              f"{built:8.0f}", flush=True)
-    chosen = best_candidate(signals)
+        changed = round((1 - signal.answer_agreement) * signal.questions)
+        print(f"{name:38s} {signal.kl:8.4f} {signal.mean_abs_dlogit:9.4f} {signal.start_agreement:7.3f} "
+              f"{signal.end_agreement:7.3f} {signal.answer_agreement:8.3f} {changed:7d} {built:8.0f}", flush=True)
+    chosen = closest_to_fp32(signals)
     print(f"closest to FP32 on the tune split: {chosen}  {json.dumps(techniques[chosen])}")
     if args.heldout:
         _score_heldout(args.run / "model-fp32.onnx", results, args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(
-        {"machine": machine_note(), "tune_set": tune.to_json(), "chosen": chosen, "results": results}, indent=1) + "\n")
+        {"machine": machine_note(), "tune_set": {**tune.origin, "question_ids": tune.question_ids}, "chosen": chosen,
+         "results": results}, indent=1) + "\n")
     return 0
 
 

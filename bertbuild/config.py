@@ -2,17 +2,24 @@
 
 Unknown keys, wrong types and missing files are reported as one line naming
 the file and the dotted key, e.g. `configs/x.yaml: eval.limit: must be ...`.
-`None` means "use the default" throughout.
+`None` means "use the default" throughout. Relative paths (`model.source`,
+`eval.dataset`) are resolved against the working directory when validated.
+
+`BuildConfig` is also the type of the `build-bert` flow's parameter
+(`ConfigParameter`): Prefect checks a deployment run's parameters against its
+JSON schema before the run is created, and a config file path given instead is
+loaded and validated before the flow's first task.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bertbuild.backends.profiles import describe, fitting_profile, uncovered
 from bertbuild.errors import ConfigError
 from bertbuild.fetch.sources import is_local_path
 from bertbuild.precision import Precision
@@ -20,6 +27,15 @@ from bertbuild.precision.config import PrecisionConfig
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _existing_path(value: str, exists) -> str:
+    """A local path made absolute against the working directory; it must exist."""
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else (Path.cwd() / path).resolve()
+    if not exists(path):
+        raise ValueError(f"{value} does not exist")
+    return str(path)
 
 
 class ModelSource(_Section):
@@ -33,6 +49,11 @@ class ModelSource(_Section):
     sha256: str | None = None
     lower_case: bool | None = None  # None: read it off the vocab
     name: str | None = None  # for reports and the artifact store; default from source
+
+    @field_validator("source")
+    @classmethod
+    def _local_source_exists(cls, value):
+        return _existing_path(value, Path.exists) if is_local_path(value) else value
 
     @field_validator("sha256")
     @classmethod
@@ -59,6 +80,11 @@ class EvalConfig(_Section):
     n_best: int = Field(default=20, ge=1)
     max_answer_length: int = Field(default=30, ge=1)
     batch_size: int = Field(default=8, ge=1)
+
+    @field_validator("dataset")
+    @classmethod
+    def _local_dataset_exists(cls, value):
+        return _existing_path(value, Path.is_file) if value != "bundled" and is_local_path(value) else value
 
     @model_validator(mode="after")
     def _room_for_context(self):
@@ -94,7 +120,9 @@ class ProfileConfig(_Section):
 
 
 class EngineConfig(_Section):
-    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    # auto: TensorRT where it is importable and a GPU is visible, else onnxruntime (CPU).
+    # onnxruntime-cuda / onnxruntime-tensorrt: ONNX Runtime's GPU providers (the `gpu` extra).
+    backend: Literal["onnxruntime", "tensorrt", "auto", "onnxruntime-cuda", "onnxruntime-tensorrt"] = "onnxruntime"
     # fp32: the plain export; fused-fp32: after graph surgery; fp16 and int8 are
     # written from the fused graph (the file TensorRT gets), see `precision:`.
     precisions: tuple[Precision, ...] = tuple(Precision)
@@ -153,6 +181,27 @@ class BenchmarkConfig(_Section):
     seq: int = Field(default=384, ge=8, le=512)
     warmup: int = Field(default=3, ge=0)
     iterations: int = Field(default=10, ge=1)
+    # True: a timing measured earlier for the same engine file on this kind of host is reused
+    # (fast local reruns). The nightly deployment sets False, so every release is timed afresh.
+    reuse: bool = True
+
+
+class CacheConfig(_Section):
+    """Content-keyed step cache (see `bertbuild.step_cache`)."""
+
+    enabled: bool = True  # False (`bertbuild run --no-cache`): every step recomputes, nothing is stored
+    dir: str | None = None  # None: $BERTBUILD_CACHE, else ~/.cache/bertbuild
+    refresh: tuple[str, ...] = ()  # steps that recompute and replace their entry (`--refresh STEP`)
+
+    @field_validator("refresh")
+    @classmethod
+    def _known_steps(cls, value):
+        from bertbuild.step_cache import STEPS
+
+        unknown = [step for step in value if step not in STEPS]
+        if unknown:
+            raise ValueError(f"unknown step(s) {', '.join(unknown)} (steps: {', '.join(STEPS)})")
+        return value
 
 
 class PublishConfig(_Section):
@@ -160,6 +209,14 @@ class PublishConfig(_Section):
 
     enabled: bool = True
     store: str | None = None  # None: $BERTBUILD_STORE, else runs/store
+
+
+class RegressionConfig(_Section):
+    """Gates against the model's last release (`latest` in the store); both are skipped for a first release."""
+
+    max_f1_drop_vs_latest: float | None = Field(default=0.5, ge=0)  # F1 points below latest's, per precision
+    # this run's p50 / latest's, same kind of host only (timings of another machine say nothing)
+    max_latency_ratio_vs_latest: float | None = Field(default=1.15, gt=0)
 
 
 class BuildConfig(_Section):
@@ -173,7 +230,29 @@ class BuildConfig(_Section):
     benchmark: BenchmarkConfig = BenchmarkConfig()
     precision: PrecisionConfig = PrecisionConfig()
     publish: PublishConfig = PublishConfig()
-    output_dir: str = "runs/latest"
+    regression: RegressionConfig = RegressionConfig()
+    cache: CacheConfig = CacheConfig()
+    # Each run writes into <output_dir>/<model name>/<run id>/; `latest` there links to the newest.
+    output_dir: str = "runs"
+
+    @model_validator(mode="after")
+    def _profiles_cover_run_shapes(self):
+        """Every (batch, seq) the run feeds an engine must lie in some profile: caught here, not by TensorRT mid-run.
+
+        Evaluation batches run from 1 (the last, partial batch) to eval.batch_size at eval.max_seq_length.
+        """
+        profiles = self.engines.profiles
+        seq = self.eval.max_seq_length
+        batch = uncovered(profiles, range(1, self.eval.batch_size + 1), seq)
+        if batch is not None:
+            raise ValueError(f"engines.profiles ({describe(profiles)}) cover no (batch, seq) = ({batch}, {seq}): "
+                             f"eval runs batches 1..eval.batch_size {self.eval.batch_size} at eval.max_seq_length "
+                             f"{seq}; widen a profile")
+        if fitting_profile(profiles, self.benchmark.batch, self.benchmark.seq) is None:
+            raise ValueError(f"engines.profiles ({describe(profiles)}) cover no (batch, seq) = "
+                             f"({self.benchmark.batch}, {self.benchmark.seq}) of benchmark.batch/benchmark.seq; "
+                             "widen a profile")
+        return self
 
     def gate_for(self, precision: str) -> GateConfig:
         return self.gates.get(precision) or _DEFAULT_GATES[precision]
@@ -196,6 +275,8 @@ def _describe(error: dict) -> str:
     if error["type"] == "missing":
         return f"{where}: required key is missing"
     message = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:  # a whole-config check: its message names the keys, the input is the whole file
+        return message
     return f"{where}: {message} (got {error.get('input')!r})"
 
 
@@ -213,47 +294,52 @@ def _apply_override(raw: dict, assignment: str) -> None:
     node[leaf] = yaml.safe_load(value)
 
 
-def parse_config(raw: dict, origin: str = "config", base_dir: Path | None = None) -> BuildConfig:
-    """Validate a config dict. Relative paths are resolved against `base_dir`."""
+def parse_config(raw: dict, origin: str = "config") -> BuildConfig:
+    """Validate a config dict (relative paths resolve against the working directory)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
-        config = BuildConfig.model_validate(raw)
+        return BuildConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{origin}: {_describe(exc.errors()[0])}") from None
-    return _resolve_paths(config, origin, base_dir or Path.cwd())
 
 
-def _resolve_paths(config: BuildConfig, origin: str, base_dir: Path) -> BuildConfig:
-    updates = {}
-    source = config.model.source
-    if is_local_path(source):
-        path = (base_dir / source).resolve() if not Path(source).is_absolute() else Path(source)
-        if not path.exists():
-            raise ConfigError(f"{origin}: model.source: {source} does not exist")
-        updates["model"] = config.model.model_copy(update={"source": str(path)})
-    dataset = config.eval.dataset
-    if dataset != "bundled" and is_local_path(dataset):
-        path = (base_dir / dataset).resolve() if not Path(dataset).is_absolute() else Path(dataset)
-        if not path.is_file():
-            raise ConfigError(f"{origin}: eval.dataset: {dataset} does not exist")
-        updates["eval"] = config.eval.model_copy(update={"dataset": str(path)})
-    return config.model_copy(update=updates) if updates else config
-
-
-def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> BuildConfig:
-    """Read a YAML config file, apply `KEY=VALUE` overrides, validate."""
-    path = Path(path)
+def _read_yaml(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    raw = raw if raw is not None else {}
+    return raw if raw is not None else {}
+
+
+def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> BuildConfig:
+    """Read a YAML config file, apply `KEY=VALUE` overrides, validate."""
+    path = Path(path)
+    raw = _read_yaml(path)
     for assignment in overrides:
         if isinstance(raw, dict):
             _apply_override(raw, assignment)
-    # Relative paths in a config are relative to the working directory, like
-    # the config path itself on the command line.
-    return parse_config(raw, origin=str(path), base_dir=Path.cwd())
+    return parse_config(raw, origin=str(path))
+
+
+def with_overrides(config: BuildConfig, overrides: list[str] | tuple[str, ...] = ()) -> BuildConfig:
+    """`config` with `KEY=VALUE` overrides applied and validated again."""
+    if not overrides:
+        return config
+    raw = config.model_dump(mode="json")
+    for assignment in overrides:
+        _apply_override(raw, assignment)
+    return parse_config(raw, origin="--set")
+
+
+def _config_from_path(value):
+    """The flow parameter may name a config file (as prefect.yaml's presets do) instead of holding one."""
+    if isinstance(value, (str, Path)):
+        return _read_yaml(Path(value))
+    return value
+
+
+# The type of the build-bert flow's `config` parameter: a config, or the path of a YAML file holding one.
+ConfigParameter = Annotated[BuildConfig, BeforeValidator(_config_from_path, json_schema_input_type=str | BuildConfig)]

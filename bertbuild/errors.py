@@ -35,7 +35,18 @@ class MissingDependency(BertbuildError):
 
 
 class GateFailed(BertbuildError):
-    """An accuracy or parity gate failed: nothing may be published."""
+    """An accuracy or parity gate failed: nothing may be published.
+
+    `results` is the run's results.json, so a caller can show the table of what failed.
+    """
+
+    def __init__(self, message: str, results: str | None = None):
+        super().__init__(message)
+        self.results = results
+
+
+class NotTensorRTReady(BertbuildError):
+    """An ONNX file that TensorRT's ONNX parser would reject (`bertbuild trt-check` names each node)."""
 
 
 class ValidationError(BertbuildError):

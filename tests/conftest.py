@@ -17,6 +17,9 @@ os.environ["BERTBUILD_STORE"] = tempfile.mkdtemp(prefix="bertbuild-store-")
 os.environ["BERTBUILD_CACHE"] = tempfile.mkdtemp(prefix="bertbuild-cache-")
 
 import pytest  # noqa: E402
+# Prefect sets up its log handlers when `prefect.flow` is first imported, bound to the stderr of that moment:
+# do it now, before any test swaps stderr (capsys), or later logging writes into a closed capture.
+from prefect import flow  # noqa: E402,F401
 
 from bertbuild.data import UNCASED_VOCAB, bundled_file  # noqa: E402
 
@@ -60,6 +63,25 @@ def tiny_onnx(tiny_checkpoint, tmp_path_factory) -> dict:
     shutil.copy(tiny_checkpoint / "vocab.txt", directory / "vocab.txt")  # as a run directory has it
     fuse_onnx(exported, directory / "model-fused.onnx", num_layers=2)
     return {"fp32": Path(exported), "fused": directory / "model-fused.onnx", "checkpoint": tiny_checkpoint}
+
+
+@pytest.fixture(scope="session")
+def tiny_trt_files(tiny_onnx, vocab_path, tmp_path_factory) -> dict:
+    """The files the flow hands TensorRT, of the tiny model: fp32, fused, fp16 and INT8 s8s8 (plus u8s8, not for TensorRT)."""
+    from bertbuild.precision.calibration import calibrate, calibration_set
+    from bertbuild.precision.config import Fp16Config, Int8Config
+    from bertbuild.precision.fp16 import convert_to_fp16
+    from bertbuild.precision.int8 import quantize_int8
+
+    directory = tmp_path_factory.mktemp("tiny-trt")
+    fp16 = directory / "model-fp16.onnx"
+    convert_to_fp16(tiny_onnx["fused"], fp16, Fp16Config())
+    cfg = Int8Config(samples=16, max_seq_length=128, batch_size=8)
+    calibration = calibrate(tiny_onnx["fused"], calibration_set(cfg, vocab_path, lower_case=True), cfg,
+                            cache_dir=directory / "calibration")
+    int8 = quantize_int8(tiny_onnx["fused"], directory, calibration, cfg).paths
+    return {"fp32": tiny_onnx["fp32"], "fused": tiny_onnx["fused"], "fp16": fp16,
+            "s8s8": Path(int8["s8s8"]), "u8s8": Path(int8["u8s8"]), "checkpoint": tiny_onnx["checkpoint"]}
 
 
 @pytest.fixture(params=["local", "memory"])

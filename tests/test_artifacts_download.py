@@ -32,8 +32,13 @@ def publish(store, tmp_path, run_id="r1", model="tiny"):
     return files
 
 
+def stored_path(store, model, run_id, name):
+    """Where the store keeps the bytes of one file of a released bundle."""
+    return store.content_path(store.run_path(model, run_id), store.read_manifest(model, run_id), name)
+
+
 def tamper(store, model, run_id, name):
-    path = f"{store.run_path(model, run_id)}/{name}"
+    path = stored_path(store, model, run_id, name)
     data = bytearray(store.read_bytes(path))
     data[10] ^= 0xFF  # same size, different bytes
     store.write_atomic(path, bytes(data))
@@ -61,7 +66,7 @@ def test_tampered_file_refuses_and_leaves_nothing(store, tmp_path):
 
 def test_missing_file_refuses(store, tmp_path):
     publish(store, tmp_path)
-    store.remove_tree(f"{store.run_path('tiny', 'r1')}/results.json")
+    store.remove_tree(stored_path(store, "tiny", "r1", "results.json"))
     with pytest.raises(IntegrityError, match="missing file: results.json"):
         download(store, "tiny", tmp_path / "dest")
     assert not (tmp_path / "dest").exists()

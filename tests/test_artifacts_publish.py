@@ -18,6 +18,7 @@ from bertbuild.errors import IntegrityError, RunConflict
 from bertbuild.artifacts.publish import bundle_files, gate_result, publish_bundle, write_plots
 from bertbuild.artifacts.store import ArtifactStore
 from bertbuild.errors import UserInputError
+from bundlefiles import write_files
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PASS = [gate_result("parity", True, 1e-6, 1e-4)]
@@ -25,7 +26,6 @@ FAIL = [gate_result("parity", False, 3e-2, 1e-4, "ONNX FP32 differs from TensorF
 
 
 def make_files(directory: Path, tag: str = "a", size: int = 4096) -> dict[str, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
     contents = {
         "model-fp32.onnx": os.urandom(size),
         "model-int8.onnx": os.urandom(size // 2),
@@ -33,20 +33,15 @@ def make_files(directory: Path, tag: str = "a", size: int = 4096) -> dict[str, P
         "results.json": f'{{"run": "{tag}"}}'.encode(),
         "predictions-onnxruntime-fp32.json": b"{}",
     }
-    files = {}
-    for name, data in contents.items():
-        path = directory / name.replace("/", "__")
-        path.write_bytes(data)
-        files[name] = path
-    return files
+    return write_files(directory, contents)
 
 
 def assert_complete(store: ArtifactStore, model: str, run_id: str, files: dict[str, Path]) -> None:
     manifest = store.read_manifest(model, run_id)
     assert manifest is not None and set(manifest.files) == set(files)
-    base = store.run_path(model, run_id)
     for name, path in files.items():
-        assert store.digest(f"{base}/{name}") == sha256_and_size(path)
+        assert store.digest(store.blob_path(manifest.files[name]["sha256"])) == sha256_and_size(path)
+    assert store.list_files(store.run_path(model, run_id)) == ["manifest.json"]  # the bytes are blobs
 
 
 def visible(store: ArtifactStore, model: str) -> list[str]:
@@ -90,7 +85,8 @@ def test_a_failed_gate_overrides_passed_true(store, tmp_path):
 def test_failed_first_run_creates_no_model_dir(tmp_path):
     store = ArtifactStore(tmp_path / "store")
     publish_bundle(store, "tiny", "bad", make_files(tmp_path / "f"), {}, FAIL, False)
-    assert sorted(p.name for p in (tmp_path / "store").iterdir() if not p.name.startswith(".")) == ["failed"]
+    assert sorted(p.name for p in (tmp_path / "store").iterdir() if not p.name.startswith(".")) == ["blobs",
+                                                                                                   "failed"]
 
 
 class Killed(BaseException):
@@ -112,6 +108,8 @@ def test_publish_killed_midway_leaves_no_visible_bundle(store, tmp_path, step, a
     with pytest.raises(Killed):
         publish_bundle(store, "tiny", "new", files, {}, PASS, True, hook=hook)
     assert visible(store, "tiny") == ["old"] and store.latest("tiny") == "old"
+    for digest in store.blobs():  # a blob under its hash name is always complete
+        assert store.digest(store.blob_path(digest))[0] == digest
     assert store.read_manifest("tiny", "new") is None
     with pytest.raises(UserInputError, match="no complete bundle"):
         download(store, "tiny", tmp_path / "dl", run="new")
@@ -171,7 +169,7 @@ def test_sigkilled_publish_process_leaves_no_visible_bundle(tmp_path):
             proc.kill()
             proc.wait()
     run_dir = Path(store.run_path("tiny", "victim"))
-    assert run_dir.is_dir() and len(list(run_dir.iterdir())) >= 1  # some files were moved...
+    assert len(store.blobs()) == 2  # two blobs were moved into place...
     assert not (run_dir / "manifest.json").exists()  # ...but the bundle is invisible
     assert store.runs("tiny") == [] and store.latest("tiny") is None
     assert store.list_files(store.path(".staging"))  # leftovers wait for pruning
@@ -180,8 +178,7 @@ def test_sigkilled_publish_process_leaves_no_visible_bundle(tmp_path):
     assert not (tmp_path / "dl").exists()
     # The retried publish replaces the leftovers and completes.
     publish_bundle(store, "tiny", "victim", files, {}, PASS, True)
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        {"manifest.json", "engines", *(n for n in files if "/" not in n)})
+    assert_complete(store, "tiny", "victim", files)
     download(store, "tiny", tmp_path / "dl")
     assert (tmp_path / "dl" / "manifest.json").is_file()
 
@@ -234,7 +231,8 @@ def test_corruption_in_staging_is_caught_before_release(store, tmp_path):
 
     def hook(step, name):
         if step == "verify" and name == "model-int8.onnx":
-            staged = [f for f in store.list_files(store.path(".staging")) if f.endswith("/model-int8.onnx")]
+            digest = sha256_and_size(files[name])[0]
+            staged = [f for f in store.list_files(store.path(".staging")) if f.endswith(f"/blobs/{digest}")]
             store.write_atomic(store.path(".staging", staged[0]), b"bit rot")
 
     with pytest.raises(IntegrityError, match="model-int8.onnx"):
@@ -249,6 +247,12 @@ def test_bad_names_and_missing_files_are_user_errors(store, tmp_path):
         publish_bundle(store, "tiny", "r1", {"../escape.onnx": files["model-fp32.onnx"]}, {}, PASS, True)
     with pytest.raises(UserInputError):
         publish_bundle(store, "tiny", "r1", {"manifest.json": files["results.json"]}, {}, PASS, True)
+    with pytest.raises(UserInputError, match="C:/x.onnx"):
+        publish_bundle(store, "tiny", "r1", {"C:/x.onnx": files["model-fp32.onnx"]}, {}, PASS, True)
+    with pytest.raises(UserInputError, match="collide: 'a.onnx' and 'A.onnx' name the same file"):
+        publish_bundle(store, "tiny", "r1", {"a.onnx": files["model-fp32.onnx"], "A.onnx": files["results.json"]},
+                       {}, PASS, True)
+    assert store.blobs() == {}  # refused before anything was uploaded
     with pytest.raises(UserInputError, match="not a file"):
         publish_bundle(store, "tiny", "r1", {"x.onnx": tmp_path / "nope"}, {}, PASS, True)
     with pytest.raises(UserInputError):
@@ -336,7 +340,7 @@ def assert_images_render(markdown: str, expected: int) -> None:
 
 
 def test_report_markdown_embeds_each_plot_as_a_png(tmp_path):
-    from bertbuild.tasks.publish import results_markdown
+    from bertbuild.evaluation.run_report import results_markdown
 
     rows = [{"engine": "tensorflow-fp32", "exact_match": 1.0, "f1": 2.0, "questions": 4, "seconds": 0.4}]
     plots = {name: str(path) for name, path in write_plots(rows, tmp_path / "plots").items()}
@@ -349,13 +353,32 @@ def test_report_markdown_embeds_each_plot_as_a_png(tmp_path):
         results_markdown(published, rows, plots)
 
 
-def test_publish_task_retries_io_errors_only():
-    from prefect.states import Failed
+def test_publish_task_retries_io_errors_but_not_bad_input(tmp_path, prefect_harness, monkeypatch):
+    """A store that drops the connection once is retried to success; a refused name is never retried."""
+    from prefect import flow
 
-    from bertbuild.tasks.publish import _worth_retrying, publish
+    from bertbuild.artifacts import publish as publishing
+    from bertbuild.tasks.publish import publish
 
-    assert publish.retries == 2 and publish.retry_delay_seconds == [1, 5]
-    assert _worth_retrying(None, None, Failed(data=OSError("connection reset")))
-    assert _worth_retrying(None, None, Failed(data=IntegrityError("staged copy differs")))
-    assert not _worth_retrying(None, None, Failed(data=UserInputError("bad name")))
-    assert not _worth_retrying(None, None, Failed(data=RunConflict("already published")))
+    files = {k: str(v) for k, v in make_files(tmp_path / "f").items()}
+    calls = []
+    original = publishing.publish_bundle
+
+    def flaky(*args, **kwargs):
+        calls.append(args[1])
+        if calls == ["m"]:  # the very first call drops the connection
+            raise OSError("connection reset by peer")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(publishing, "publish_bundle", flaky)
+    fast = publish.with_options(retry_delay_seconds=0)
+
+    @flow
+    def attempt(model: str):
+        return fast(str(tmp_path / "store"), model, files, {}, [gate_result("g", True)], run_id="r1")
+
+    assert attempt("m")["released"] and len(calls) == 2
+    calls.clear()
+    with pytest.raises(UserInputError, match="invalid model name"):
+        attempt("bad/name")
+    assert len(calls) == 1  # UserInputError: tried once, not three times

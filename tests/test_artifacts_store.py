@@ -46,7 +46,7 @@ def test_default_store_honours_env(monkeypatch):
     assert ArtifactStore().url == "memory:///elsewhere"
 
 
-@pytest.mark.parametrize("bad", ["../x", "a/b", "", ".hidden", "failed", "x" * 300])
+@pytest.mark.parametrize("bad", ["../x", "a/b", "", ".hidden", "failed", "blobs", "x" * 300])
 def test_model_names_are_single_safe_segments(tmp_path, bad):
     with pytest.raises(UserInputError):
         ArtifactStore(tmp_path).run_path(bad, "r1")
@@ -120,7 +120,7 @@ def test_manifest_round_trips_and_records_provenance(tmp_path):
     assert "commit" in m.git and m.created.endswith("Z")
     again = Manifest.from_json(m.to_json())
     assert again == m
-    assert json.loads(m.to_json())["schema"] == 1
+    assert json.loads(m.to_json())["schema"] == 2 and m.content_addressed
 
 
 def test_versions_never_import_tensorflow():

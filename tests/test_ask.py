@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from bertbuild.evaluation.ask import answer, find_vocab
@@ -33,8 +35,9 @@ def test_cli_prints_answer_and_score(engine, tmp_path, capsys):
     context_file.write_text("The Eiffel Tower is in Paris, France.", encoding="utf-8")
     assert main(["ask", "--engine", str(engine), "--question", "Where is it?",
                  "--context-file", str(context_file)]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[0] in "The Eiffel Tower is in Paris, France." and out[1].startswith("score ")
+    answer_line, score_line = capsys.readouterr().out.splitlines()[:2]
+    assert answer_line.strip() and answer_line in "The Eiffel Tower is in Paris, France."
+    assert re.fullmatch(r"score -?\d+\.\d{3}  characters \d+-\d+", score_line), score_line
 
 
 def test_cli_missing_engine_exits_2(tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from bertbuild.backends.registry import availability, get_backend
 from bertbuild.cli import main
 from bertbuild.config import EvalConfig
 from bertbuild.errors import UserInputError
-from bertbuild.evaluation.score import prepare_eval_set
+from bertbuild.evaluation.score import scoring_set
 from bertbuild.evaluation.validate import validate
 
 PROFILES = [Profile((1, 128), (4, 384), (8, 384))]
@@ -35,7 +36,7 @@ def fp32_onnx(tiny_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def feeds(vocab_path):
-    eval_set = prepare_eval_set(EvalConfig(limit=6, batch_size=4), vocab_path, True)
+    eval_set = scoring_set(EvalConfig(limit=6, batch_size=4), vocab_path, True)
     return list(eval_set.features.batches(4))
 
 
@@ -77,10 +78,27 @@ def test_tensorrt_config_refused_on_this_host(tmp_path, capsys):
     assert err.count("\n") == 0 and "backend 'tensorrt' is not available on this host" in err
 
 
-def test_tensorrt_module_imports_without_tensorrt():
-    import bertbuild.backends.tensorrt  # noqa: F401
-
-    assert "tensorrt" not in sys.modules or importlib.util.find_spec("tensorrt") is not None
+def test_tensorrt_backend_says_why_and_fails_one_line_where_tensorrt_cannot_import(tmp_path):
+    """With `import tensorrt` made impossible, the module still imports, lists itself as unavailable with
+    the fix, and a build is a one-line MissingDependency, not an ImportError traceback."""
+    code = """
+import sys
+sys.modules["tensorrt"] = None  # any `import tensorrt` now raises ImportError
+from pathlib import Path
+from bertbuild.backends.tensorrt import TensorRTBackend
+from bertbuild.errors import MissingDependency
+ok, why = TensorRTBackend().available()
+print(ok, why)
+try:
+    TensorRTBackend().build(Path("x.onnx"), "fp32", [], Path("out"))
+except MissingDependency as exc:
+    print("MissingDependency:", exc)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()
+    assert first.startswith("False ") and "pip install" in first
+    assert second.startswith("MissingDependency: tensorrt") and "\n" not in second
 
 
 @pytest.mark.gpu
@@ -97,10 +115,14 @@ def test_tensorrt_engine_builds_and_matches(fp32_onnx, feeds, tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(TRT_MISSING, reason=TRT_REASON)
-def test_tensorrt_timing_cache_reused(fp32_onnx, tmp_path):
+def test_tensorrt_timing_cache_reused_from_the_cache_root(fp32_onnx, tmp_path):
+    from bertbuild.fetch.cache import default_cache_dir
+
     backend = get_backend("tensorrt")
-    backend.build(fp32_onnx, "fp32", PROFILES, tmp_path / "engines" / "a")
-    cache = tmp_path / "engines" / "timing.cache"
-    first = cache.stat().st_mtime_ns
-    backend.build(fp32_onnx, "fp32", PROFILES, tmp_path / "engines" / "b")
-    assert cache.is_file() and cache.stat().st_mtime_ns >= first
+    first = json.loads(backend.build(fp32_onnx, "fp32", PROFILES, tmp_path / "engines" / "a").metadata_path.read_text())
+    cache = Path(first["timing_cache"])
+    assert cache.is_file() and cache.parent == default_cache_dir() / "tensorrt"
+    assert cache.name.startswith(f"timing-{first['tensorrt']}-") and tmp_path not in cache.parents
+    stamp = cache.stat().st_mtime_ns
+    second = json.loads(backend.build(fp32_onnx, "fp32", PROFILES, tmp_path / "engines" / "b").metadata_path.read_text())
+    assert second["timing_cache"] == str(cache) and cache.stat().st_mtime_ns >= stamp

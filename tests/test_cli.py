@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -20,9 +21,14 @@ def _config(tmp_path, source):
 
 def test_help_is_fast_and_lists_commands():
     # No TensorFlow import for --help: it must stay instant.
-    code = "import sys, bertbuild.cli as c; c.build_parser(); print('tensorflow' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    from bertbuild.cli import COMMANDS
+
+    code = ("import sys, bertbuild.cli as c; p = c.build_parser(); p.print_help(); "
+            "print('tensorflow imported:', 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "tensorflow imported: False"
+    listed = re.findall(r"^    (\S+)\s{2,}\S", out, re.MULTILINE)  # argparse's "    name  help" lines
+    assert listed == [name.replace("_", "-") for name in COMMANDS] and len(COMMANDS) >= 10
 
 
 @pytest.mark.parametrize("damage, fragment", [

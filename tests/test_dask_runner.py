@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("prefect_dask")
@@ -15,7 +17,8 @@ def _config(tmp_path) -> dict:
         "eval": {"limit": 10, "batch_size": 4},
         "engines": {"precisions": ["fp32", "fused-fp32"]},
         "publish": {"store": str(tmp_path / "store")},
-        "output_dir": str(tmp_path / "run"),
+        "cache": {"dir": str(tmp_path / "cache")},
+        "output_dir": str(tmp_path / "runs"),
     }
 
 
@@ -40,6 +43,6 @@ def test_build_bert_runs_on_dask_task_runner(tmp_path, prefect_harness, monkeypa
     result = state.result()
     assert [r["engine"] for r in result["rows"]][0] == "tensorflow-fp32"
     assert len(result["rows"]) >= 2 and all(r["questions"] == 10 for r in result["rows"])
-    assert (tmp_path / "run" / "results.json").is_file()
+    assert (Path(result["run_dir"]) / "results.json").is_file()
     # Only `.submit()`/`.map()` calls go through the task runner; direct task calls run in the flow's thread.
     assert submitted, "the flow submitted no task: DaskTaskRunner was never used"

@@ -203,6 +203,7 @@ def _fixture_config(directory: Path, **extra) -> Path:
         "eval": {"limit": 10, "batch_size": 4},
         "engines": {"precisions": ["fp32"]},
         "output_dir": str(directory / "out"),
+        "cache": {"dir": str(directory / "cache")},
         "publish": {"store": str(directory / "store")},
         **extra,
     }
@@ -268,7 +269,7 @@ def test_nightly_deployment_is_scheduled(deployed):
     cron, tz = _nightly_schedule()
     assert (cron, tz) == ("0 2 * * *", "America/Los_Angeles")
     assert cron in text and tz in text
-    assert "configs/default.yaml" in text and POOL in text
+    assert "configs/nightly.yaml" in text and POOL in text
     assert "set_working_directory" in text and str(PROJECT_ROOT) in text
 
 
@@ -329,7 +330,7 @@ def test_a_scheduled_deployment_runs_with_no_deployment_run_call(deployed, tmp_p
     assert run["state"]["type"] == "COMPLETED", (run["state"], deployed.log("worker"))
     assert run["auto_scheduled"], "the run was not created by the scheduler"
     assert abs((_utc(run["expected_start_time"]) - first).total_seconds()) < 1
-    assert (tmp_path / "out" / "results.json").is_file()
+    assert (tmp_path / "out" / "e2e-tiny" / "latest" / "results.json").is_file()
 
 
 def test_on_demand_run_completes_and_publishes(deployed, tmp_path):
@@ -340,7 +341,7 @@ def test_on_demand_run_completes_and_publishes(deployed, tmp_path):
     assert result.returncode == 0, (f"--watch exit {result.returncode}\n{result.stdout[-4000:]}\n"
                                     f"{result.stderr[-2000:]}\nworker:\n{deployed.log('worker')}")
     assert "Completed" in result.stdout
-    assert (tmp_path / "out" / "results.json").is_file()
+    assert (tmp_path / "out" / "e2e-tiny" / "latest" / "results.json").is_file()
     from bertbuild.cli import main
 
     dest = tmp_path / "bundle"
@@ -351,6 +352,16 @@ def test_on_demand_run_completes_and_publishes(deployed, tmp_path):
     manifest = verify_dir(dest)
     assert manifest.passed and manifest.flow_run_id
     assert all((dest / name).is_file() for name in manifest.files)
+
+
+def test_a_bad_config_parameter_is_refused_before_a_run_is_created(deployed, tmp_path):
+    """The flow's parameter is the typed config: Prefect checks it against its schema and creates no run."""
+    before = len(deployed.flow_runs(DEPLOYMENT))
+    bad = json.dumps({"model": {"source": "generated:tiny"}, "evall": {"limit": 5}})
+    result = _run(deployed, f"config={bad}")
+    assert result.returncode != 0
+    assert "evall" in result.stdout + result.stderr
+    assert len(deployed.flow_runs(DEPLOYMENT)) == before
 
 
 def test_failing_gate_makes_watch_exit_nonzero(deployed, tmp_path):

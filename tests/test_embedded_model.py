@@ -38,11 +38,12 @@ def run(card, tmp_path_factory, prefect_harness):
         "model": {"source": str(MODEL), "name": "minilm-l6-squad"},
         "eval": {"split": subset["split"], "offset": subset["offset"], "limit": subset["limit"]},
         "publish": {"store": str(out / "store")},
-        "output_dir": str(out / "run"),
+        "output_dir": str(out / "runs"),
+        "cache": {"dir": str(out / "cache")},
     }
     assert config["engines"]["precisions"] == ["fp32", "fused-fp32", "fp16", "int8"]
     result = build_bert(config)
-    return {row["precision"]: row for row in result["rows"]}, out / "run", result
+    return {row["precision"]: row for row in result["rows"]}, Path(result["run_dir"]), result
 
 
 def test_reference_f1_matches_the_recorded_subset_figure(card, run):
@@ -56,11 +57,11 @@ def test_reference_f1_matches_the_recorded_subset_figure(card, run):
 
 
 def test_export_and_fusion_keep_fp32_logits(run):
-    rows, out, _ = run
+    rows, _, result = run
     # ONNX FP32 vs TensorFlow: summation order alone gives ~1.6e-4 here (see configs/default.yaml).
     assert rows["fp32"]["max_abs_dlogit"] <= 5e-4
-    unfused = np.load(out / "logits-onnxruntime-fp32.npz")
-    fused = np.load(out / "logits-onnxruntime-fused-fp32.npz")
+    outputs = result["reports"]["outputs"]
+    unfused, fused = (np.load(outputs[name]["logits"]) for name in ("onnxruntime-fp32", "onnxruntime-fused-fp32"))
     assert max(np.abs(unfused[k] - fused[k]).max() for k in ("start", "end")) <= 1e-4
     assert rows["fused-fp32"]["f1"] == rows["fp32"]["f1"]
 
@@ -81,7 +82,8 @@ def test_ask_answers_a_heldout_question_with_the_published_int8_engine(run, caps
     from bertbuild.squad.metrics import normalize_answer
 
     rows, out, result = run
-    engine = Path(result["reports"]["int8"]["engine"])
+    engine = out / "engines" / "int8" / "model.int8-u8s8.ort.onnx"
+    assert engine.is_file()
     reference = json.loads((out / "predictions-tensorflow-fp32.json").read_text())
     _, heldout = data.split_by_article(data.load_dataset())
     examples = {e.qid: e for e in data.examples_from(heldout)}

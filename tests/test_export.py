@@ -10,7 +10,7 @@ from bertbuild.backends.onnxrt import OnnxRuntimeRunner
 from bertbuild.backends.tf_reference import TensorFlowRunner
 from bertbuild.model.checkpoint import load_checkpoint
 from bertbuild.config import EvalConfig
-from bertbuild.evaluation.score import prepare_eval_set, run_logits
+from bertbuild.evaluation.score import scoring_set, run_logits
 from bertbuild.model.export import export_onnx
 
 
@@ -48,7 +48,7 @@ def test_inputs_outputs_and_dynamic_axes(exported):
 def test_onnx_matches_tensorflow_on_real_squad_features(exported, vocab_path):
     checkpoint, result = exported
     cfg = EvalConfig(limit=12, batch_size=4)  # held-out questions, seq 384, several windows
-    eval_set = prepare_eval_set(cfg, checkpoint.vocab_path, checkpoint.lower_case)
+    eval_set = scoring_set(cfg, checkpoint.vocab_path, checkpoint.lower_case)
     tf_start, tf_end, _ = run_logits(TensorFlowRunner(checkpoint), eval_set.features, cfg.batch_size)
     ort_start, ort_end, _ = run_logits(OnnxRuntimeRunner(result.path), eval_set.features, cfg.batch_size)
     assert tf_start.shape == (len(eval_set.features), 384)

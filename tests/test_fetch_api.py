@@ -379,16 +379,13 @@ def test_progress_is_quiet_when_not_a_tty(http_server, cache, capsys):
 # --- the Prefect task wrapper ---------------------------------------------------------
 
 
-def test_task_returns_a_path_string(http_server, tmp_path):
-    from bertbuild.tasks.fetch import fetch_checkpoint_task, fetch_file_task
+def test_fetch_task_returns_the_model_info_the_flow_passes_on(tiny_checkpoint):
+    from bertbuild.config import ModelSource
+    from bertbuild.tasks.model import ModelInfo, fetch_model
 
-    write_tree(tmp_path / "ckpt", ckpt_members())
-    got = fetch_checkpoint_task.fn(str(tmp_path / "ckpt"), None, str(tmp_path / "work"))
-    assert got == str((tmp_path / "ckpt").resolve())
-    http_server.route("/dev.json", body=b"{}")
-    out = fetch_file_task.fn(http_server.url("/dev.json"), cache_dir=str(tmp_path / "c"))
-    assert isinstance(out, str) and out.endswith("dev.json")
-    assert fetch_checkpoint_task.retries == 0
+    info = fetch_model.fn(ModelSource(source=str(tiny_checkpoint.parent)), "tiny")  # found in a nested folder
+    assert info == ModelInfo("tiny", str(tiny_checkpoint.resolve()), str(tiny_checkpoint.resolve() / "vocab.txt"),
+                             lower_case=True, num_layers=2)
 
 
 def test_rebuilt_local_archive_is_not_shadowed_by_the_cache(tmp_path):

@@ -23,7 +23,17 @@ CONTEXTS = [
 ]
 
 HYPER = dict(lr=2e-3, epochs=3, batch_size=4, max_seq_length=64, doc_stride=32, max_query_length=16,
-             warmup_fraction=0.2, weight_decay=0.01, seed=7, save_every_steps=2, progress=False)
+             warmup_fraction=0.2, weight_decay=0.01, seed=7, save_every_steps=2, onednn=False)
+
+
+def finetune_run(pretrained, train_json, out, stop_after=None, **changes):
+    """`finetune` on the test data with HYPER (and `changes`) through the one FinetuneConfig."""
+    from bertbuild.training.config import FinetuneConfig
+    from bertbuild.training.finetune import finetune
+
+    cfg = FinetuneConfig(pretrained_dir=str(pretrained), train_json=str(train_json), out_dir=str(out),
+                         **{**HYPER, **changes})
+    return finetune(cfg, progress=False, stop_after=stop_after)
 
 
 def squad_json() -> dict:
@@ -69,10 +79,8 @@ def _weights(directory):
 
 @pytest.fixture(scope="module")
 def full_run(pretrained, train_json, tmp_path_factory):
-    from bertbuild.training.finetune import finetune
-
     out = tmp_path_factory.mktemp("full") / "run"
-    return finetune(pretrained, train_json, out, **HYPER)
+    return finetune_run(pretrained, train_json, out)
 
 
 def test_learning_rate_schedule():
@@ -108,10 +116,7 @@ def test_batches_are_trimmed_to_multiples_of_32(pretrained, train_json):
 
 
 def test_loss_decreases(pretrained, train_json, tmp_path):
-    from bertbuild.training.finetune import finetune
-
-    result = finetune(pretrained, train_json, tmp_path / "run",
-                      **{**HYPER, "epochs": 12, "lr": 5e-3, "save_every_steps": 0})
+    result = finetune_run(pretrained, train_json, tmp_path / "run", epochs=12, lr=5e-3, save_every_steps=0)
     first, last = np.mean(result.losses[:3]), np.mean(result.losses[-3:])
     assert result.step == result.total_steps >= 20
     assert last < 0.6 * first, (first, last)
@@ -131,7 +136,7 @@ def test_output_loads_like_an_ngc_checkpoint(full_run):
 def test_same_seed_same_weights(full_run, pretrained, train_json, tmp_path):
     from bertbuild.training.finetune import finetune
 
-    again = finetune(pretrained, train_json, tmp_path / "again", **HYPER)
+    again = finetune_run(pretrained, train_json, tmp_path / "again")
     assert again.losses == full_run.losses
     a, b = _weights(full_run.out_dir), _weights(again.out_dir)
     assert all(np.array_equal(a[k], b[k]) for k in a)
@@ -141,9 +146,9 @@ def test_resume_matches_uninterrupted(full_run, pretrained, train_json, tmp_path
     from bertbuild.training.finetune import finetune
 
     out = tmp_path / "resumed"
-    first = finetune(pretrained, train_json, out, **HYPER, stop_after=3)
+    first = finetune_run(pretrained, train_json, out, stop_after=3)
     assert first.step == 3
-    second = finetune(pretrained, train_json, out, **HYPER)
+    second = finetune_run(pretrained, train_json, out)
     assert second.resumed_from == 3 and second.losses == full_run.losses[3:]
     a, b = _weights(full_run.out_dir), _weights(out)
     assert all(np.array_equal(a[k], b[k]) for k in a)
@@ -153,7 +158,7 @@ def test_resume_refuses_other_settings(full_run, pretrained, train_json):
     from bertbuild.training.finetune import finetune
 
     with pytest.raises(UserInputError, match="different lr"):
-        finetune(pretrained, train_json, full_run.out_dir, **{**HYPER, "lr": 1e-3})
+        finetune_run(pretrained, train_json, full_run.out_dir, lr=1e-3)
 
 
 def test_export_compact_is_float16(full_run, tmp_path):
@@ -200,18 +205,38 @@ def test_missing_pretrained_dir_is_one_line(tmp_path):
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-def test_cli_finetune_and_export(pretrained, train_json, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # the command would set it for the whole session
-    from bertbuild.model.checkpoint import load_checkpoint
+@pytest.mark.slow  # runs the finetune-bert flow
+def test_cli_finetune_runs_the_flow_and_exports(pretrained, train_json, tmp_path, capsys, prefect_harness):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
     from bertbuild.cli import main
+    from bertbuild.model.checkpoint import load_checkpoint
 
     out, dest = tmp_path / "cli", tmp_path / "fp16"
     code = main(["finetune", "--pretrained", str(pretrained), "--train-json", str(train_json), "--out", str(out),
                  "--max-seq-length", "64", "--doc-stride", "32", "--max-query-length", "16", "--batch-size", "4",
-                 "--epochs", "1", "--max-steps", "2", "--save-every", "1", "--export-fp16", str(dest)])
+                 "--epochs", "1", "--max-steps", "2", "--save-every", "1", "--no-onednn", "--export-fp16", str(dest)])
     assert code == 0
-    assert "step 2/2" in capsys.readouterr().out
+    assert "(step 2/2, final loss" in capsys.readouterr().out
     assert load_checkpoint(dest).step == 2
+    saved = json.loads((out / "finetune.json").read_text())["hyper"]
+    assert saved["onednn"] is False and saved["batch_size"] == 4 and saved["lr"] == 1e-4  # flag default = config default
+    with get_client(sync_client=True) as client:  # the command ran the finetune-bert flow, not a side path
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["finetune-bert"])))
+    assert any(r.parameters["config"]["out_dir"] == str(out) and r.state.is_completed() for r in runs)
+
+
+def test_cli_flags_and_the_config_share_their_defaults():
+    import argparse
+
+    from bertbuild.commands import finetune as command
+    from bertbuild.training.config import FinetuneConfig
+
+    parser = argparse.ArgumentParser()
+    command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["finetune", "--from-minilm", "--out", "o"])
+    assert command.config_from(args) == FinetuneConfig(out_dir="o")
 
 
 def test_cli_missing_pretrained_is_one_line(tmp_path, capsys):
@@ -222,10 +247,14 @@ def test_cli_missing_pretrained_is_one_line(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "not a directory" in err
 
 
+@pytest.mark.slow  # runs the finetune-bert flow
 def test_flow(prefect_harness, pretrained, train_json, tmp_path):
     from bertbuild.flows.finetune_bert import finetune_bert
 
-    summary = finetune_bert(out_dir=str(tmp_path / "flow"), pretrained_dir=str(pretrained),
-                            train_json=str(train_json), max_seq_length=64, doc_stride=32, max_query_length=16,
-                            batch_size=4, epochs=1, max_steps=2, export_fp16=str(tmp_path / "fp16"))
+    from bertbuild.training.config import FinetuneConfig
+
+    summary = finetune_bert(FinetuneConfig(out_dir=str(tmp_path / "flow"), pretrained_dir=str(pretrained),
+                                           train_json=str(train_json), max_seq_length=64, doc_stride=32,
+                                           max_query_length=16, batch_size=4, epochs=1, max_steps=2,
+                                           onednn=False, export_fp16=str(tmp_path / "fp16")))
     assert summary["step"] == 2 and summary["export_fp16"] == str(tmp_path / "fp16")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -51,9 +52,9 @@ def tanh_layer(tmp_path_factory, vocab_path):
 @pytest.fixture(scope="module")
 def squad_features(vocab_path):
     from bertbuild.config import EvalConfig
-    from bertbuild.evaluation.score import prepare_eval_set
+    from bertbuild.evaluation.score import scoring_set
 
-    return prepare_eval_set(EvalConfig(limit=8, batch_size=4), vocab_path, True).features
+    return scoring_set(EvalConfig(limit=8, batch_size=4), vocab_path, True).features
 
 
 def _logits(path, features):
@@ -148,10 +149,22 @@ def test_run_passes_is_deterministic_and_leaves_its_input_alone(one_layer):
     assert "fused/Attention_0" in names and "fused/LayerNormalization_2" in names and "fused/Gelu_0" in names
 
 
-def test_registry_order_and_unknown_pass():
-    assert DEFAULT_ORDER == ("layernorm", "gelu", "attention")
-    assert set(DEFAULT_ORDER) <= set(PASSES) and "attention-bsh" in PASSES
-    with pytest.raises(UserInputError, match="unknown fusion pass"):
+def test_passes_run_in_the_declared_order_and_unknown_names_are_refused(one_layer, monkeypatch):
+    from dataclasses import replace
+
+    called = []
+
+    def recording(name, function):
+        def run(graph):
+            called.append(name)
+            return function(graph)
+        return run
+
+    for name in DEFAULT_ORDER:
+        monkeypatch.setitem(PASSES, name, replace(PASSES[name], function=recording(name, PASSES[name].function)))
+    run_passes(one_layer)
+    assert called == list(DEFAULT_ORDER)
+    with pytest.raises(UserInputError, match=r"unknown fusion pass\(es\) \['nope'\]"):
         run_passes(onnx.ModelProto(), order=("layernorm", "nope"))
 
 
@@ -220,13 +233,19 @@ def test_layernorm_whose_intermediate_is_used_elsewhere_is_left_alone():
 # --- thin wrappers -----------------------------------------------------------------------------------------
 
 
-def test_prefect_task_returns_json_able_dict(one_layer, tmp_path):
-    from bertbuild.tasks.fuse import fuse
+def test_prefect_task_returns_json_able_dict_and_caches_by_content(one_layer, tmp_path):
+    from bertbuild.runs import open_run
+    from bertbuild.tasks.model import ModelInfo
+    from bertbuild.tasks.precision import fuse
 
-    result = fuse.fn(str(one_layer), str(tmp_path / "fused.onnx"), 1)
-    assert result["path"] == str(tmp_path / "fused.onnx") and (tmp_path / "fused.onnx").is_file()
+    run = open_run(tmp_path / "runs", "m", "r1", cache_dir=str(tmp_path / "cache"))
+    model = ModelInfo("m", str(tmp_path), str(tmp_path / "vocab.txt"), True, num_layers=1)
+    result = fuse.fn({"path": str(one_layer)}, model, run)
+    assert Path(result["path"]).is_file() and result["cached"] is False
     assert result["report"]["op_types"]["Attention"] == 1
     assert json.loads(json.dumps(result)) == result
+    again = fuse.fn({"path": str(one_layer)}, model, run)
+    assert again["cached"] is True and again["path"] == result["path"] and again["report"] == result["report"]
 
 
 def test_passes_command_lists_the_default_order(capsys):

@@ -27,23 +27,26 @@ def test_schedule_grows_by_step_within_node_and_try_budgets():
     assert exclusion_schedule(ranking[:1], FallbackConfig()) == []
 
 
-def test_run_fallback_stops_at_first_pass_or_keeps_best_f1():
+def test_run_fallback_keeps_the_fastest_passing_try_and_reports_the_pareto_set():
     quantized = []
 
     def quantize(excluded):
         quantized.append(list(excluded))
         return f"try-{len(excluded)}"
 
-    scores = {"try-1": 80.0, "try-2": 84.0, "try-3": 83.0}
+    # try-2 passes but is slow; try-3 passes and is faster; try-1 fails (fastest of all).
+    metrics = {"try-1": {"score": 80.0, "p50_ms": 10.0}, "try-2": {"score": 84.0, "p50_ms": 14.0},
+               "try-3": {"score": 85.0, "p50_ms": 12.0}}
     cfg = FallbackConfig(step=1, max_nodes=3)
-    passed = run_fallback(quantize, lambda p: {"f1": scores[p]}, lambda m: m["f1"] >= 84, "abcd", cfg)
-    assert passed.passed and passed.final_path == "try-2" and passed.final_excluded == ["a", "b"]
-    assert quantized == [["a"], ["a", "b"]] and len(passed.steps) == 2
+    report = run_fallback(quantize, metrics.get, lambda m: m["score"] >= 84, "abcd", cfg)
+    assert quantized == [["a"], ["a", "b"], ["a", "b", "c"]]  # every scheduled try is measured
+    assert report.passed and report.final_path == "try-3" and report.final_excluded == ["a", "b", "c"]
+    assert [s.path for s in report.pareto("score", "p50_ms")] == ["try-1", "try-3"]  # try-2 is beaten by try-3
 
-    failed = run_fallback(quantize, lambda p: {"f1": scores[p]}, lambda m: False, "abcd", cfg)
-    assert not failed.passed and failed.final_path == "try-2" and len(failed.steps) == 3
+    failed = run_fallback(quantize, metrics.get, lambda m: False, "abcd", cfg)
+    assert not failed.passed and failed.final_path == "try-3" and len(failed.steps) == 3
     assert failed.to_json()["steps"][2] == {"excluded": ["a", "b", "c"], "path": "try-3",
-                                             "metrics": {"f1": 83.0}, "passed": False}
+                                             "metrics": {"score": 85.0, "p50_ms": 12.0}, "passed": False}
 
 
 def test_fake_quantization_matches_onnx_runtime_quantize_linear():
@@ -104,7 +107,7 @@ def test_fallback_returns_damaged_nodes_to_fp32_and_passes_a_tight_gate(tiny_onn
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         worst = max(float(np.abs(a - b).max()) for feed, ref in zip(feeds, expected)
                     for a, b in zip(session.run(None, feed), ref))
-        return {"f1": -worst, "max_abs_dlogit": worst}
+        return {"score": -worst, "max_abs_dlogit": worst, "p50_ms": 1.0}
 
     out = setup["out"]
     healthy = logit_error(quantize_int8(tiny_onnx["fused"], out / "good", setup["good"], CFG).paths["u8s8"])
@@ -116,6 +119,6 @@ def test_fallback_returns_damaged_nodes_to_fp32_and_passes_a_tight_gate(tiny_onn
     report = run_fallback(
         lambda excluded: quantize_int8(tiny_onnx["fused"], out / f"try-{len(excluded)}", setup["bad"], CFG,
                                        excluded).paths["u8s8"],
-        logit_error, lambda m: m["max_abs_dlogit"] <= gate, ranking, FallbackConfig(step=2))
-    assert report.passed and len(report.steps) == 1
-    assert sorted(report.final_excluded) == setup["damaged"]
+        logit_error, lambda m: m["max_abs_dlogit"] <= gate, ranking, FallbackConfig(step=2, max_tries=2))
+    assert report.passed and report.steps[0].passed
+    assert sorted(report.steps[0].excluded) == setup["damaged"]

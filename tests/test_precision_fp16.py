@@ -16,9 +16,9 @@ from bertbuild.precision.fp16 import convert_to_fp16
 def feeds(tiny_onnx):
     from bertbuild.model.checkpoint import vocab_and_case
     from bertbuild.config import EvalConfig
-    from bertbuild.evaluation.score import prepare_eval_set
+    from bertbuild.evaluation.score import scoring_set
 
-    features = prepare_eval_set(EvalConfig(limit=6, max_seq_length=128), *vocab_and_case(tiny_onnx["checkpoint"])).features
+    features = scoring_set(EvalConfig(limit=6, max_seq_length=128), *vocab_and_case(tiny_onnx["checkpoint"])).features
     return list(features.batches(4))
 
 

@@ -2,20 +2,26 @@
 
 from bertbuild.artifacts.download import DownloadResult, download, verify_dir
 from bertbuild.artifacts.manifest import Manifest, build_manifest
+from bertbuild.artifacts.prune import PrunePlan, prune
 from bertbuild.artifacts.publish import PublishResult, bundle_files, gate_result, publish_bundle, write_plots
+from bertbuild.artifacts.regression import RegressionReport, compare_with_latest
 from bertbuild.artifacts.store import ArtifactStore, default_store, make_run_id
 
 __all__ = [
     "ArtifactStore",
     "DownloadResult",
     "Manifest",
+    "PrunePlan",
     "PublishResult",
+    "RegressionReport",
     "build_manifest",
     "bundle_files",
+    "compare_with_latest",
     "default_store",
     "download",
     "gate_result",
     "make_run_id",
+    "prune",
     "publish_bundle",
     "verify_dir",
     "write_plots",

@@ -1,9 +1,13 @@
-"""Download a published bundle and verify it against its manifest.
+"""Download a published bundle and verify it against its manifest, writing only inside DEST.
 
-Files go into a temporary directory beside DEST; each one's sha256 and size
-are checked against `manifest.json`; only when all match is the directory
-renamed to DEST. On any mismatch nothing is left at DEST and the error names
-the file.
+The manifest comes from a shared store, so it is untrusted: every name it
+lists is checked before anything is written (`Manifest.from_json` refuses
+climbing, absolute, drive and colliding names), only the names it lists are
+fetched, and a file it lists that the store lacks, or a file in the bundle's
+store directory that it does not list, is an error. Files go into a
+temporary directory beside DEST, each one's sha256 and size are checked, and
+only when all match is the directory renamed to DEST. On any failure nothing
+is left at DEST, beside it, or in the parent directories it created.
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from bertbuild.artifacts.manifest import MANIFEST_NAME, Manifest, is_report, precisions_of, sha256_and_size
-from bertbuild.artifacts.store import ArtifactStore, as_store, check_model
+from bertbuild.artifacts.store import ArtifactStore, as_store, check_model, parse_manifest
 from bertbuild.errors import BertbuildError, IntegrityError, UserInputError
 from bertbuild.precision import Precision
 
@@ -41,8 +47,13 @@ def resolve_model(store: ArtifactStore, model: str | None) -> str:
     raise UserInputError(f"artifact store {store.url} holds several models ({', '.join(models)}): pass --model")
 
 
-def resolve_run(store: ArtifactStore, model: str, run: str | None, *, failed: bool = False) -> tuple[str, Manifest]:
-    """The run id (`latest` follows the pointer) and its manifest; errors if absent or incomplete."""
+def resolve_run(store: ArtifactStore, model: str, run: str | None, *,
+                failed: bool = False) -> tuple[str, bytes, Manifest]:
+    """The run id (`latest` follows the pointer), its manifest's bytes and the manifest, checked.
+
+    Errors if the bundle is absent or incomplete; the manifest is read once, so
+    the bytes saved beside a download are the ones that were checked.
+    """
     if failed and run in (None, "latest"):
         runs = store.runs(model, failed=True)
         if not runs:
@@ -52,15 +63,15 @@ def resolve_run(store: ArtifactStore, model: str, run: str | None, *, failed: bo
         run_id = store.latest(model)
         if run_id is None:
             raise UserInputError(f"no released run of {model} in {store.url} (no 'latest' pointer)")
-        manifest = store.read_manifest(model, run_id)
-        if manifest is None:
+        raw = store.read_manifest_bytes(model, run_id)
+        if raw is None:
             raise BertbuildError(f"{model}/latest names run {run_id}, which has no manifest in {store.url}")
-        return run_id, manifest
-    manifest = store.read_manifest(model, run, failed=failed)
-    if manifest is None:
+        return run_id, raw, parse_manifest(raw, model, run_id)
+    raw = store.read_manifest_bytes(model, run, failed=failed)
+    if raw is None:
         where = "failed runs" if failed else "released runs"
         raise UserInputError(f"no complete bundle for run {run} of {model} among the {where} in {store.url}")
-    return run, manifest
+    return run, raw, parse_manifest(raw, model, run)
 
 
 def select_files(manifest: Manifest, precision: str | None) -> list[str]:
@@ -84,47 +95,122 @@ def download(store: ArtifactStore | str | None, model: str | None, dest: Path | 
     """Fetch run `run` (default: the `latest` pointer) of `model` into `dest`, verified.
 
     `dest` must not exist or be an empty directory. Raises `IntegrityError`
-    (exit 1) naming the first file whose checksum or size is wrong, leaving
+    (exit 1) naming the first unsafe, missing, extra or corrupt file, leaving
     nothing at `dest`.
     """
     store = as_store(store)
     model = resolve_model(store, model)
-    run_id, manifest = resolve_run(store, model, run, failed=failed)
-    raw_manifest = store.read_manifest_bytes(model, run_id, failed=failed)
+    run_id, raw_manifest, manifest = resolve_run(store, model, run, failed=failed)
     names = select_files(manifest, precision)
-
-    dest = Path(dest).expanduser().absolute()
-    if dest.exists() and not (dest.is_dir() and not any(dest.iterdir())):
-        raise UserInputError(f"--dest {dest} already exists and is not an empty directory")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:12]}"
     bundle = store.bundle_path(model, run_id, failed=failed)
-    try:
-        tmp.mkdir()
+    refuse_unlisted_files(store, bundle, manifest)
+
+    with staged_dest(dest) as tmp:
+        fetched: dict[str, Path] = {}  # sha256 -> the first local copy: identical files are fetched once
         for name in names:
-            target = tmp / name
-            try:
-                store.fetch(f"{bundle}/{name}", target)
-            except FileNotFoundError:
-                raise IntegrityError(f"missing file: {name} (listed in manifest.json, absent from the store)") from None
-            digest, size = sha256_and_size(target)
-            manifest.check(name, digest, size)
+            target = inside(tmp, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            digest = manifest.files[name]["sha256"]
+            if digest in fetched:
+                shutil.copyfile(fetched[digest], target)
+            else:
+                fetch_listed(store, store.content_path(bundle, manifest, name), name, target)
+            manifest.check(name, *sha256_and_size(target))
+            fetched.setdefault(digest, target)
         (tmp / MANIFEST_NAME).write_bytes(raw_manifest)
+    return DownloadResult(dest=Path(dest).expanduser().absolute(), model=model, run_id=run_id,
+                          files=[*names, MANIFEST_NAME], manifest=manifest)
+
+
+def refuse_unlisted_files(store: ArtifactStore, bundle: str, manifest: Manifest) -> None:
+    """A bundle's store directory holds its manifest (and, for schema 1, the files it lists) and nothing else."""
+    allowed = {MANIFEST_NAME} | (set() if manifest.content_addressed else set(manifest.files))
+    extra = [name for name in store.list_files(bundle) if name not in allowed]
+    if extra:
+        raise IntegrityError(f"extra file: {extra[0]} is in the bundle's store directory but not in manifest.json")
+
+
+def fetch_listed(store: ArtifactStore, source: str, name: str, target: Path) -> None:
+    """Copy one listed file's bytes from the store; a store error becomes one line naming the file."""
+    try:
+        store.fetch(source, target)
+    except FileNotFoundError:
+        raise IntegrityError(f"missing file: {name} (listed in manifest.json, absent from the store)") from None
+    except OSError as exc:
+        raise BertbuildError(f"cannot fetch {name} from {store.url}: {exc}") from None
+
+
+def inside(root: Path, name: str) -> Path:
+    """`root/name`, refusing any name that would resolve outside `root` (names are checked already; belt and braces)."""
+    target = root.joinpath(*name.split("/"))
+    if os.path.commonpath([os.path.abspath(target), os.path.abspath(root)]) != os.path.abspath(root):
+        raise IntegrityError(f"unsafe file name {name!r}: it resolves outside the destination")
+    return target
+
+
+@contextmanager
+def staged_dest(dest: Path | str) -> Iterator[Path]:
+    """A fresh temporary directory beside `dest`, renamed to `dest` if the block succeeds.
+
+    On any failure it is removed, and so is every parent directory made for
+    it, so nothing is left at or outside `dest`.
+    """
+    dest = Path(dest).expanduser().absolute()
+    if dest.is_symlink() or (dest.exists() and not (dest.is_dir() and not any(dest.iterdir()))):
+        raise UserInputError(f"--dest {dest} already exists and is not an empty directory")
+    made = _missing_parents(dest)
+    tmp = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:12]}"
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        yield tmp
         if dest.is_dir():
             dest.rmdir()  # empty, checked above
         os.rename(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for directory in made:  # deepest first
+            try:
+                directory.rmdir()
+            except OSError:
+                break  # something else put a file there meanwhile: not ours to remove
         raise
-    return DownloadResult(dest=dest, model=model, run_id=run_id, files=[*names, MANIFEST_NAME], manifest=manifest)
 
 
-def verify_dir(directory: Path | str) -> Manifest:
-    """Check a downloaded bundle against its own manifest.json (files present are checked; returns it)."""
+def _missing_parents(dest: Path) -> list[Path]:
+    """The parent directories of `dest` that do not exist yet, deepest first."""
+    missing = []
+    parent = dest.parent
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    return missing
+
+
+def verify_dir(directory: Path | str, precision: str | None = None) -> Manifest:
+    """Check a downloaded bundle against its own manifest.json; returns the manifest.
+
+    The directory must hold exactly the files a download of `precision` (None:
+    every file) writes: a missing, extra, linked or corrupt file raises
+    `IntegrityError` naming it.
+    """
     root = Path(directory)
-    manifest = Manifest.from_json((root / MANIFEST_NAME).read_text())
-    for name in sorted(manifest.files):
-        path = root / name
-        if path.is_file():
-            manifest.check(name, *sha256_and_size(path))
+    try:
+        manifest = Manifest.from_json((root / MANIFEST_NAME).read_bytes())
+    except FileNotFoundError:
+        raise UserInputError(f"{root} has no {MANIFEST_NAME}: not a downloaded bundle") from None
+    expected = set(select_files(manifest, precision))
+    present = set()
+    for path in sorted(root.rglob("*")):
+        name = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            raise IntegrityError(f"{name}: a symbolic link, not a downloaded file")
+        if path.is_file() and name != MANIFEST_NAME:
+            if name not in expected:
+                raise IntegrityError(f"extra file: {name} (not listed in manifest.json)")
+            present.add(name)
+    for name in sorted(expected):
+        if name not in present:
+            raise IntegrityError(f"missing file: {name} (listed in manifest.json)")
+        manifest.check(name, *sha256_and_size(root / name))
     return manifest

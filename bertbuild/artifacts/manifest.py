@@ -4,12 +4,18 @@ Every file's sha256 and size, the model source and its checksum, the config,
 package versions (read from installed metadata: TensorFlow is never
 imported), the hardware, the git commit, the gate results and the flow run.
 The manifest is written last when publishing, and checked on download.
+
+Schema 2 bundles keep each file's bytes once in the store's content-addressed
+blobs (found by the sha256 listed here); schema 1 bundles kept them beside
+the manifest. A manifest read from a store is untrusted: `Manifest.from_json`
+rejects unsafe or colliding file names, malformed digests and duplicate keys.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import re
@@ -21,12 +27,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from bertbuild.errors import IntegrityError
+from bertbuild.artifacts.names import MANIFEST_NAME, bundle_name_problem, is_sha256, name_set_problem
+from bertbuild.errors import BertbuildError, IntegrityError
 from bertbuild.precision import Precision
 from bertbuild.hashing import sha256_stream
 
-SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 2
+FIRST_BLOB_SCHEMA = 2  # from this schema on, file bytes live in the store's blobs
 
 # Import name -> distributions that provide it, first installed one wins.
 PACKAGES: dict[str, tuple[str, ...]] = {
@@ -191,18 +198,41 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Manifest":
+        """A manifest from untrusted data: every file entry is checked before anything uses it."""
         if not isinstance(data, dict) or "files" not in data or "run_id" not in data:
             raise IntegrityError("manifest.json is not a bertbuild manifest")
+        schema = data.get("schema", 1)
+        if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+            raise IntegrityError(f"manifest.json has an invalid schema {schema!r}")
+        if schema > SCHEMA_VERSION:
+            raise BertbuildError(f"manifest.json has schema {schema}, newer than this bertbuild reads "
+                                 f"({SCHEMA_VERSION}): upgrade bertbuild")
+        check_file_entries(data["files"])
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in data.items() if k in known} | {"schema": schema})
 
     @classmethod
-    def from_json(cls, text: str) -> "Manifest":
+    def from_json(cls, text: str | bytes) -> "Manifest":
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
         except ValueError as exc:
             raise IntegrityError(f"manifest.json is not valid JSON ({exc})") from None
         return cls.from_dict(data)
+
+    @property
+    def results(self) -> list[dict]:
+        """The run's result rows (`meta["results"]`, one per engine), sanitised; [] if none were recorded.
+
+        Each row has `engine` and `precision` (strings) and `exact_match`, `f1`,
+        `p50_ms`, `argmax_agreement`, `questions` (numbers or None). Rows
+        without a precision are dropped: they cannot be compared across runs.
+        """
+        return clean_results(self.meta.get("results") if isinstance(self.meta, dict) else None)
+
+    @property
+    def content_addressed(self) -> bool:
+        """True when the files' bytes are the store's blobs; False for schema 1 bundles (files beside it)."""
+        return self.schema >= FIRST_BLOB_SCHEMA
 
     @property
     def total_size(self) -> int:
@@ -218,6 +248,53 @@ class Manifest:
                 f"checksum mismatch: {name} (expected sha256 {entry['sha256'][:12]}... {entry['size']} bytes, "
                 f"got {sha256[:12]}... {size} bytes)"
             )
+
+
+RESULT_NUMBERS = ("exact_match", "f1", "p50_ms", "argmax_agreement", "questions")
+
+
+def _number(value: Any) -> float | None:
+    """A finite number from untrusted JSON, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def clean_results(rows: Any) -> list[dict]:
+    """Result rows as regression and history read them (see `Manifest.results`), from untrusted data."""
+    clean = []
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, dict) and isinstance(row.get("precision"), str) and row["precision"]:
+            clean.append({"engine": str(row.get("engine") or ""), "precision": row["precision"],
+                          **{key: _number(row.get(key)) for key in RESULT_NUMBERS}})
+    return clean
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """json.loads keeps the last of two equal keys; a manifest listing a name twice is refused instead."""
+    result: dict = {}
+    for key, value in pairs:
+        if key in result:
+            raise IntegrityError(f"manifest.json lists {key!r} twice")
+        result[key] = value
+    return result
+
+
+def check_file_entries(files: object) -> None:
+    """Raise `IntegrityError` unless `files` maps safe, non-colliding names to {sha256, size}."""
+    if not isinstance(files, dict):
+        raise IntegrityError("manifest.json: 'files' is not an object")
+    for name, entry in files.items():
+        problem = bundle_name_problem(name)
+        if problem:
+            raise IntegrityError(f"manifest.json lists an unsafe file name {name!r}: it {problem}")
+        size = entry.get("size") if isinstance(entry, dict) else None
+        if (not isinstance(entry, dict) or not is_sha256(entry.get("sha256"))
+                or not isinstance(size, int) or isinstance(size, bool) or size < 0):
+            raise IntegrityError(f"manifest.json: entry for {name!r} needs a lowercase hex sha256 and a size")
+    problem = name_set_problem(files)
+    if problem:
+        raise IntegrityError(f"manifest.json lists colliding file names: {problem}")
 
 
 def build_manifest(files: dict[str, Path | str], *, model: str, run_id: str, passed: bool,

@@ -1,17 +1,23 @@
-"""Publish a run's bundle to an `ArtifactStore`, atomically.
+"""Publish a run's bundle to an `ArtifactStore`, atomically, storing each distinct file once.
 
-1. copy every file into `.staging/<token>/`;
-2. read each one back from the store and check its sha256 and size;
-3. move the files into `<model>/runs/<run_id>/` (or `failed/<model>/<run_id>/`);
-4. write `manifest.json` LAST: until it exists the bundle is invisible;
-5. only if every gate passed, point `<model>/latest` at the run.
+1. announce the digests the manifest will list (`handshake`), so a prune
+   running meanwhile keeps them, and wait for any prune already running;
+2. copy each file whose blob is not stored yet into `.staging/<token>/blobs/`;
+3. read each copy back from the store and check its sha256 and size;
+4. move the copies to `blobs/sha256/<hex[:2]>/<hex>` (a blob is visible
+   under its hash name only once complete);
+5. write `<model>/runs/<run_id>/manifest.json` (or `failed/<model>/<run_id>/`)
+   LAST: until it exists the bundle is invisible;
+6. only if every gate passed, point `<model>/latest` at the run.
 
-A run killed anywhere before step 4 leaves no visible bundle (at most a
-staging dir, pruned after a day, and manifest-less files that a retry of the
-same run replaces). A failed run publishes only its reports, under `failed/`,
-and never moves `latest`. Concurrent publishes of different runs do not
-interfere: each has its own staging and run dir, and the pointer is replaced
-atomically, so it always names a complete bundle.
+A second run whose files are identical uploads nothing but its manifest. A
+run killed anywhere before step 5 leaves no visible bundle (at most a staging
+dir, pruned after a day, and blobs no manifest names, which `prune`
+removes). A failed run publishes only its reports, under `failed/`, and never
+moves `latest`. Concurrent publishes do not interfere: each has its own
+staging dir and manifest, two uploads of one blob write the same bytes, and
+the pointer is replaced atomically, so it always names a complete bundle.
+Blobs already stored are checked by size only; every download checks sha256.
 """
 
 from __future__ import annotations
@@ -20,13 +26,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from bertbuild.artifacts.handshake import announce_publish, wait_for_prunes
 from bertbuild.artifacts.manifest import MANIFEST_NAME, Manifest, build_manifest, is_report
-from bertbuild.artifacts.store import (ArtifactStore, as_store, check_bundle_name, check_model, check_run_id,
-                             new_token)
+from bertbuild.artifacts.names import name_set_problem
+from bertbuild.artifacts.store import (STAGING_MAX_AGE_S, ArtifactStore, as_store, check_bundle_name, check_model,
+                                       check_run_id, new_token)
 from bertbuild.errors import IntegrityError, RunConflict, UserInputError
 
-# hook(step, name) is called before each step: "stage", "verify", "release" (per file),
-# "manifest", "latest". Tests raise from it to simulate a run killed mid-publish.
+# hook(step, name) is called before each step: "stage", "verify", "release" (per file
+# whose blob is uploaded), "manifest", "latest". Tests raise from it to simulate a
+# run killed mid-publish.
 Hook = Callable[[str, str], None]
 
 
@@ -37,11 +46,12 @@ class PublishResult:
     passed: bool  # every gate passed
     released: bool  # published under <model>/runs/ (False: under failed/)
     latest: bool  # the `latest` pointer now names this run
-    path: str  # bundle location inside the store's filesystem
+    path: str  # the bundle's directory (holding manifest.json) inside the store's filesystem
     url: str  # the same as a URL (file://, s3://, memory://, ...)
     store: str  # the store's URL
     files: dict = field(default_factory=dict)  # name -> {"sha256", "size"}
     gates: list = field(default_factory=list)
+    uploaded_bytes: int = 0  # bytes of new blobs this publish stored (0: every file was already there)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,7 +86,7 @@ def _all_passed(passed: bool, gates: list[dict]) -> bool:
 
 def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: dict[str, Path | str],
                    meta: dict | None, gates: list[dict], passed: bool, *, hook: Hook | None = None,
-                   prune_after_s: float = 24 * 3600) -> PublishResult:
+                   prune_after_s: float = STAGING_MAX_AGE_S) -> PublishResult:
     """Publish `files` (bundle-relative name -> local file) as run `run_id` of `model`.
 
     `passed` and every gate's `passed` must be true for a release; otherwise
@@ -91,6 +101,9 @@ def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: d
     hook = hook or (lambda step, name: None)
     for name in files:
         check_bundle_name(name)
+    clash = name_set_problem(files)
+    if clash:  # a manifest that downloads would refuse
+        raise UserInputError(f"publish: bundle file names collide: {clash}")
     ok = _all_passed(passed, gates)
     if not ok:
         files = {name: path for name, path in files.items() if is_report(name)}
@@ -102,8 +115,9 @@ def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: d
     manifest = build_manifest(local, model=model, run_id=run_id, passed=ok, gates=gates, meta=meta)
     dest = store.run_path(model, run_id) if ok else store.failed_path(model, run_id)
     existing = store.read_bytes(f"{dest}/{MANIFEST_NAME}")
+    uploaded = 0
     if existing is not None:
-        if Manifest.from_json(existing.decode()).files != manifest.files:
+        if Manifest.from_json(existing).files != manifest.files:
             raise RunConflict(f"run {run_id} of {model} is already published at {store.url_of(dest)} "
                               f"with different files; publish under a new run id")
     else:
@@ -111,7 +125,7 @@ def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: d
             store.prune_staging(prune_after_s)
         except OSError:
             pass  # housekeeping only
-        _stage_and_release(store, local, manifest, dest, hook)
+        uploaded = _store_blobs_then_manifest(store, local, manifest, dest, hook)
 
     moved = False
     if ok:
@@ -119,41 +133,50 @@ def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: d
         store.set_latest(model, run_id)
         moved = True
     return PublishResult(model=model, run_id=run_id, passed=ok, released=ok, latest=moved, path=dest,
-                         url=store.url_of(dest), store=store.url, files=manifest.files, gates=manifest.gates)
+                         url=store.url_of(dest), store=store.url, files=manifest.files, gates=manifest.gates,
+                         uploaded_bytes=uploaded)
 
 
-def _stage_and_release(store: ArtifactStore, local: dict[str, Path], manifest: Manifest, dest: str,
-                       hook: Hook) -> None:
-    staging = store.staging_path(new_token())
-    undo_dest = False  # True while dest holds files but no manifest yet
+def _store_blobs_then_manifest(store: ArtifactStore, local: dict[str, Path], manifest: Manifest, dest: str,
+                               hook: Hook) -> int:
+    """Upload the blobs the store lacks, then write the manifest; returns the bytes uploaded."""
+    token = new_token()
+    staging = store.staging_path(token)
     try:
-        for name, path in local.items():
+        announce_publish(store, token, (entry["sha256"] for entry in manifest.files.values()))
+        wait_for_prunes(store)  # a prune that missed our announcement may be deleting blobs right now
+        missing = _missing_blobs(store, manifest)  # digest -> first name with that content
+        for digest, name in missing.items():
             hook("stage", name)
-            store.upload(path, f"{staging}/{name}")
-        for name in local:
+            store.upload(local[name], f"{staging}/blobs/{digest}")
+        for digest, name in missing.items():
             hook("verify", name)
-            digest, size = store.digest(f"{staging}/{name}")
             try:
-                manifest.check(name, digest, size)
+                manifest.check(name, *store.digest(f"{staging}/blobs/{digest}"))
             except IntegrityError as exc:
                 raise IntegrityError(f"publish: staged copy differs from the local file: {exc}") from None
-        # Leftovers of an earlier attempt at this run (killed before its manifest) go first.
-        store.remove_tree(dest)
-        undo_dest = True
-        for name in local:
+        for digest, name in missing.items():
             hook("release", name)
-            store.move(f"{staging}/{name}", f"{dest}/{name}")
+            store.move(f"{staging}/blobs/{digest}", store.blob_path(digest))
         hook("manifest", MANIFEST_NAME)
         store.write_atomic(f"{dest}/{MANIFEST_NAME}", manifest.to_json().encode())
-        undo_dest = False  # complete: nothing to undo
-    except BaseException:
-        # Best effort: a killed process skips this, which is why visibility
-        # hangs on the manifest and not on this cleanup.
-        if undo_dest and store.read_bytes(f"{dest}/{MANIFEST_NAME}") is None:
-            _quietly(store.remove_tree, dest)
-        raise
     finally:
+        # Best effort: a killed process skips this, and its pending list keeps
+        # protecting the blobs until the staging dir is pruned.
         _quietly(store.remove_tree, staging)
+    return sum(manifest.files[name]["size"] for name in missing.values())
+
+
+def _missing_blobs(store: ArtifactStore, manifest: Manifest) -> dict[str, str]:
+    """Digests (-> one bundle name with that content) that have no complete blob in the store yet."""
+    missing: dict[str, str] = {}
+    seen: set[str] = set()
+    for name, entry in manifest.files.items():
+        digest = entry["sha256"]
+        if digest not in seen and store.stored_size(store.blob_path(digest)) != entry["size"]:
+            missing[digest] = name
+        seen.add(digest)
+    return missing
 
 
 def _quietly(fn, *args) -> None:

@@ -2,20 +2,28 @@
 
 Layout under the store's root (all paths are `/`-separated)::
 
-    <model>/runs/<run_id>/...          released bundles (visible once manifest.json exists)
-    <model>/latest                     pointer file: the run id of the newest passing bundle
-    failed/<model>/<run_id>/...        reports of runs whose gates failed
-    .staging/<token>/...               uploads in progress (never read by list/download)
+    blobs/sha256/<hex[:2]>/<hex>             every file's bytes, once, named by their sha256
+    <model>/runs/<run_id>/manifest.json      a released bundle: name -> sha256 and size of its files
+    <model>/latest                           pointer file: the run id of the newest passing bundle
+    failed/<model>/<run_id>/manifest.json    reports of runs whose gates failed (their bytes are blobs too)
+    .staging/<token>/pending.json            digests a publish in progress will reference (prune keeps them)
+    .staging/<token>/blobs/<hex>             its uploads, read back and checked before they become blobs
+    .pruning/<token>                         a prune in progress (publishes wait until it is gone)
 
-A bundle is visible only when its `manifest.json` is present; publishing
-writes the manifest last, so readers never see a half-copied bundle. The
-store is plain library code: no Prefect, no TensorFlow.
+Identical files across runs and models are stored once. A bundle is visible
+only when its `manifest.json` is present; publishing writes the manifest
+last, after every blob it lists, so readers never see a half-copied bundle,
+and a blob appears under its hash name only once its bytes are complete.
+Bundles of schema 1 (older bertbuild) keep their files beside the manifest
+instead; they are still read. The store is plain library code: no Prefect,
+no TensorFlow.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +32,8 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from bertbuild.artifacts.manifest import MANIFEST_NAME, Manifest
-from bertbuild.errors import UserInputError
+from bertbuild.artifacts.names import bundle_name_problem, is_sha256
+from bertbuild.errors import IntegrityError, UserInputError
 from bertbuild.hashing import sha256_stream
 
 DEFAULT_STORE = "runs/store"
@@ -32,8 +41,13 @@ STORE_ENV = "BERTBUILD_STORE"
 LATEST_NAME = "latest"
 RUNS_DIR = "runs"
 FAILED_DIR = "failed"
+BLOBS_ROOT = "blobs"
+BLOBS_DIR = f"{BLOBS_ROOT}/sha256"
 STAGING_DIR = ".staging"
-RESERVED_MODELS = frozenset({FAILED_DIR, STAGING_DIR})
+PRUNING_DIR = ".pruning"
+RESERVED_MODELS = frozenset({FAILED_DIR, BLOBS_ROOT, STAGING_DIR, PRUNING_DIR})
+
+STAGING_MAX_AGE_S = 24 * 3600  # a publish older than this was killed; its staging dir may go
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 _TOKEN_TIME = "%Y%m%dT%H%M%SZ"
@@ -66,11 +80,11 @@ def check_run_id(run_id: str) -> str:
 
 
 def check_bundle_name(name: str) -> str:
-    """A bundle-relative file name: `a/b.onnx`, never absolute, never `..`, never the manifest."""
-    parts = name.split("/") if isinstance(name, str) else []
-    if (not parts or name.startswith("/") or "\\" in name
-            or any(p in ("", ".", "..") for p in parts) or name == MANIFEST_NAME):
-        raise UserInputError(f"invalid bundle file name {name!r}: expected a relative path like 'engines/x.plan'")
+    """A bundle-relative file name given to publish: `a/b.onnx` (see `names.bundle_name_problem`)."""
+    problem = bundle_name_problem(name)
+    if problem:
+        raise UserInputError(f"invalid bundle file name {name!r}: it {problem}; "
+                             f"expected a relative path like 'engines/x.plan'")
     return name
 
 
@@ -78,6 +92,14 @@ def new_token(when: datetime | None = None) -> str:
     """Sortable unique token: UTC time plus 12 random hex digits."""
     when = (when or datetime.now(timezone.utc)).astimezone(timezone.utc)
     return f"{when.strftime(_TOKEN_TIME)}-{uuid.uuid4().hex[:12]}"
+
+
+def token_time(token: str) -> datetime | None:
+    """When a `new_token` was made, or None if `token` is not one."""
+    try:
+        return datetime.strptime(token.split("-", 1)[0], _TOKEN_TIME).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
 
 
 def make_run_id(when: datetime | None = None, flow_run_id: str | None = None) -> str:
@@ -132,6 +154,18 @@ class ArtifactStore:
     def staging_path(self, token: str) -> str:
         return self.path(STAGING_DIR, check_segment(token, "staging token"))
 
+    def blob_path(self, digest: str) -> str:
+        """Where the bytes whose sha256 is `digest` are kept."""
+        if not is_sha256(digest):
+            raise IntegrityError(f"not a sha256 digest: {digest!r}")
+        return self.path(BLOBS_DIR, digest[:2], digest)
+
+    def content_path(self, bundle: str, manifest: Manifest, name: str) -> str:
+        """Where the bytes of `name` (listed in `manifest`, the bundle at `bundle`) are read from."""
+        if manifest.content_addressed:
+            return self.blob_path(manifest.files[name]["sha256"])
+        return f"{bundle}/{name}"
+
     # -- primitive file operations -----------------------------------------
     def _mkdir_parent(self, path: str) -> None:
         parent = path.rsplit("/", 1)[0]
@@ -173,6 +207,13 @@ class ArtifactStore:
     def exists(self, path: str) -> bool:
         return self.fs.exists(path)
 
+    def stored_size(self, path: str) -> int | None:
+        """Size in bytes of a stored file, None if there is none."""
+        try:
+            return int(self.fs.size(path))
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+
     def write_atomic(self, path: str, data: bytes) -> None:
         """Readers see the old content or the new, never a mix.
 
@@ -208,8 +249,6 @@ class ArtifactStore:
     def remove_tree(self, path: str) -> None:
         try:
             if self.is_local:
-                import shutil
-
                 if os.path.isdir(path):
                     shutil.rmtree(path)
                 elif os.path.exists(path):
@@ -219,7 +258,7 @@ class ArtifactStore:
         except FileNotFoundError:
             pass
 
-    def _names(self, path: str) -> list[str]:
+    def children(self, path: str) -> list[str]:
         """Immediate children of a directory (names only), [] if it does not exist."""
         self.fs.invalidate_cache(path)  # object stores cache listings; others ignore this
         try:
@@ -235,32 +274,45 @@ class ArtifactStore:
                 names.add(stripped[len(prefix):].split("/")[0])
         return sorted(n for n in names if n)
 
-    def list_files(self, path: str) -> list[str]:
-        """Every file under `path`, relative to it (`/`-separated)."""
+    def file_sizes(self, path: str) -> dict[str, int]:
+        """Every file under `path`, relative to it (`/`-separated), with its size in bytes."""
         self.fs.invalidate_cache(path)
         try:
-            found = self.fs.find(path)
+            found = self.fs.find(path, detail=True)
         except FileNotFoundError:
-            return []
+            return {}
         prefix = path.rstrip("/") + "/"
-        out = []
-        for entry in found:
+        out = {}
+        for entry, info in found.items():
             stripped = self.fs._strip_protocol(entry) if "://" in entry else entry
             if stripped.startswith(prefix):
-                out.append(stripped[len(prefix):])
-        return sorted(out)
+                out[stripped[len(prefix):]] = int(info.get("size") or 0)
+        return dict(sorted(out.items()))
+
+    def list_files(self, path: str) -> list[str]:
+        """Every file under `path`, relative to it (`/`-separated)."""
+        return list(self.file_sizes(path))
+
+    def blobs(self) -> dict[str, int]:
+        """Every stored blob: sha256 -> size. Files that are not named like a blob are left out (and alone)."""
+        found = {}
+        for relative, size in self.file_sizes(self.path(BLOBS_DIR)).items():
+            digest = relative.rsplit("/", 1)[-1]
+            if is_sha256(digest) and relative == f"{digest[:2]}/{digest}":
+                found[digest] = size
+        return found
 
     # -- bundles -------------------------------------------------------------
     def models(self) -> list[str]:
         """Model names with at least one released run, failed run or pointer."""
-        names = {n for n in self._names(self.root) if n not in RESERVED_MODELS and _SEGMENT.match(n)}
-        names.update(n for n in self._names(self.path(FAILED_DIR)) if _SEGMENT.match(n))
+        names = {n for n in self.children(self.root) if n not in RESERVED_MODELS and _SEGMENT.match(n)}
+        names.update(n for n in self.children(self.path(FAILED_DIR)) if _SEGMENT.match(n))
         return sorted(names)
 
     def runs(self, model: str, *, failed: bool = False) -> list[str]:
         """Run ids whose bundle is complete (manifest present), oldest first."""
         base = self.path(FAILED_DIR, check_model(model)) if failed else self.path(check_model(model), RUNS_DIR)
-        return [r for r in self._names(base)
+        return [r for r in self.children(base)
                 if _SEGMENT.match(r) and r != "latest" and self.exists(f"{base}/{r}/{MANIFEST_NAME}")]
 
     def bundle_path(self, model: str, run_id: str, *, failed: bool = False) -> str:
@@ -269,10 +321,13 @@ class ArtifactStore:
     def read_manifest_bytes(self, model: str, run_id: str, *, failed: bool = False) -> bytes | None:
         return self.read_bytes(f"{self.bundle_path(model, run_id, failed=failed)}/{MANIFEST_NAME}")
 
-    def read_manifest(self, model: str, run_id: str, *, failed: bool = False):
-        """The bundle's `Manifest`, or None if the bundle is absent or incomplete."""
+    def read_manifest(self, model: str, run_id: str, *, failed: bool = False) -> Manifest | None:
+        """The bundle's `Manifest`, or None if the bundle is absent or incomplete.
+
+        Raises `IntegrityError` if it is not a valid manifest of that very run.
+        """
         data = self.read_manifest_bytes(model, run_id, failed=failed)
-        return None if data is None else Manifest.from_json(data.decode())
+        return None if data is None else parse_manifest(data, model, run_id)
 
     def latest(self, model: str) -> str | None:
         """The run id the `latest` pointer names, or None if there is no pointer."""
@@ -285,24 +340,38 @@ class ArtifactStore:
     def set_latest(self, model: str, run_id: str) -> None:
         self.write_atomic(self.latest_path(model), (check_run_id(run_id) + "\n").encode())
 
-    def prune_staging(self, max_age_s: float = 24 * 3600, now: datetime | None = None) -> list[str]:
-        """Remove staging dirs older than `max_age_s` (left by killed publishes); returns their tokens.
+    def staging_tokens(self, max_age_s: float, now: datetime | None = None, *, stale: bool) -> list[str]:
+        """Staging tokens older than `max_age_s` (`stale=True`: left by killed publishes) or not.
 
         The age comes from the token's own timestamp, so it works on object
-        stores without modification times. Younger ones may belong to a
-        publish in progress and are kept.
+        stores without modification times. Unparseable names count as neither.
         """
         now = now or datetime.now(timezone.utc)
-        removed = []
-        for token in self._names(self.path(STAGING_DIR)):
-            try:
-                born = datetime.strptime(token.split("-", 1)[0], _TOKEN_TIME).replace(tzinfo=timezone.utc)
-            except ValueError:
-                continue
-            if (now - born).total_seconds() > max_age_s:
-                self.remove_tree(self.path(STAGING_DIR, token))
-                removed.append(token)
+        tokens = []
+        for token in self.children(self.path(STAGING_DIR)):
+            born = token_time(token)
+            if born is not None and ((now - born).total_seconds() > max_age_s) == stale:
+                tokens.append(token)
+        return tokens
+
+    def prune_staging(self, max_age_s: float = STAGING_MAX_AGE_S, now: datetime | None = None) -> list[str]:
+        """Remove staging dirs older than `max_age_s` (left by killed publishes); returns their tokens.
+
+        Younger ones may belong to a publish in progress and are kept.
+        """
+        removed = self.staging_tokens(max_age_s, now, stale=True)
+        for token in removed:
+            self.remove_tree(self.path(STAGING_DIR, token))
         return removed
+
+
+def parse_manifest(data: bytes, model: str, run_id: str) -> Manifest:
+    """Untrusted manifest bytes read from `<model>/.../<run_id>/`: valid, and about that run."""
+    manifest = Manifest.from_json(data)
+    if manifest.model != model or manifest.run_id != run_id:
+        raise IntegrityError(f"manifest.json of run {run_id} of {model} describes run {manifest.run_id!r} "
+                             f"of {manifest.model!r}")
+    return manifest
 
 
 def as_store(store: ArtifactStore | str | os.PathLike | None) -> ArtifactStore:

@@ -84,18 +84,35 @@ class Engine:
 
     @property
     def metadata_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".json")
+        return metadata_path(self.path)
 
     def save_metadata(self) -> None:
         record = {"backend": self.backend, "precision": self.precision, **self.metadata}
         self.metadata_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
+def metadata_path(engine_path: Path | str) -> Path:
+    """`<engine file>.json`: where an engine's build record lives."""
+    path = Path(engine_path)
+    return path.with_name(path.name + ".json")
+
+
+def read_metadata(engine_path: Path | str) -> dict:
+    """The record `Engine.save_metadata` wrote beside an engine file ({} if there is none)."""
+    record = metadata_path(engine_path)
+    return json.loads(record.read_text()) if record.is_file() else {}
+
+
+def profiles_from_metadata(metadata: dict) -> list[Profile]:
+    return [Profile(tuple(p["min"]), tuple(p["opt"]), tuple(p["max"])) for p in metadata.get("profiles", [])]
+
+
 class Backend(ABC):
     """Builds engines from ONNX files and loads them as runners.
 
-    `available()` must not import the backend's heavy package beyond checking
-    that it exists, so the CLI can list backends on any host.
+    `available()` must not import the backend's heavy package on a host that
+    cannot run it (check that it exists and that a GPU is visible first), so
+    the CLI can list backends on any host in an instant.
     """
 
     name: str = "backend"
@@ -105,7 +122,7 @@ class Backend(ABC):
 
     @abstractmethod
     def available(self) -> tuple[bool, str]:
-        """(True, "") or (False, why not, with the fix)."""
+        """(True, what will be used, possibly "") or (False, why not, with the fix)."""
 
     @abstractmethod
     def build(self, onnx_path: Path, precision: str, profiles: list[Profile], out_dir: Path) -> Engine: ...

@@ -1,20 +1,31 @@
-"""ONNX Runtime backend: the engine is ORT's optimized model plus its session settings.
+"""ONNX Runtime backends: CPU (`onnxruntime`), CUDA (`onnxruntime-cuda`) and TensorRT (`onnxruntime-tensorrt`).
 
-CPU provider here; the CUDA or TensorRT execution providers are used first when
-the installed onnxruntime build offers them.
+Each backend names its execution providers explicitly; nothing picks a GPU
+provider just because the installed onnxruntime build has one. The GPU ones
+need the `gpu` extra (onnxruntime-gpu, which replaces onnxruntime).
+
+The engine of the CPU and CUDA backends is ORT's optimized model. The
+TensorRT provider compiles subgraphs into nodes that ORT cannot save, so its
+engine is the source ONNX file itself; TensorRT's compiled engines and timing
+cache go to the cache root instead, where later sessions reuse them.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
+from bertbuild.backends.base import Backend, Engine, Profile, Runner, profiles_from_metadata, read_metadata
+from bertbuild.backends.gpu import gpu_info
+from bertbuild.errors import MissingDependency
 from bertbuild.hashing import sha256_file
-from bertbuild.backends.base import Backend, Engine, Profile, Runner
+from bertbuild.model.signature import INPUT_NAMES
 
-PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+GPU_EXTRA = "pip install 'bertbuild[gpu]' (onnxruntime-gpu, which replaces onnxruntime) on a CUDA host"
 
 
 def _levels():
@@ -36,16 +47,34 @@ def session_options(threads: int | None = None, optimization: str = "all"):
 
 
 def default_providers() -> list[str]:
-    import onnxruntime as ort
+    """The CPU: references and plain ONNX runs are reproducible on any host. GPUs come from naming a GPU backend."""
+    return [CPU]
 
-    present = set(ort.get_available_providers())
-    return [p for p in PREFERRED_PROVIDERS if p in present]
+
+def tensorrt_provider_options(profiles: list[Profile], cache_dir: Path) -> dict:
+    """TensorRT EP settings: engine and timing caches under `cache_dir`, one shape range spanning every profile.
+
+    One range, not one per profile: a single engine then serves every shape the
+    config allows, and the EP needs no per-call profile choice.
+    """
+    options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
+               "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir)}
+    if not profiles:
+        return options
+
+    def shapes(dims):
+        return ",".join(f"{name}:{dims[0]}x{dims[1]}" for name in INPUT_NAMES)
+
+    low = tuple(min(p.min[i] for p in profiles) for i in range(2))
+    high = tuple(max(p.max[i] for p in profiles) for i in range(2))
+    return {**options, "trt_profile_min_shapes": shapes(low), "trt_profile_opt_shapes": shapes(profiles[0].opt),
+            "trt_profile_max_shapes": shapes(high)}
 
 
 class OnnxRuntimeRunner(Runner):
-    """Runs an ONNX file with ONNX Runtime."""
+    """Runs an ONNX file with ONNX Runtime. `providers`: names or (name, options) pairs, in order."""
 
-    def __init__(self, model_path: Path | str, providers: list[str] | None = None, threads: int | None = None,
+    def __init__(self, model_path: Path | str, providers: list | None = None, threads: int | None = None,
                  name: str | None = None, optimization: str = "all"):
         super().__init__()
         self.model_path = Path(model_path)
@@ -73,40 +102,99 @@ class OnnxRuntimeRunner(Runner):
 
 
 class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime on the CPU: the engine is ORT's optimized model plus its session settings."""
+
     name = "onnxruntime"
+    providers: tuple[str, ...] = (CPU,)  # in order of preference; all must be present
+    needs_gpu = False
+    # Providers that compile subgraphs into nodes: ORT refuses to save a model holding them.
+    compiles = False
 
     def available(self) -> tuple[bool, str]:
         from bertbuild._lazy import is_installed
 
-        return (True, "") if is_installed("onnxruntime") else (False, "onnxruntime is not installed")
+        if not is_installed("onnxruntime"):
+            return False, "onnxruntime is not installed"
+        if self.needs_gpu:
+            import onnxruntime as ort
+
+            missing = [p for p in self.providers if p not in ort.get_available_providers()]
+            if missing:
+                return False, f"this onnxruntime build has no {missing[0]}; {GPU_EXTRA}"
+            if not gpu_info():
+                return False, "no NVIDIA GPU visible (nvidia-smi found none)"
+        return True, ""
+
+    def _session_providers(self, profiles: list[Profile]) -> list:
+        return list(self.providers)
+
+    def _check_providers(self, session) -> None:
+        """ORT falls back to later providers when one fails to load (no CUDA/TensorRT libraries): refuse that."""
+        if session.get_providers()[0] != self.providers[0]:
+            raise MissingDependency(f"{self.name}: ONNX Runtime could not start {self.providers[0]} (it fell back to "
+                                    f"{session.get_providers()[0]}); check the CUDA/TensorRT libraries on this host")
 
     def build(self, onnx_path: Path, precision: str, profiles: list[Profile], out_dir: Path) -> Engine:
         """Let ORT optimize the graph once and save the result as the engine.
 
         ORT has no shape profiles: dynamic axes serve every (batch, seq), so the
-        profiles are only recorded. The saved graph may hold CPU-specific fused
-        ops, which is why it is an engine for this kind of host, not a portable ONNX.
+        profiles are only recorded (the TensorRT provider gets one range that
+        spans them). The saved graph may hold hardware-specific fused ops,
+        which is why it is an engine for this kind of host, not a portable ONNX.
         """
         import onnxruntime as ort
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        engine_path = out_dir / f"{Path(onnx_path).stem}.ort.onnx"
         options = session_options(self.threads, "all")
-        options.optimized_model_filepath = str(engine_path)
-        # ORT warns that the saved graph is hardware specific; that is the documented point above.
+        # ORT warns that a saved graph is hardware specific; that is the documented point above.
         options.log_severity_level = 3
-        providers = default_providers()
-        ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
+        if self.compiles:
+            engine_path = out_dir / f"{Path(onnx_path).stem}.{self.name}.onnx"
+            shutil.copyfile(onnx_path, engine_path)
+        else:
+            engine_path = out_dir / f"{Path(onnx_path).stem}.ort.onnx"
+            options.optimized_model_filepath = str(engine_path)
+        providers = self._session_providers(profiles)
+        # One session now: it optimizes (or, with TensorRT, compiles and caches) before any timing.
+        session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
+        self._check_providers(session)
+        saved = {"optimized_model_saved": not self.compiles}
+        if self.compiles:
+            saved["why_not_saved"] = (f"{self.providers[0]} compiles subgraphs into nodes ONNX Runtime cannot "
+                                      "save; the engine is the source ONNX and the compiled engines are cached")
         engine = Engine(engine_path, self.name, precision, {
-            "onnxruntime": ort.__version__, "providers": providers, "graph_optimization": "all",
-            "threads": options.intra_op_num_threads, "profiles": [p.to_json() for p in profiles],
+            "onnxruntime": ort.__version__, "providers": session.get_providers(), "graph_optimization": "all",
+            **saved, "threads": options.intra_op_num_threads, "profiles": [p.to_json() for p in profiles],
             "source_onnx": str(onnx_path), "source_sha256": sha256_file(onnx_path),
+            **(gpu_info() if self.needs_gpu else {}),
         })
         engine.save_metadata()
         return engine
 
     def load(self, engine_path: Path) -> Runner:
-        # Already optimized at build time: optimizing again would only cost start-up.
-        return OnnxRuntimeRunner(engine_path, threads=self.threads, optimization="disabled",
-                                 name=f"onnxruntime:{Path(engine_path).name}")
+        profiles = profiles_from_metadata(read_metadata(engine_path))
+        # A saved optimized model is already optimized: optimizing again would only cost start-up.
+        return OnnxRuntimeRunner(engine_path, providers=self._session_providers(profiles), threads=self.threads,
+                                 optimization="all" if self.compiles else "disabled",
+                                 name=f"{self.name}:{Path(engine_path).name}")
+
+
+class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
+    name = "onnxruntime-cuda"
+    providers = (CUDA, CPU)
+    needs_gpu = True
+
+
+class OnnxRuntimeTensorRTBackend(OnnxRuntimeBackend):
+    name = "onnxruntime-tensorrt"
+    providers = (TENSORRT, CUDA, CPU)
+    needs_gpu = True
+    compiles = True
+
+    def _session_providers(self, profiles: list[Profile]) -> list:
+        from bertbuild.fetch.cache import default_cache_dir
+
+        cache_dir = default_cache_dir() / "onnxruntime-tensorrt"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        return [(TENSORRT, tensorrt_provider_options(profiles, cache_dir)), CUDA, CPU]

@@ -1,23 +1,50 @@
-"""Backends by name. Tasks pass the name (a string), never a backend object."""
+"""Backends by name. Tasks pass the name (a string), never a backend object.
+
+`auto` is not a backend but a choice made on the host that runs the build:
+TensorRT when it imports and a GPU is visible, else ONNX Runtime on the CPU.
+`resolve_backend` makes it once and says why, so a flow can log the choice and
+pass the concrete name on (engine metadata then names the backend really used).
+"""
 
 from __future__ import annotations
+
+import logging
 
 from bertbuild.backends.base import Backend
 from bertbuild.errors import UserInputError
 
+log = logging.getLogger(__name__)
+AUTO = "auto"
+# Backends whose engines TensorRT builds: they get the s8s8 INT8 file and the readiness check first.
+TENSORRT_BACKENDS = frozenset({"tensorrt", "onnxruntime-tensorrt"})
+
 
 def _backends() -> dict[str, type[Backend]]:
-    from bertbuild.backends.onnxrt import OnnxRuntimeBackend
+    from bertbuild.backends.onnxrt import OnnxRuntimeBackend, OnnxRuntimeCudaBackend, OnnxRuntimeTensorRTBackend
     from bertbuild.backends.tensorrt import TensorRTBackend
 
-    return {"onnxruntime": OnnxRuntimeBackend, "tensorrt": TensorRTBackend}
+    return {"onnxruntime": OnnxRuntimeBackend, "onnxruntime-cuda": OnnxRuntimeCudaBackend,
+            "onnxruntime-tensorrt": OnnxRuntimeTensorRTBackend, "tensorrt": TensorRTBackend}
+
+
+def resolve_backend(name: str) -> tuple[str, str]:
+    """(concrete backend name, why it was chosen). Only `auto` involves a choice; other names pass through."""
+    if name != AUTO:
+        return name, f"engines.backend is '{name}'"
+    ok, detail = _backends()["tensorrt"]().available()
+    if ok:
+        return "tensorrt", f"auto: TensorRT imports and a GPU is visible ({detail})"
+    return "onnxruntime", f"auto: not TensorRT ({detail}); using ONNX Runtime on the CPU"
 
 
 def get_backend(name: str, **options) -> Backend:
-    """The named backend, or a one-line error if it is unknown or cannot run on this host."""
+    """The named backend (`auto` resolved and logged), or a one-line error if unknown or unable to run here."""
     backends = _backends()
+    if name == AUTO:
+        name, reason = resolve_backend(name)
+        log.info("backend %s: %s", name, reason)
     if name not in backends:
-        raise UserInputError(f"unknown backend '{name}' (known: {', '.join(backends)})")
+        raise UserInputError(f"unknown backend '{name}' (known: {', '.join([*backends, AUTO])})")
     backend = backends[name](**options)
     ok, why = backend.available()
     if not ok:

@@ -2,7 +2,9 @@
 
 TensorRT 10.x/11 builds strongly typed networks: FP16 comes from the ONNX
 graph's own types and INT8 from its Q/DQ nodes, so there are no precision flags
-and no calibrator here. The precision was decided when the ONNX was written.
+and no calibrator here (TensorRT 11 removed both). The precision was decided
+when the ONNX was written, and `bertbuild.trt_check` has checked the file
+against the installed version's ONNX parser before anything is built.
 
 Nothing imports `tensorrt` at module level. This file imports on any host,
 and the package is loaded when an engine is built or run.
@@ -10,30 +12,28 @@ and the package is loaded when an engine is built or run.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
-from bertbuild.backends.base import Backend, Engine, Profile, Runner
+from bertbuild.backends.base import Backend, Engine, Profile, Runner, profiles_from_metadata, read_metadata
+from bertbuild.backends.gpu import gpu_info, slug
+from bertbuild.backends.profiles import describe, fitting_profile
 from bertbuild.model.signature import INPUT_NAMES
 
-TIMING_CACHE = "timing.cache"
 
+def timing_cache_path(trt_version: str, gpu_name: str) -> Path:
+    """`<cache root>/tensorrt/timing-<version>-<gpu>.cache`.
 
-def gpu_info() -> dict:
-    """GPU name, compute capability and driver as nvidia-smi reports them ({} without one)."""
-    query = "--query-gpu=name,compute_cap,driver_version"
-    try:
-        out = subprocess.run(["nvidia-smi", query, "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=20, check=True).stdout.strip().splitlines()
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    if not out:
-        return {}
-    name, capability, driver = (part.strip() for part in out[0].split(","))
-    return {"gpu": name, "compute_capability": capability, "driver": driver}
+    Tactic timings are only valid for one TensorRT version on one GPU model,
+    and belong to the host, not to a run: kept out of the engine directory,
+    they are reused by every later build and never published in a bundle.
+    """
+    from bertbuild.fetch.cache import default_cache_dir
+
+    return default_cache_dir() / "tensorrt" / f"timing-{trt_version}-{slug(gpu_name)}.cache"
 
 
 def _trt_profiles(profiles: list[Profile]):
@@ -49,22 +49,44 @@ def _trt_profiles(profiles: list[Profile]):
 
 
 class TensorRTRunner(Runner):
-    """Runs a serialized `.plan` through Polygraphy's TrtRunner (GPU memory from activate on)."""
+    """Runs a serialized `.plan` through Polygraphy's TrtRunner (GPU memory from activate on).
 
-    def __init__(self, engine_path: Path):
+    An engine built with several profiles serves each (batch, seq) from the
+    profile that covers it: the runner switches profile when the feed's shape needs another.
+    """
+
+    def __init__(self, engine_path: Path, profiles: list[Profile] | None = None):
         super().__init__()
         self.engine_path = Path(engine_path)
+        self.profiles = list(profiles or [])
         self.name = f"tensorrt:{self.engine_path.name}"
         self._runner = None
+        self._profile = 0
 
     def _activate_impl(self) -> None:
         from polygraphy.backend.common import BytesFromPath
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
-        self._runner = TrtRunner(EngineFromBytes(BytesFromPath(str(self.engine_path))))
+        self._runner = TrtRunner(EngineFromBytes(BytesFromPath(str(self.engine_path))), optimization_profile=0)
         self._runner.activate()
+        self._profile = 0
+
+    def profile_for(self, feed: dict[str, np.ndarray]) -> int:
+        """Index of the profile covering the feed's (batch, seq); 0 for an engine built without recorded profiles."""
+        if not self.profiles:
+            return 0
+        batch, seq = np.shape(feed[INPUT_NAMES[0]])
+        index = fitting_profile(self.profiles, batch, seq)
+        if index is None:
+            raise ValueError(f"{self.name}: no optimization profile covers batch {batch} x seq {seq} "
+                             f"(profiles {describe(self.profiles)}); add one under engines.profiles")
+        return index
 
     def _infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        index = self.profile_for(feed)
+        if index != self._profile:
+            self._runner.set_profile(index)
+            self._profile = index
         return dict(self._runner.infer(feed))
 
     def _deactivate_impl(self) -> None:
@@ -76,33 +98,45 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def available(self) -> tuple[bool, str]:
+        """Importable and a GPU visible; the import is only tried once nvidia-smi has found a GPU."""
         if importlib.util.find_spec("tensorrt") is None:
             return False, "the tensorrt package is not installed (on a GPU host: pip install 'tensorrt>=10.14')"
-        if not gpu_info():
+        gpu = gpu_info()
+        if not gpu:
             return False, "no NVIDIA GPU visible (nvidia-smi found none)"
-        return True, ""
+        try:
+            trt = importlib.import_module("tensorrt")
+        except Exception as exc:  # a broken install fails in many ways (missing libnvinfer, ABI)
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return False, f"tensorrt is installed but does not import ({first})"
+        return True, f"TensorRT {trt.__version__} on {gpu['gpu']}"
 
     def build(self, onnx_path: Path, precision: str, profiles: list[Profile], out_dir: Path) -> Engine:
         from bertbuild._lazy import require
+        from bertbuild.trt_check import check_onnx, matrix_version_for
 
         trt = require("tensorrt")
+        # Before the GPU is touched: a file TensorRT's parser would reject fails here, one line per node.
+        readiness = check_onnx(onnx_path, matrix_version_for(trt.__version__), profiles).require_ready()
         from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        # One timing cache per output tree: later builds reuse measured tactics.
-        cache = out_dir.parent / TIMING_CACHE
+        gpu = gpu_info()
+        cache = timing_cache_path(trt.__version__, gpu.get("gpu", "unknown-gpu"))
+        cache.parent.mkdir(parents=True, exist_ok=True)
         network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=True)
         config = CreateConfig(profiles=_trt_profiles(profiles), load_timing_cache=str(cache) if cache.exists() else None)
         plan = EngineBytesFromNetwork(network, config=config, save_timing_cache=str(cache))()
         engine_path = out_dir / f"{Path(onnx_path).stem}.plan"
         engine_path.write_bytes(plan)
         engine = Engine(engine_path, self.name, precision, {
-            "tensorrt": trt.__version__, "strongly_typed": True, **gpu_info(),
+            "tensorrt": trt.__version__, "strongly_typed": True, **gpu,
             "profiles": [p.to_json() for p in profiles], "timing_cache": str(cache), "source_onnx": str(onnx_path),
+            "trt_ready": readiness.to_json(),
         })
         engine.save_metadata()
         return engine
 
     def load(self, engine_path: Path) -> Runner:
-        return TensorRTRunner(engine_path)
+        return TensorRTRunner(engine_path, profiles_from_metadata(read_metadata(engine_path)))

@@ -1,11 +1,14 @@
-"""`bertbuild artifacts list|download`: browse and fetch published, verified bundles.
+"""`bertbuild artifacts list|download|history|prune`: browse, fetch, chart and trim published bundles.
 
     bertbuild artifacts list [--store S] [--model M] [--failed]
     bertbuild artifacts download [--store S] [--model M] [--run ID|latest] [--precision P] --dest DIR
+    bertbuild artifacts history [--store S] --model M [--plot PNG]
+    bertbuild artifacts prune [--store S] --model M --keep N [--yes]
 
 The store is a local directory or an fsspec URL (s3://, gs://, ...); default
-$BERTBUILD_STORE or runs/store. A download whose checksums disagree with the
-manifest exits 1 naming the file, and leaves nothing at DEST.
+$BERTBUILD_STORE or runs/store. A download whose manifest or checksums are
+wrong exits non-zero naming the file, and leaves nothing at or beside DEST.
+`prune` only lists what it would remove unless given --yes.
 """
 
 from __future__ import annotations
@@ -14,13 +17,16 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("artifacts", help="list and download published bundles (verified against their manifest)")
+    parser = sub.add_parser("artifacts", help="list, download, chart and prune published bundles")
     actions = parser.add_subparsers(dest="artifacts_command", metavar="ACTION", required=True)
 
-    def common(p) -> None:
+    def common(p, model_required: bool = False) -> None:
         p.add_argument("--store", default=None,
                        help="directory or fsspec URL of the artifact store (default: $BERTBUILD_STORE or runs/store)")
-        p.add_argument("--model", default=None, help="model name (default: the store's only model)")
+        if model_required:
+            p.add_argument("--model", required=True, help="model name")
+        else:
+            p.add_argument("--model", default=None, help="model name (default: the store's only model)")
 
     listing = actions.add_parser("list", help="list complete bundles (latest marked with *)")
     common(listing)
@@ -36,6 +42,19 @@ def add_parser(sub) -> None:
     fetch.add_argument("--dest", required=True, type=Path, help="directory to create (must not exist, or be empty)")
     fetch.set_defaults(handler=run_download)
 
+    history = actions.add_parser("history", help="one row per released run: versions, EM/F1 and p50 per precision")
+    common(history, model_required=True)
+    history.add_argument("--plot", type=Path, default=None,
+                         help="trend plot to write (PNG; default: <model>-history.png in the current directory)")
+    history.set_defaults(handler=run_history)
+
+    prune = actions.add_parser("prune", help="remove old runs and unreferenced blobs (dry run unless --yes)")
+    common(prune, model_required=True)
+    prune.add_argument("--keep", type=int, required=True,
+                       help="released runs to keep (newest first; latest is always kept); failed runs likewise")
+    prune.add_argument("--yes", action="store_true", help="really remove (default: only list what would go)")
+    prune.set_defaults(handler=run_prune)
+
 
 def _size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
@@ -45,8 +64,16 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _print_table(rows: list[list[str]]) -> None:
+    """Left-aligned columns; rows may be longer than the header (a trailing note)."""
+    widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(max(map(len, rows)))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+
+
 def run_list(args) -> int:
     from bertbuild.artifacts.store import ArtifactStore, check_model
+    from bertbuild.errors import IntegrityError
 
     store = ArtifactStore(args.store)
     models = [check_model(args.model)] if args.model else store.models()
@@ -56,7 +83,11 @@ def run_list(args) -> int:
         kinds = [(False, "passed")] + ([(True, "failed")] if args.failed else [])
         for failed, status in kinds:
             for run_id in store.runs(model, failed=failed):
-                manifest = store.read_manifest(model, run_id, failed=failed)
+                try:
+                    manifest = store.read_manifest(model, run_id, failed=failed)
+                except IntegrityError:
+                    rows.append([model, run_id, "-", "INVALID manifest", "-", "-"])
+                    continue
                 if manifest is None:
                     continue
                 mark = "*" if (not failed and run_id == latest) else ""
@@ -65,10 +96,7 @@ def run_list(args) -> int:
     if not rows:
         print(f"no bundles in {store.url}" + (f" for {args.model}" if args.model else ""))
         return 0
-    header = ["model", "run", "created", "gates", "files", "size"]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    _print_table([["model", "run", "created", "gates", "files", "size"], *rows])
     print(f"\n{store.url}  (* = latest)")
     return 0
 
@@ -78,4 +106,45 @@ def run_download(args) -> int:
 
     result = download(args.store, args.model, args.dest, run=args.run, precision=args.precision, failed=args.failed)
     print(f"{result.model} run {result.run_id}: {len(result.files)} files verified -> {result.dest}")
+    return 0
+
+
+def run_history(args) -> int:
+    from bertbuild.artifacts.history import history_table, read_history, write_trend_plot
+    from bertbuild.artifacts.store import ArtifactStore
+
+    store = ArtifactStore(args.store)
+    entries = read_history(store, args.model)
+    if not entries:
+        print(f"no released runs of {args.model} in {store.url}")
+        return 0
+    _print_table(history_table(entries))
+    plot = write_trend_plot(entries, args.plot or Path(f"{args.model}-history.png"))
+    print(f"\n{len(entries)} released runs of {args.model} in {store.url}; trend plot: {plot}")
+    return 0
+
+
+def run_prune(args) -> int:
+    from bertbuild.artifacts.prune import prune
+    from bertbuild.artifacts.store import ArtifactStore
+
+    store = ArtifactStore(args.store)
+    plan = prune(store, args.model, args.keep, apply=args.yes)
+    verb = "removed" if args.yes else "would remove"
+    print(f"{args.model}: keeping the newest {plan.keep} released and failed runs"
+          + (f" and latest ({plan.latest})" if plan.latest else "") + f" in {store.url}")
+    for title, items in (("released runs", plan.runs), ("failed runs", plan.failed_runs),
+                         ("stale staging dirs (killed publishes)", plan.stale_staging)):
+        if items:
+            print(f"{verb} {len(items)} {title}: {', '.join(items)}")
+    if plan.blobs:
+        print(f"{verb} {len(plan.blobs)} blobs no kept manifest references ({_size(plan.blob_bytes)}):")
+        for digest, size in plan.blobs.items():
+            print(f"  {store.blob_path(digest).removeprefix(store.root).lstrip('/')}  {_size(size)}")
+    if plan.pending:
+        print(f"kept {len(plan.pending)} unreferenced blobs that a publish in progress will reference")
+    if plan.empty:
+        print("nothing to remove")
+    elif not args.yes:
+        print("dry run: nothing was removed; pass --yes to remove the above")
     return 0

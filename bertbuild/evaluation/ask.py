@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from bertbuild.backends.base import Runner
 from bertbuild.errors import UserInputError
 from bertbuild.squad.data import Example
-from bertbuild.squad.features import build_features, make_tokenizer
 from bertbuild.squad.postprocess import Span, best_spans
+from bertbuild.squad.sets import featurize
 
 
 def answer(runner: Runner, vocab_path: Path, question: str, context: str, lower_case: bool = True,
@@ -20,17 +18,12 @@ def answer(runner: Runner, vocab_path: Path, question: str, context: str, lower_
         raise UserInputError("the question is empty")
     if not context.strip():
         raise UserInputError("the context is empty")
+    from bertbuild.evaluation.score import run_logits
+
     example = Example(qid="ask", title="", question=question, context=context, answers=(), answer_starts=())
-    features = build_features([example], make_tokenizer(vocab_path, lower_case), max_seq_length=max_seq_length,
-                              doc_stride=doc_stride)
-    starts, ends = [], []
-    with runner:
-        for feed in features.batches(batch_size):
-            out = runner.infer(feed)
-            starts.append(out["start_logits"])
-            ends.append(out["end_logits"])
-    spans = best_spans(features, np.concatenate(starts), np.concatenate(ends))
-    return spans.get(0)
+    windows = featurize([example], vocab_path, lower_case, max_seq_length=max_seq_length, doc_stride=doc_stride)
+    start, end, _ = run_logits(runner, windows.features, batch_size)
+    return best_spans(windows.features, start, end).get(0)
 
 
 def find_vocab(engine_path: Path) -> Path:

@@ -61,14 +61,23 @@ def check_engine(row: dict, reference: dict, gates) -> list[GateResult]:
     return [c for c in checks if c is not None]
 
 
-def failures(results: list[GateResult]) -> list[GateResult]:
-    return [r for r in results if not r.passed]
+def failures(results: list[GateResult | dict]) -> list[GateResult]:
+    """The failed gates; results may also be given as `GateResult.to_json()` dicts (as tasks return them)."""
+    gates = [r if isinstance(r, GateResult) else GateResult(**r) for r in results]
+    return [r for r in gates if not r.passed]
 
 
-def enforce(results: list[GateResult]) -> None:
+def enforce(results: list[GateResult | dict], report: str | None = None) -> None:
+    """Raise `GateFailed` naming every failed gate and by how much (`report`: the results file to show)."""
     failed = failures(results)
     if failed:
-        raise GateFailed(f"{len(failed)} gate(s) failed: " + "; ".join(r.describe() for r in failed))
+        raise GateFailed(f"{len(failed)} gate(s) failed: " + "; ".join(r.describe() for r in failed), report)
+
+
+def throughput_only(gate):
+    """The gate config with only its throughput threshold: the rest were checked before timing."""
+    return gate.model_copy(update=dict(min_em=None, min_f1=None, max_em_drop=None, max_f1_drop=None,
+                                       min_argmax_agreement=None, require_validation=False))
 
 
 def check_parity(row: dict, max_abs_logit: float) -> GateResult:

@@ -20,6 +20,7 @@ import numpy as np
 
 from bertbuild.backends.base import Runner
 from bertbuild.model.signature import INPUT_NAMES
+from bertbuild.squad.features import Features
 
 MIN_ITERATIONS = 3  # when timing by `min_seconds`, never report fewer samples than this
 
@@ -49,21 +50,24 @@ class LatencyStats:
         return data
 
 
-def squad_feed(batch: int, seq: int, vocab_path: Path | str | None = None, lower_case: bool = True,
-               dataset: str = "bundled") -> dict[str, np.ndarray]:
-    """The first `batch` held-out SQuAD windows at `seq` tokens, as an int32 feed."""
-    from bertbuild.config import EvalConfig
-    from bertbuild.evaluation.score import prepare_eval_set
-    from bertbuild.data import UNCASED_VOCAB, bundled_file
-
+def feed_from(features: Features, batch: int) -> dict[str, np.ndarray]:
+    """The first `batch` windows as an int32 feed (windows repeat when there are fewer)."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    query = min(64, seq // 2)
-    cfg = EvalConfig(dataset=dataset, limit=batch, max_seq_length=seq, max_query_length=query,
-                     doc_stride=max(8, min(128, seq // 3)))
-    features = prepare_eval_set(cfg, Path(vocab_path or bundled_file(UNCASED_VOCAB)), lower_case).features
-    rows = np.resize(np.arange(len(features)), batch)  # every question has a window; repeat if too few
+    rows = np.resize(np.arange(len(features)), batch)
     return {name: np.ascontiguousarray(getattr(features, name)[rows], dtype=np.int32) for name in INPUT_NAMES}
+
+
+def squad_feed(batch: int, seq: int, vocab_path: Path | str | None = None, lower_case: bool = True,
+               dataset: str = "bundled") -> dict[str, np.ndarray]:
+    """The first `batch` held-out SQuAD windows tokenized at `seq` tokens, as an int32 feed."""
+    from bertbuild.data import UNCASED_VOCAB, bundled_file
+    from bertbuild.squad.sets import featurize, first_questions
+
+    examples = first_questions(dataset, "heldout", limit=max(batch, 1))
+    windows = featurize(examples, vocab_path or bundled_file(UNCASED_VOCAB), lower_case, max_seq_length=seq,
+                        max_query_length=min(64, seq // 2), doc_stride=max(8, min(128, seq // 3)))
+    return feed_from(windows.features, batch)
 
 
 def measure(runner: Runner, feed: dict[str, np.ndarray], warmup: int = 5, iterations: int | None = None,

@@ -15,21 +15,15 @@ import numpy as np
 
 from bertbuild.backends.base import Runner
 from bertbuild.config import EvalConfig
-from bertbuild.squad import data as squad_data
-from bertbuild.squad.features import Features, build_features, make_tokenizer
+from bertbuild.squad.features import Features
 from bertbuild.squad.metrics import score
+from bertbuild.squad.sets import SquadSet, featurize, first_questions
 from bertbuild.squad.postprocess import predictions_from_logits
 
 
 @dataclass
-class EvalSet:
-    examples: list
-    features: Features
-
-
-@dataclass
 class EvalResult:
-    """Scores and raw outputs of one runner on one EvalSet."""
+    """Scores and raw outputs of one runner on one SquadSet."""
 
     name: str
     exact_match: float
@@ -47,24 +41,12 @@ class EvalResult:
         }
 
 
-def split_examples(dataset: dict, split: str) -> list:
-    train, heldout = squad_data.split_by_article(dataset)
-    articles = {"train": train, "heldout": heldout, "all": train + heldout}[split]
-    return squad_data.examples_from(articles)
-
-
-def prepare_eval_set(cfg: EvalConfig, vocab_path: Path, lower_case: bool) -> EvalSet:
-    """The configured question subset, tokenized into windows."""
-    from bertbuild.fetch.acquire import resolve_dataset
-
-    dataset = squad_data.load_dataset(resolve_dataset(cfg.dataset))
-    examples = squad_data.select(split_examples(dataset, cfg.split), limit=cfg.limit, offset=cfg.offset)
-    tokenizer = make_tokenizer(vocab_path, lower_case=lower_case)
-    features = build_features(
-        examples, tokenizer, max_seq_length=cfg.max_seq_length, doc_stride=cfg.doc_stride,
-        max_query_length=cfg.max_query_length,
-    )
-    return EvalSet(examples, features)
+def scoring_set(cfg: EvalConfig, vocab_path: Path | str, lower_case: bool) -> SquadSet:
+    """The configured scoring subset (`split`, `limit`, `offset`), featurized with the checkpoint's vocab."""
+    examples = first_questions(cfg.dataset, cfg.split, cfg.limit, cfg.offset)
+    origin = {"split": cfg.split, "limit": cfg.limit, "offset": cfg.offset, "dataset": cfg.dataset}
+    return featurize(examples, vocab_path, lower_case, max_seq_length=cfg.max_seq_length,
+                     doc_stride=cfg.doc_stride, max_query_length=cfg.max_query_length, origin=origin)
 
 
 def _progress(total: int, label: str):
@@ -89,7 +71,7 @@ def run_logits(runner: Runner, features: Features, batch_size: int) -> tuple[np.
     return np.concatenate(starts), np.concatenate(ends), spent
 
 
-def evaluate(runner: Runner, eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
+def evaluate(runner: Runner, eval_set: SquadSet, cfg: EvalConfig) -> EvalResult:
     start, end, seconds = run_logits(runner, eval_set.features, cfg.batch_size)
     predictions = predictions_from_logits(
         eval_set.examples, eval_set.features, start, end,
@@ -100,3 +82,21 @@ def evaluate(runner: Runner, eval_set: EvalSet, cfg: EvalConfig) -> EvalResult:
         runner.name, scores["exact_match"], scores["f1"], scores["count"], seconds, start, end, predictions
     )
 
+
+
+def save_outputs(result: EvalResult, out_dir: Path | str, tag: str) -> dict:
+    """Write `logits-<tag>.npz` and `predictions-<tag>.json`; returns the summary with both paths."""
+    from bertbuild.squad.metrics import write_predictions
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    logits = out_dir / f"logits-{tag}.npz"
+    np.savez_compressed(logits, start=result.start_logits, end=result.end_logits)
+    predictions = write_predictions(out_dir / f"predictions-{tag}.json", result.predictions)
+    return {**result.summary(), "logits": str(logits), "predictions": str(predictions)}
+
+
+def max_abs_logit_diff(logits_a: Path | str, logits_b: Path | str) -> float:
+    """Largest |Δ| between two saved logit files over every window, start and end."""
+    a, b = np.load(logits_a), np.load(logits_b)
+    return float(max(np.abs(a["start"] - b["start"]).max(), np.abs(a["end"] - b["end"]).max()))

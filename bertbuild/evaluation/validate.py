@@ -91,16 +91,36 @@ def argmax_agreement(ref: dict, cand: dict, mask: np.ndarray) -> tuple[int, int]
     return agree, total
 
 
-def validate(reference: Runner, candidate: Runner, feeds: list[dict], atol: float, rtol: float,
-             error_stat: str = "elemwise") -> ValidationReport:
-    """Compare `candidate` with `reference` on `feeds`; the tolerances apply to `error_stat` of each output."""
-    from polygraphy.comparator import CompareFunc, Comparator
-
+def reference_results(reference: Runner, feeds: list[dict], path: Path | str) -> Path:
+    """Run the reference (TensorFlow FP32) on `feeds` and save its outputs as Polygraphy RunResults."""
+    from polygraphy.comparator import Comparator
     from polygraphy.logger import G_LOGGER
 
-    runners = [_as_polygraphy(reference), _as_polygraphy(candidate)]
+    with G_LOGGER.verbosity(G_LOGGER.WARNING):
+        results = Comparator.run([_as_polygraphy(reference)], data_loader=feeds)
+        results.save(str(path))
+    return Path(path)
+
+
+def validate(reference: Runner | Path | str, candidate: Runner, feeds: list[dict], atol: float, rtol: float,
+             error_stat: str = "elemwise") -> ValidationReport:
+    """Compare `candidate` with `reference` on `feeds`; the tolerances apply to `error_stat` of each output.
+
+    `reference` is a runner, or saved RunResults (`reference_results`) made on the
+    same feeds: the flow saves TensorFlow's once and holds every engine to them.
+    """
+    from polygraphy.comparator import CompareFunc, Comparator, RunResults
+    from polygraphy.logger import G_LOGGER
+
     with G_LOGGER.verbosity(G_LOGGER.WARNING):  # per-output statistics would flood the run log
-        results = Comparator.run(runners, data_loader=feeds)
+        if isinstance(reference, Runner):
+            results = Comparator.run([_as_polygraphy(reference), _as_polygraphy(candidate)], data_loader=feeds)
+        else:
+            results = RunResults.load(str(reference))
+            ((_, saved),) = results.items()
+            if len(saved) != len(feeds):
+                raise ValueError(f"{reference}: saved for {len(saved)} batches, not {len(feeds)}")
+            results.extend(Comparator.run([_as_polygraphy(candidate)], data_loader=feeds))
         accuracy = Comparator.compare_accuracy(
             results, compare_func=CompareFunc.simple(atol={"": atol}, rtol={"": rtol}, check_error_stat=error_stat),
         )

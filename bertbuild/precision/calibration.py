@@ -92,22 +92,6 @@ class CalibrationSet:
         return digest.hexdigest()
 
 
-def train_questions(dataset: str = "bundled", seed: int = 0) -> list:
-    """Every question of the TRAIN half of the article split, in a seeded random order.
-
-    The one way calibration and the tune split draw questions: held-out
-    questions are never read, and the order is fixed by `seed` alone.
-    """
-    from bertbuild.fetch.acquire import resolve_dataset
-    from bertbuild.squad import data as squad_data
-
-    train_articles, _ = squad_data.split_by_article(squad_data.load_dataset(resolve_dataset(dataset)))
-    examples = squad_data.examples_from(train_articles)
-    if not examples:
-        raise ValueError("the train half of the dataset has no questions")
-    return [examples[i] for i in np.random.default_rng(seed).permutation(len(examples))]
-
-
 def calibration_set(cfg: Int8Config, vocab_path: Path | str, lower_case: bool, dataset: str = "bundled",
                     doc_stride: int = 128, max_query_length: int = 64) -> CalibrationSet:
     """`cfg.samples` feature rows from questions of the TRAIN half of the article split.
@@ -116,18 +100,17 @@ def calibration_set(cfg: Int8Config, vocab_path: Path | str, lower_case: bool, d
     question are taken until `cfg.samples` rows are filled (the last question
     may contribute only its first windows). Held-out questions are never read.
     """
-    from bertbuild.squad.features import build_features, make_tokenizer
+    from bertbuild.squad.sets import featurize, load_split, sample
 
-    chosen = train_questions(dataset, cfg.seed)[: cfg.samples]  # each question gives >= 1 window
-    features = build_features(chosen, make_tokenizer(vocab_path, lower_case=lower_case),
-                              max_seq_length=cfg.max_seq_length, doc_stride=doc_stride,
-                              max_query_length=max_query_length)
-    rows = min(cfg.samples, len(features))
-    used = sorted({int(i) for i in features.example_index[:rows]})
-    return CalibrationSet(
-        input_ids=features.input_ids[:rows], segment_ids=features.segment_ids[:rows],
-        input_mask=features.input_mask[:rows], question_ids=tuple(chosen[i].qid for i in used),
-    )
+    examples = load_split(dataset, "train")
+    if not examples:
+        raise ValueError("the train half of the dataset has no questions to calibrate on")
+    chosen = sample(examples, cfg.samples, cfg.seed)  # each question gives >= 1 window
+    windows = featurize(chosen, vocab_path, lower_case, max_seq_length=cfg.max_seq_length, doc_stride=doc_stride,
+                        max_query_length=max_query_length).first_windows(cfg.samples)
+    f = windows.features
+    return CalibrationSet(input_ids=f.input_ids, segment_ids=f.segment_ids, input_mask=f.input_mask,
+                          question_ids=tuple(windows.question_ids))
 
 
 # --------------------------------------------------------------------------- which tensors

@@ -60,6 +60,11 @@ class Int8Config(_Section):
     bias_correction: bool = False
     bias_correction_batches: int = Field(default=8, ge=1)  # calibration batches the mean error is taken over
 
+    @property
+    def variant(self) -> str:
+        """The written file ONNX Runtime evaluates: `u8s8` for unsigned activations, `s8s8` for signed."""
+        return f"{self.activation_type}s8"
+
 
 class FallbackConfig(_Section):
     """Accuracy-driven mixed precision: return the most sensitive nodes to FP32."""
@@ -72,22 +77,17 @@ class FallbackConfig(_Section):
 
 
 class TuneConfig(_Section):
-    """The tune split: seeded TRAIN-half questions on which every INT8 choice is made.
-
-    Sensitivity ranking, the fallback's choice and any search (smoothing
-    strength, calibration method) compare candidates with the FP32 file on
-    these questions' windows, never on held-out ones. Questions used for
-    calibration are left out, so a choice is not judged on the data it was
-    fitted to.
-    """
+    """The tune split that INT8 decisions are made on: train-half questions calibration did not read."""
 
     questions: int = Field(default=512, ge=1)
-    seed: int = 1  # calibration draws with Int8Config.seed (0): another order
-    batch_size: int = Field(default=8, ge=1)
+    seed: int = 1  # recorded in results.json with the question ids
+    # The share of tune questions whose INT8 answer must equal the FP32 answer. Below it,
+    # the fallback runs; if no fallback try reaches it, the run fails on this gate.
+    min_answer_agreement: float = Field(default=0.9, ge=0, le=1)
 
 
 class PrecisionConfig(_Section):
     fp16: Fp16Config = Fp16Config()
     int8: Int8Config = Int8Config()
-    fallback: FallbackConfig = FallbackConfig()
     tune: TuneConfig = TuneConfig()
+    fallback: FallbackConfig = FallbackConfig()

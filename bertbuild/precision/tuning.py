@@ -1,128 +1,89 @@
-"""The tune split, and how far a candidate INT8 file strays from FP32 on it.
+"""The tune split: how INT8 choices are judged without reading a held-out question.
 
-Every INT8 decision (which technique, which smoothing strength, which nodes
-the fallback returns to FP32) is made here, on TRAIN-half questions, so the
-held-out questions are scored once, on the file finally chosen.
+Every INT8 decision (does plain INT8 need the fallback, which fallback try to
+keep, which technique and smoothing strength, see benchmarks/int8_techniques.py)
+is made on a fixed, seeded sample of TRAIN-half questions that calibration did
+not use. FP32 and INT8 see the same windows, so only the engine can make them
+differ, and every window says how far apart they are:
 
-Why not F1 on the tune questions: F1 differences between two close engines
-come from the few questions whose answer changes, so they are noisy on a few
-hundred questions (and the model was fine-tuned on the train half). The
-signals below compare each window's logits with the FP32 file's instead, which
-every window contributes to:
-
+- `answer_agreement`: the share of tune questions whose predicted answer text
+  is exactly the FP32 one (what any F1 change is made of). Unlike F1 on a few
+  hundred questions, whose noise (SD 25 F1 points per question) hides a
+  one-point drop, it measures the quantization alone;
 - `kl`: KL(FP32 || candidate) of the start and of the end distributions
-  (softmax over the window's real tokens), averaged over windows: the main,
-  lowest-variance signal;
-- `mean_abs_logit_error` / `max_abs_logit_error` over real tokens;
-- `start_agreement` / `end_agreement`: the window's argmax is FP32's;
-- `answer_agreement`: the question's final answer text is FP32's (what any
-  F1 change is made of).
+  (softmax over each window's real tokens), averaged over windows: the
+  smoothest, lowest-variance signal, used to rank close candidates;
+- `start_agreement` / `end_agreement`: each window's argmax is FP32's;
+- `mean_abs_dlogit` / `max_abs_dlogit`: |Δlogit| over real (unpadded) tokens.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
-from bertbuild.precision.config import TuneConfig
+from bertbuild.squad.sets import SquadSet, featurize, load_split, sample
 
-
-@dataclass
-class TuneSet:
-    """Tokenized TRAIN-half questions (all windows of each), drawn with a fixed seed."""
-
-    examples: list
-    features: object  # bertbuild.squad.features.Features
-    seed: int
-
-    @property
-    def question_ids(self) -> list[str]:
-        return [example.qid for example in self.examples]
-
-    @property
-    def fingerprint(self) -> str:
-        digest = hashlib.sha256("\n".join(self.question_ids).encode())
-        digest.update(np.ascontiguousarray(self.features.input_ids, dtype=np.int32).tobytes())
-        return digest.hexdigest()
-
-    def to_json(self) -> dict:
-        """What results.json records: enough to rebuild exactly this set."""
-        return {"split": "train", "seed": self.seed, "questions": len(self.examples),
-                "windows": len(self.features), "fingerprint": self.fingerprint, "question_ids": self.question_ids}
-
-
-def tune_set(cfg: TuneConfig, vocab_path: Path | str, lower_case: bool, dataset: str = "bundled",
-             exclude: Iterable[str] = (), max_seq_length: int = 384, doc_stride: int = 128,
-             max_query_length: int = 64) -> TuneSet:
-    """The first `cfg.questions` train-half questions in `cfg.seed`'s order, minus `exclude` (calibration's)."""
-    from bertbuild.precision.calibration import train_questions
-    from bertbuild.squad.features import build_features, make_tokenizer
-
-    excluded = set(exclude)
-    chosen = [example for example in train_questions(dataset, cfg.seed) if example.qid not in excluded]
-    chosen = chosen[: cfg.questions]
-    features = build_features(chosen, make_tokenizer(vocab_path, lower_case=lower_case),
-                              max_seq_length=max_seq_length, doc_stride=doc_stride,
-                              max_query_length=max_query_length)
-    return TuneSet(chosen, features, cfg.seed)
-
-
-@dataclass
-class TuneOutputs:
-    """One file's logits and answers on a tune set."""
-
-    start_logits: np.ndarray = field(repr=False)
-    end_logits: np.ndarray = field(repr=False)
-    predictions: dict[str, str] = field(repr=False)
-
-
-def tune_outputs(onnx_path: Path | str, tune: TuneSet, batch_size: int = 8, threads: int | None = None) -> TuneOutputs:
-    """Run `onnx_path` with ONNX Runtime over the tune windows and post-process the answers."""
-    from bertbuild.backends.onnxrt import OnnxRuntimeRunner
-    from bertbuild.config import EvalConfig
-    from bertbuild.evaluation.score import run_logits
-    from bertbuild.squad.postprocess import predictions_from_logits
-
-    runner = OnnxRuntimeRunner(onnx_path, providers=["CPUExecutionProvider"], threads=threads)
-    start, end, _ = run_logits(runner, tune.features, batch_size)
-    answers = EvalConfig()
-    predictions = predictions_from_logits(tune.examples, tune.features, start, end, n_best=answers.n_best,
-                                          max_answer_length=answers.max_answer_length)
-    return TuneOutputs(start, end, predictions)
+Logits = tuple[np.ndarray, np.ndarray]  # (start, end), [windows, sequence]
 
 
 @dataclass(frozen=True)
 class TuneSignal:
-    """How far a candidate is from the FP32 reference on the tune set (see the module doc)."""
+    """How far a candidate file's answers and logits are from FP32 on the tune windows."""
 
-    kl: float
-    mean_abs_logit_error: float
-    max_abs_logit_error: float
-    start_agreement: float
-    end_agreement: float
     answer_agreement: float
-    changed_answers: int
+    mean_abs_dlogit: float
+    max_abs_dlogit: float
+    questions: int
+    windows: int
+    kl: float = 0.0
+    start_agreement: float = 1.0
+    end_agreement: float = 1.0
 
     def to_json(self) -> dict:
-        return {key: (float(f"{value:.6g}") if isinstance(value, float) else value)
-                for key, value in asdict(self).items()}
+        return asdict(self)
+
+
+def tune_set(dataset: str, vocab_path: Path | str, lower_case: bool, questions: int, seed: int,
+             exclude: set[str] = frozenset(), *, max_seq_length: int = 384, doc_stride: int = 128,
+             max_query_length: int = 64) -> SquadSet:
+    """`questions` train-half questions drawn with `seed`, skipping `exclude` (the calibration questions)."""
+    pool = [e for e in load_split(dataset, "train") if e.qid not in exclude]
+    chosen = sample(pool, questions, seed)
+    return featurize(chosen, vocab_path, lower_case, max_seq_length=max_seq_length, doc_stride=doc_stride,
+                     max_query_length=max_query_length,
+                     origin={"split": "train", "questions": len(chosen), "seed": seed,
+                             "excluded_calibration_questions": len(exclude)})
+
+
+def onnx_logits(onnx_path: Path | str, tune: SquadSet, batch_size: int = 8, threads: int | None = None) -> Logits:
+    """(start, end) logits of an ONNX file over the tune windows, with ONNX Runtime on CPU."""
+    from bertbuild.backends.onnxrt import OnnxRuntimeRunner
+    from bertbuild.evaluation.score import run_logits
+
+    start, end, _ = run_logits(OnnxRuntimeRunner(onnx_path, providers=["CPUExecutionProvider"], threads=threads),
+                               tune.features, batch_size)
+    return start, end
+
+
+def _answers(tune: SquadSet, start: np.ndarray, end: np.ndarray) -> dict[str, str]:
+    from bertbuild.squad.postprocess import predictions_from_logits
+
+    return predictions_from_logits(tune.examples, tune.features, start, end)
 
 
 def _log_softmax(logits: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax over the masked positions; 0 at the others (they carry no probability)."""
     masked = np.where(mask, logits.astype(np.float64), -np.inf)
     shifted = masked - masked.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return np.where(mask, shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)), 0.0)
 
 
-def _kl(reference: np.ndarray, candidate: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def window_kl(reference: np.ndarray, candidate: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Per-window KL(softmax(reference) || softmax(candidate)) over the masked positions."""
-    # Padding positions have log-probability -inf in both: zero them before subtracting.
-    log_p = np.where(mask, _log_softmax(reference, mask), 0.0)
-    log_q = np.where(mask, _log_softmax(candidate, mask), 0.0)
+    log_p, log_q = _log_softmax(reference, mask), _log_softmax(candidate, mask)
     return (np.where(mask, np.exp(log_p), 0.0) * (log_p - log_q)).sum(axis=1)
 
 
@@ -133,21 +94,20 @@ def _argmax_agreement(reference: np.ndarray, candidate: np.ndarray, mask: np.nda
     return float((argmax(reference) == argmax(candidate)).mean())
 
 
-def tune_signal(reference: TuneOutputs, candidate: TuneOutputs, tune: TuneSet) -> TuneSignal:
-    """Compare a candidate's outputs with the FP32 reference's on the same tune set."""
+def compare(tune: SquadSet, reference: Logits, candidate: Logits) -> TuneSignal:
+    """Agreement of `candidate`'s (start, end) logits with `reference`'s on the same tune windows."""
+    ref_answers, cand_answers = _answers(tune, *reference), _answers(tune, *candidate)
+    agree = sum(ref_answers[qid] == cand_answers.get(qid) for qid in ref_answers)
     mask = tune.features.input_mask.astype(bool)
-    pairs = ((reference.start_logits, candidate.start_logits), (reference.end_logits, candidate.end_logits))
-    kl = np.mean([_kl(ref, cand, mask).mean() for ref, cand in pairs])
-    errors = np.concatenate([np.abs(ref - cand)[mask] for ref, cand in pairs])
-    changed = sum(reference.predictions.get(q) != candidate.predictions.get(q) for q in tune.question_ids)
-    return TuneSignal(
-        kl=float(kl), mean_abs_logit_error=float(errors.mean()), max_abs_logit_error=float(errors.max()),
-        start_agreement=_argmax_agreement(*pairs[0], mask), end_agreement=_argmax_agreement(*pairs[1], mask),
-        answer_agreement=1.0 - changed / max(len(tune.examples), 1), changed_answers=int(changed),
-    )
+    diff = np.concatenate([np.abs(ref - cand)[mask] for ref, cand in zip(reference, candidate)])
+    kl = np.mean([window_kl(ref, cand, mask).mean() for ref, cand in zip(reference, candidate)])
+    return TuneSignal(answer_agreement=agree / max(len(ref_answers), 1), mean_abs_dlogit=float(diff.mean()),
+                      max_abs_dlogit=float(diff.max()), questions=len(ref_answers), windows=len(tune),
+                      kl=float(kl), start_agreement=_argmax_agreement(reference[0], candidate[0], mask),
+                      end_agreement=_argmax_agreement(reference[1], candidate[1], mask))
 
 
-def best_candidate(signals: dict[str, TuneSignal]) -> str:
+def closest_to_fp32(signals: dict[str, TuneSignal]) -> str:
     """The candidate closest to FP32 on the tune set: lowest KL, then most answers kept."""
     if not signals:
         raise ValueError("no candidates to choose from")

@@ -1,7 +1,8 @@
-"""Prefect tasks that build, score, validate and time one engine each.
+"""Prefect tasks that build, score and time one engine each.
 
 Every task takes the backend *name* and file paths, so tasks for different
 precisions run side by side (`.submit`) on any task runner, Dask included.
+Engines and timings are cached per host kind; scoring is cached per engine file.
 """
 
 from __future__ import annotations
@@ -10,82 +11,139 @@ import json
 from pathlib import Path
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
-from bertbuild.config import BenchmarkConfig, EvalConfig, ProfileConfig, Tolerance
-from bertbuild.tasks.build import _save_outputs
+from bertbuild.config import BenchmarkConfig, EvalConfig, GateConfig, ProfileConfig, Tolerance
+from bertbuild.runs import RunContext
 
 
-def _profiles(profiles: list[ProfileConfig]):
+def _profiles(profiles: tuple[ProfileConfig, ...]):
     from bertbuild.backends.base import Profile
 
     return [Profile(tuple(p.min), tuple(p.opt), tuple(p.max)) for p in profiles]
 
 
-def _eval_set(checkpoint_dir: str, eval_cfg: EvalConfig, lower_case: bool | None):
-    from bertbuild.model.checkpoint import vocab_and_case
-    from bertbuild.evaluation.score import prepare_eval_set
-
-    return prepare_eval_set(eval_cfg, *vocab_and_case(checkpoint_dir, lower_case))
-
-
-@task(name="build-engine")
-def build_engine(backend: str, onnx_path: str, precision: str, profiles: list[ProfileConfig],
-                 out_dir: str, threads: int | None) -> dict:
+def _runner(engine: dict, threads: int | None):
     from bertbuild.backends.registry import get_backend
-
-    engine = get_backend(backend, threads=threads).build(Path(onnx_path), precision, _profiles(profiles), Path(out_dir))
-    return {"path": str(engine.path), "backend": backend, "precision": precision, "onnx": onnx_path,
-            "metadata": str(engine.metadata_path)}
-
-
-@task(name="evaluate-engine")
-def evaluate_engine(engine: dict, checkpoint_dir: str, eval_cfg: EvalConfig, lower_case: bool | None,
-                    out_dir: str, threads: int | None) -> dict:
-    from bertbuild.backends.registry import get_backend
-    from bertbuild.evaluation.score import evaluate
 
     runner = get_backend(engine["backend"], threads=threads).load(Path(engine["path"]))
     runner.name = f"{engine['backend']}-{engine['precision']}"
-    result = evaluate(runner, _eval_set(checkpoint_dir, eval_cfg, lower_case), eval_cfg)
-    return {**_save_outputs(result, Path(out_dir), runner.name), "precision": engine["precision"]}
+    return runner
 
 
-@task(name="validate-engine")
-def validate_engine(engine: dict, reference_onnx: str, checkpoint_dir: str, eval_cfg: EvalConfig,
-                    lower_case: bool | None, batches: int, tolerance: Tolerance, out_dir: str,
-                    threads: int | None) -> dict:
-    """Polygraphy comparison with the FP32 ONNX on the first `batches` SQuAD batches."""
-    from itertools import islice
+@task(name="build-engine", cache_policy=NO_CACHE)
+def build_engine(backend: str, onnx_path: str, precision: str, profiles: tuple[ProfileConfig, ...],
+                 run: RunContext, threads: int | None) -> dict:
+    """{"path", "backend", "precision", "onnx", "metadata"}: an engine for this kind of host."""
+    from bertbuild.backends import base, onnxrt, registry, tensorrt
+    from bertbuild.step_cache import step_key
 
-    from bertbuild.backends.onnxrt import OnnxRuntimeRunner
-    from bertbuild.backends.registry import get_backend
-    from bertbuild.evaluation.validate import validate
+    def produce(out: Path) -> dict:
+        engine = registry.get_backend(backend, threads=threads).build(Path(onnx_path), precision,
+                                                                     _profiles(profiles), out)
+        return {"path": str(engine.path), "metadata": str(engine.metadata_path)}
 
-    features = _eval_set(checkpoint_dir, eval_cfg, lower_case).features
-    feeds = list(islice(features.batches(eval_cfg.batch_size), batches))
-    reference = OnnxRuntimeRunner(reference_onnx, threads=threads, name="onnx-fp32-reference")
-    candidate = get_backend(engine["backend"], threads=threads).load(Path(engine["path"]))
-    report = validate(reference, candidate, feeds, tolerance.atol, tolerance.rtol, tolerance.error_stat)
-    stem = Path(out_dir) / f"validation-{engine['backend']}-{engine['precision']}"
-    report.save(stem)
-    return {**report.to_json(), "text": report.to_text(), "report": f"{stem}.json"}
+    fields = {"backend": backend, "precision": str(precision), "threads": threads,
+              "profiles": [p.model_dump(mode="json") for p in profiles]}
+    key = step_key("engine", files=[onnx_path], fields=fields, modules=[base, onnxrt, tensorrt], host=True)
+    built = run.cache.run("engine", key, produce)
+    return {**built, "backend": backend, "precision": str(precision), "onnx": onnx_path}
 
 
-@task(name="benchmark-engine")
-def benchmark_engine(engine: dict, checkpoint_dir: str, eval_cfg: EvalConfig, lower_case: bool | None,
-                     bench: BenchmarkConfig, out_dir: str, threads: int | None) -> dict:
-    """Latency and throughput on real held-out SQuAD windows at the benchmark shape."""
-    from bertbuild.backends.registry import get_backend
-    from bertbuild.evaluation.latency import machine_note, measure, squad_feed
-    from bertbuild.model.checkpoint import vocab_and_case
+@task(name="score-engine", cache_policy=NO_CACHE)
+def score_engine(engine: dict, squad: dict, reference: dict, eval_cfg: EvalConfig, batches: int,
+                 tolerance: Tolerance, gate: GateConfig, run: RunContext, threads: int | None) -> dict:
+    """One engine's results row, its Polygraphy validation against TensorFlow, and its accuracy gates.
 
-    vocab, lower = vocab_and_case(checkpoint_dir, lower_case)
-    feed = squad_feed(bench.batch, bench.seq, vocab, lower, dataset=eval_cfg.dataset)
-    runner = get_backend(engine["backend"], threads=threads).load(Path(engine["path"]))
-    stats = measure(runner, feed, warmup=bench.warmup, iterations=bench.iterations,
-                    name=f"{engine['backend']}-{engine['precision']}")
-    record = {**stats.to_dict(), "backend": engine["backend"], "precision": engine["precision"],
-              "machine": machine_note()}
-    path = Path(out_dir) / f"benchmark-{engine['backend']}-{engine['precision']}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    return record
+    The row: EM/F1 and their drop vs TensorFlow, max |Δlogit| vs TensorFlow over
+    every window, start/end argmax agreement with TensorFlow and whether
+    Polygraphy's comparison with TensorFlow's saved RunResults passed.
+    """
+    from bertbuild.evaluation import score, validate
+    from bertbuild.evaluation.gates import check_engine
+    from bertbuild.squad.sets import SquadSet
+    from bertbuild.step_cache import step_key
+
+    def produce(out: Path) -> dict:
+        eval_set = SquadSet.load(squad["path"])
+        runner = _runner(engine, threads)
+        result = score.save_outputs(score.evaluate(runner, eval_set, eval_cfg), out, runner.name)
+        feeds = list(eval_set.batches(eval_cfg.batch_size, limit=batches))
+        report = validate.validate(reference["run_results"], runner, feeds, tolerance.atol, tolerance.rtol,
+                                   tolerance.error_stat)
+        stem = out / f"validation-{runner.name}"
+        report.save(stem)
+        return {**result, "validation": report.to_json(), "validation_text": report.to_text(),
+                "validation_report": f"{stem}.json"}
+
+    fields = {"eval": eval_cfg.model_dump(mode="json"), "batches": batches,
+              "tolerance": tolerance.model_dump(mode="json")}
+    key = step_key("evaluation", files=[engine["path"], squad["path"], reference["run_results"]], fields=fields,
+                   modules=[score, validate])
+    scored = run.cache.run("evaluation", key, produce)
+    validation = scored["validation"]
+    row = {
+        "engine": scored["engine"], "precision": engine["precision"],
+        "exact_match": scored["exact_match"], "f1": scored["f1"],
+        "f1_drop": round(reference["f1"] - scored["f1"], 2),
+        "max_abs_dlogit": score.max_abs_logit_diff(reference["logits"], scored["logits"]),
+        "argmax_agreement": validation["argmax_agreement"], "validation_passed": validation["passed"],
+        "questions": scored["questions"], "seconds": scored["seconds"],
+    }
+    gates = check_engine(row, reference, gate)
+    return {"row": row, "gates": [g.to_json() for g in gates], "files": scored, "engine": engine}
+
+
+@task(name="benchmark-engine", cache_policy=NO_CACHE)
+def benchmark_engine(engine: dict, squad: dict, bench: BenchmarkConfig, eval_cfg: EvalConfig, model_vocab: str,
+                     lower_case: bool, run: RunContext, threads: int | None) -> dict:
+    """Latency and throughput on real held-out SQuAD windows at the benchmark shape.
+
+    Reused from an earlier run of the same engine file on this kind of host
+    only when `benchmark.reuse` is on; otherwise timed afresh, alone.
+    """
+    from bertbuild.evaluation import latency
+    from bertbuild.squad.sets import SquadSet
+    from bertbuild.step_cache import step_key
+
+    def produce(out: Path) -> dict:
+        if bench.seq == eval_cfg.max_seq_length:  # the run's own held-out windows
+            feed = latency.feed_from(SquadSet.load(squad["path"]).features, bench.batch)
+        else:
+            feed = latency.squad_feed(bench.batch, bench.seq, model_vocab, lower_case, dataset=eval_cfg.dataset)
+        runner = _runner(engine, threads)
+        stats = latency.measure(runner, feed, warmup=bench.warmup, iterations=bench.iterations, name=runner.name)
+        record = {**stats.to_dict(), "backend": engine["backend"], "precision": engine["precision"],
+                  "machine": latency.machine_note()}
+        path = out / f"benchmark-{runner.name}.json"
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        return {**record, "path": str(path)}
+
+    fields = {"bench": bench.model_dump(mode="json", exclude={"reuse"}), "threads": threads}
+    key = step_key("benchmark", files=[engine["path"], squad["path"]], fields=fields, modules=[latency], host=True)
+    return run.timing_cache(bench.reuse).cache.run("benchmark", key, produce)
+
+
+@task(name="check-tensorrt-ready", cache_policy=NO_CACHE)
+def check_tensorrt_ready(onnx_files: dict[str, str], profiles: tuple[ProfileConfig, ...], required: bool,
+                         run: RunContext) -> dict[str, dict]:
+    """The static TensorRT readiness of every TensorRT-bound file: bundle name -> report (`trt_ready`).
+
+    With `required` (a TensorRT build follows) a file that is not ready fails
+    the run here, one line per offending node, before a GPU is touched.
+    """
+    from bertbuild import trt_check
+    from bertbuild.step_cache import package_modules, step_key
+
+    version = trt_check.host_version()
+    reports = {}
+    for name, path in onnx_files.items():
+        def produce(out: Path, path=path) -> dict:
+            return trt_check.check_onnx(path, trt_version=version, profiles=list(profiles)).to_json()
+
+        fields = {"tensorrt": version, "profiles": [p.model_dump(mode="json") for p in profiles]}
+        key = step_key("trt_check", files=[path], fields=fields, modules=package_modules(trt_check))
+        reports[name] = {k: v for k, v in run.cache.run("trt_check", key, produce).items() if k != "cached"}
+        if required and not reports[name]["ready"]:
+            trt_check.check_onnx(path, trt_version=version, profiles=list(profiles)).require_ready()
+    return reports

@@ -1,65 +1,178 @@
-"""Prefect tasks that write the FP16 and INT8 ONNX files (the file carries the precision).
+"""Prefect tasks that write the fused, FP16 and INT8 ONNX files (the file carries the precision).
 
-Calibration is cached on disk by `bertbuild.precision.calibration`, keyed by
-the model file's sha256, the method and the exact samples (not by Prefect's
-input-hash caching: the same path can hold a different model next run). Its
-JSON file is what travels between tasks: a path, never arrays.
+Each is a thin wrapper over `bertbuild.fuse` / `bertbuild.precision`, cached by
+content: the key holds the input file's sha256 and the config fields the step
+reads, so a rerun with an unchanged model reuses every file, and changing only
+a gate threshold rebuilds nothing.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from bertbuild.precision.config import Fp16Config, Int8Config
+from bertbuild.runs import RunContext
+from bertbuild.tasks.model import ModelInfo
 
 
-def _samples(checkpoint_dir: str, lower_case: bool | None, int8_cfg: Int8Config, dataset: str):
-    from bertbuild.model.checkpoint import vocab_and_case
+@task(name="fuse-onnx", cache_policy=NO_CACHE)
+def fuse(exported: dict, model: ModelInfo, run: RunContext) -> dict:
+    """{"path": fused file, "report": FusionReport}; a wrong fusion count fails the task."""
+    from bertbuild import fuse as fusion
+    from bertbuild.step_cache import package_modules, step_key
+
+    def produce(out: Path) -> dict:
+        report = fusion.fuse_onnx(exported["path"], out / "model-fused.onnx", model.num_layers)
+        return {"path": str(out / "model-fused.onnx"), "report": report.to_dict()}
+
+    key = step_key("fuse", files=[exported["path"]], fields={"layers": model.num_layers},
+                   modules=package_modules(fusion))
+    return run.cache.run("fuse", key, produce)
+
+
+@task(name="fp16-onnx", cache_policy=NO_CACHE)
+def fp16_onnx(fused: dict, fp16_cfg: Fp16Config, run: RunContext) -> dict:
+    """FP16 file with FP32 islands; the Fp16Report as a dict (with "path")."""
+    from bertbuild.precision import fp16
+    from bertbuild.step_cache import step_key
+
+    def produce(out: Path) -> dict:
+        return fp16.convert_to_fp16(fused["path"], out / "model-fp16.onnx", fp16_cfg).to_json()
+
+    key = step_key("fp16", files=[fused["path"]], fields=fp16_cfg.model_dump(mode="json"), modules=[fp16])
+    return run.cache.run("fp16", key, produce)
+
+
+def calibration_windows(model: ModelInfo, int8_cfg: Int8Config, dataset: str):
+    """The train-half windows calibration reads (seeded; no held-out question is read)."""
     from bertbuild.precision.calibration import calibration_set
 
-    vocab, lower = vocab_and_case(checkpoint_dir, lower_case)
-    return calibration_set(int8_cfg, vocab, lower, dataset)
+    return calibration_set(int8_cfg, model.vocab_path, model.lower_case, dataset)
 
 
-@task(name="fp16-onnx")
-def fp16_onnx(onnx_path: str, out_path: str, fp16_cfg: dict) -> dict:
-    """FP16 file with FP32 islands; returns the Fp16Report as a dict (with "path")."""
-    from bertbuild.precision.fp16 import convert_to_fp16
+@task(name="calibrate-int8", cache_policy=NO_CACHE)
+def calibrate_int8(fused: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str, run: RunContext,
+                   threads: int | None) -> dict:
+    """Activation ranges from train-half windows; the summary, with the ranges file as "cache_path"."""
+    from bertbuild.precision import calibration
+    from bertbuild.step_cache import step_key
 
-    return convert_to_fp16(onnx_path, out_path, Fp16Config(**fp16_cfg)).to_json()
+    def produce(out: Path) -> dict:
+        samples = calibration_windows(model, int8_cfg, dataset)
+        return calibration.calibrate(fused["path"], samples, int8_cfg, out, threads).summary()
 
-
-@task(name="calibrate-int8")
-def calibrate_int8(onnx_path: str, checkpoint_dir: str, lower_case: bool | None, int8_cfg: dict, dataset: str,
-                   cache_dir: str, threads: int | None) -> dict:
-    """Activation ranges from SQuAD train-half windows; returns the summary (with the ranges' "cache_path")."""
-    from bertbuild.precision.calibration import calibrate
-
-    cfg = Int8Config(**int8_cfg)
-    calibration = calibrate(onnx_path, _samples(checkpoint_dir, lower_case, cfg, dataset), cfg, cache_dir, threads)
-    return calibration.summary()
+    fields = {"int8": int8_cfg.model_dump(mode="json"), "dataset": dataset, "lower_case": model.lower_case}
+    key = step_key("calibration", files=[fused["path"], model.vocab_path], fields=fields, modules=[calibration])
+    return run.cache.run("calibration", key, produce)
 
 
-@task(name="int8-onnx")
-def int8_onnx(onnx_path: str, out_dir: str, calibration: dict, int8_cfg: dict, excluded: list[str]) -> dict:
+@task(name="int8-onnx", cache_policy=NO_CACHE)
+def int8_onnx(fused: dict, calibration: dict, int8_cfg: Int8Config, excluded: list[str], run: RunContext) -> dict:
     """Both INT8 variants (s8s8 for TensorRT, u8s8 for ONNX Runtime) with `excluded` nodes left in FP32."""
-    from bertbuild.precision.calibration import load_calibration
-    from bertbuild.precision.int8 import quantize_int8
+    from bertbuild.precision import calibration as calibrating
+    from bertbuild.precision import int8
+    from bertbuild.step_cache import step_key
 
-    ranges = load_calibration(calibration["cache_path"])
-    return quantize_int8(onnx_path, out_dir, ranges, Int8Config(**int8_cfg), excluded).to_json()
+    def produce(out: Path) -> dict:
+        ranges = calibrating.load_calibration(calibration["cache_path"])
+        return int8.quantize_int8(fused["path"], out, ranges, int8_cfg, excluded).to_json()
+
+    fields = {"int8": int8_cfg.model_dump(mode="json"), "excluded": sorted(excluded)}
+    key = step_key("int8", files=[fused["path"], calibration["cache_path"]], fields=fields, modules=[int8])
+    return run.cache.run("int8", key, produce)
 
 
-@task(name="rank-int8-sensitivity")
-def rank_int8_sensitivity(onnx_path: str, calibration: dict, checkpoint_dir: str, lower_case: bool | None,
-                          dataset: str, int8_cfg: dict, variant: str, batches: int,
-                          threads: int | None) -> list[tuple[str, float]]:
-    """(node, noise-to-signal) for every INT8 MatMul, most sensitive first."""
-    from bertbuild.precision.calibration import load_calibration
-    from bertbuild.precision.sensitivity import rank_sensitivity
+@task(name="rank-int8-sensitivity", cache_policy=NO_CACHE)
+def rank_int8_sensitivity(fused: dict, calibration: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str,
+                          variant: str, batches: int, run: RunContext, threads: int | None) -> list[list]:
+    """[node, noise-to-signal] for every INT8 MatMul, most sensitive first (train-half windows only)."""
+    from bertbuild.precision import calibration as calibrating
+    from bertbuild.precision import sensitivity
+    from bertbuild.step_cache import step_key
 
-    cfg = Int8Config(**int8_cfg)
-    ranked = rank_sensitivity(onnx_path, load_calibration(calibration["cache_path"]),
-                              _samples(checkpoint_dir, lower_case, cfg, dataset), variant, batches,
-                              cfg.batch_size, threads)
-    return [(s.node, s.noise_to_signal) for s in ranked]
+    def produce(out: Path) -> dict:
+        ranked = sensitivity.rank_sensitivity(fused["path"], calibrating.load_calibration(calibration["cache_path"]),
+                                              calibration_windows(model, int8_cfg, dataset), variant, batches,
+                                              int8_cfg.batch_size, threads)
+        return {"ranking": [[s.node, s.noise_to_signal] for s in ranked]}
+
+    fields = {"variant": variant, "batches": batches, "int8": int8_cfg.model_dump(mode="json"), "dataset": dataset}
+    key = step_key("sensitivity", files=[fused["path"], calibration["cache_path"], model.vocab_path],
+                   fields=fields, modules=[sensitivity])
+    return run.cache.run("sensitivity", key, produce)["ranking"]
+
+
+@task(name="tune-windows", cache_policy=NO_CACHE)
+def tune_windows(model: ModelInfo, tune_cfg, calibration: dict, eval_cfg, run: RunContext) -> dict:
+    """The tune split as a `SquadSet` file: seeded train-half questions that calibration did not read."""
+    from bertbuild.precision import calibration as calibrating
+    from bertbuild.precision import tuning
+    from bertbuild.squad import sets
+    from bertbuild.step_cache import step_key
+
+    def produce(out: Path) -> dict:
+        used = set(calibrating.load_calibration(calibration["cache_path"]).question_ids)
+        chosen = tuning.tune_set(eval_cfg.dataset, model.vocab_path, model.lower_case, tune_cfg.questions,
+                                 tune_cfg.seed, used, max_seq_length=eval_cfg.max_seq_length,
+                                 doc_stride=eval_cfg.doc_stride, max_query_length=eval_cfg.max_query_length)
+        return {"path": str(chosen.save(out / "squad-tune.npz")), "questions": len(chosen.examples),
+                "windows": len(chosen), "question_ids": chosen.question_ids, "seed": tune_cfg.seed}
+
+    fields = {"tune": tune_cfg.model_dump(mode="json", include={"questions", "seed"}),
+              "eval": eval_cfg.model_dump(mode="json"), "lower_case": model.lower_case}
+    key = step_key("tune", files=[model.vocab_path, calibration["cache_path"]], fields=fields,
+                   modules=[tuning, sets])
+    return run.cache.run("tune", key, produce)
+
+
+@task(name="tune-try", cache_policy=NO_CACHE)
+def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, bench, run: RunContext,
+             threads: int | None) -> dict:
+    """A candidate file on the tune windows: agreement with the FP32 file, and its latency there.
+
+    The agreement is cached by content. The latency is cached per host kind and
+    reused only when `benchmark.reuse` is on; every candidate of one run is
+    timed in that run, one after the other, so their ratios are comparable.
+    """
+    import numpy as np
+
+    from bertbuild.backends.onnxrt import OnnxRuntimeRunner
+    from bertbuild.evaluation import latency, score
+    from bertbuild.precision import tuning
+    from bertbuild.squad.sets import SquadSet
+    from bertbuild.step_cache import step_key
+
+    windows = SquadSet.load(tune["path"])
+
+    def logits(path: str) -> tuple:
+        start, end, _ = score.run_logits(OnnxRuntimeRunner(path, threads=threads), windows.features, batch_size)
+        return start, end
+
+    def reference(out: Path) -> dict:  # the FP32 logits, once per (file, tune split)
+        start, end = logits(reference_onnx)
+        np.savez(out / "tune-fp32-logits.npz", start=start, end=end)
+        return {"path": str(out / "tune-fp32-logits.npz")}
+
+    def agreement(out: Path) -> dict:
+        saved = np.load(run.cache.run("tune", step_key("tune", files=[reference_onnx, tune["path"]],
+                                                       fields={"batch": batch_size}, modules=[score]),
+                                      reference)["path"])
+        return tuning.compare(windows, (saved["start"], saved["end"]), logits(onnx_path)).to_json()
+
+    def timing(out: Path) -> dict:
+        stats = latency.measure(OnnxRuntimeRunner(onnx_path, threads=threads),
+                                latency.feed_from(windows.features, batch_size), warmup=bench.warmup,
+                                iterations=bench.iterations)
+        return {"p50_ms": round(stats.p50_ms, 2)}
+
+    files = [onnx_path, reference_onnx, tune["path"]]
+    signal = run.cache.run("tune", step_key("tune", files=files, fields={"batch": batch_size},
+                                           modules=[tuning, score]), agreement)
+    timed = run.timing_cache(bench.reuse)
+    fields = {"batch": batch_size, "warmup": bench.warmup, "iterations": bench.iterations, "threads": threads}
+    p50 = timed.cache.run("benchmark", step_key("benchmark", files=[onnx_path, tune["path"]], fields=fields,
+                                                modules=[latency], host=True), timing)["p50_ms"]
+    return {"path": onnx_path, "signal": {k: v for k, v in signal.items() if k != "cached"}, "p50_ms": p50}

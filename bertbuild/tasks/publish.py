@@ -37,10 +37,11 @@ def _worth_retrying(task, task_run, state) -> bool:
     return not isinstance(exc, (UserInputError, RunConflict))
 
 
-def _run_id(given: str | None) -> str:
-    """Stable across task retries: the flow run's scheduled start time + id prefix."""
-    if given:
-        return given
+def current_run_id() -> str:
+    """The run id of the flow run in progress: its scheduled start time + id prefix (stable across retries).
+
+    The run directory and the published bundle are both named with it.
+    """
     from prefect.runtime import flow_run
 
     from bertbuild.artifacts.store import make_run_id
@@ -74,96 +75,15 @@ def publish(store: str, model: str, files: dict[str, str], meta: dict, gates: li
 
     passed = all(g.get("passed", False) for g in gates) if passed is None else passed
     meta = {"flow_run_id": flow_run.id, **(meta or {})}
-    return publish_bundle(store, model, _run_id(run_id), files, meta, gates, passed).to_dict()
-
-
-def _fmt(value, spec: str) -> str:
-    if value is None:
-        return "-"
-    try:
-        return format(value, spec)
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def _gate_name(gate: dict) -> str:
-    """`gate_result` dicts have `name`; `bertbuild.evaluation.gates.GateResult.to_json()` has `engine` + `gate`."""
-    if gate.get("name"):
-        return str(gate["name"])
-    return ": ".join(str(gate[k]) for k in ("engine", "gate") if gate.get(k)) or "-"
-
-
-def _png_data_uri(path: str) -> str:
-    """A PNG as a `data:` URI, so the report shows its plots wherever it is opened.
-
-    A bundle path (`plots/x.png`) or a store URL (`file://`, `s3://`) is nothing a
-    browser viewing the Prefect UI can fetch. Both Prefect UIs render `data:image/`
-    sources in markdown artifacts (the v1 renderer binds the image source as is,
-    and the v2 one allows `data:image/` explicitly), and each plot is a few tens of KB.
-    """
-    import base64
-    from pathlib import Path
-
-    data = Path(path).read_bytes()
-    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-        raise ValueError(f"{path} is not a PNG file")
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-
-
-def results_markdown(published: dict, rows: list[dict], plots: dict[str, str] | None = None) -> str:
-    """The run report: status, numbers per engine, gates, and the plots embedded as images.
-
-    `plots` maps each plot's bundle name to its local PNG file.
-    """
-    from bertbuild.artifacts.publish import latencies
-
-    label, latency = latencies(rows)
-    status = "released" if published["released"] else "FAILED (reports only, not released)"
-    lines = [
-        f"# build-bert: {published['model']}",
-        "",
-        f"Run `{published['run_id']}`: **{status}**" + ("; `latest` now points here." if published["latest"] else "."),
-        f"Bundle: `{published['url']}`",
-        "",
-        f"| engine | EM | F1 | max abs dlogit vs TF | {label} | questions |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r, ms in zip(rows, latency):
-        lines.append(f"| {r.get('engine', '-')} | {_fmt(r.get('exact_match'), '.2f')} | {_fmt(r.get('f1'), '.2f')} | "
-                     f"{_fmt(r.get('max_abs_dlogit'), '.2e')} | {_fmt(ms, '.1f')} | "
-                     f"{_fmt(r.get('questions'), 'd')} |")
-    if published.get("gates"):
-        lines += ["", "| gate | result | value | threshold |", "| --- | --- | ---: | ---: |"]
-        for g in published["gates"]:
-            lines.append(f"| {_gate_name(g)} | {'pass' if g.get('passed') else '**FAIL**'} | "
-                         f"{_fmt(g.get('value', g.get('measured')), '.4g')} | {_fmt(g.get('threshold'), '.4g')} |")
-    if plots:
-        lines += ["", "## Plots", ""]
-        for name in sorted(plots):
-            title = name.rsplit("/", 1)[-1].removesuffix(".png").replace("-", " ").replace("_", " ")
-            lines.append(f"![{title}]({_png_data_uri(plots[name])})  ")
-            lines.append(f"`{name}` in the bundle")
-            lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def history_rows(published: dict, rows: list[dict]) -> list[dict]:
-    """One table row per engine, tagged with the run: successive versions of a keyed artifact form the history."""
-    from bertbuild.artifacts.publish import latencies
-
-    label, latency = latencies(rows)
-    key = "p50_ms" if label.startswith("p50") else "ms_per_question"
-    return [{
-        "run_id": published["run_id"], "released": published["released"], "engine": r.get("engine"),
-        "precision": r.get("precision"), "exact_match": r.get("exact_match"), "f1": r.get("f1"),
-        "max_abs_dlogit": r.get("max_abs_dlogit"), key: ms, "questions": r.get("questions"),
-    } for r, ms in zip(rows, latency)]
+    return publish_bundle(store, model, run_id or current_run_id(), files, meta, gates, passed).to_dict()
 
 
 @task(name="report-artifacts", cache_policy=NO_CACHE)
 def report_artifacts(published: dict, rows: list[dict], plots: dict[str, str] | None = None) -> dict[str, str]:
     """Keyed table (history per model), markdown report with the plots embedded, and a link to the bundle."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+    from bertbuild.evaluation.run_report import history_rows, results_markdown
 
     model = published["model"]
     table = create_table_artifact(
@@ -179,3 +99,36 @@ def report_artifacts(published: dict, rows: list[dict], plots: dict[str, str] | 
         description="the published bundle" if published["released"] else "reports of a failed run",
     )
     return {"table": str(table), "markdown": str(markdown), "link": str(link)}
+
+
+@task(name="compare-with-last-release", cache_policy=NO_CACHE)
+def compare_with_last_release(store: str, cfg, run, rows: list[dict], files: dict[str, str]) -> dict:
+    """The regression report against the model's `latest` release: its file, summary and enforced gates.
+
+    Writes `regression.json` into the run directory and a markdown artifact.
+    Gates skipped (first release, another kind of host, turned off) are in the
+    report but not enforced; the rest become gate results of the row's engine.
+    """
+    from prefect.artifacts import create_markdown_artifact
+
+    from bertbuild.artifacts.regression import compare_with_latest
+    from bertbuild.evaluation.gates import GateResult
+
+    report = compare_with_latest(store, cfg.model_name, rows, files, run_id=run.run_id,
+                                 max_f1_drop=cfg.regression.max_f1_drop_vs_latest,
+                                 max_latency_ratio=cfg.regression.max_latency_ratio_vs_latest)
+    path = run.path("regression.json")
+    path.write_text(report.to_json())
+    create_markdown_artifact(markdown=report.to_markdown(), key=artifact_key(cfg.model_name, "regression"),
+                             description=f"{cfg.model_name} run {run.run_id} against the last release")
+    engine_of = {row.get("precision"): row["engine"] for row in rows}
+    gates = []
+    for gate in report.gates:
+        if gate["value"] is None:  # skipped, and said why in the report
+            continue
+        precision, _, name = gate["name"].partition(":")
+        gates.append(GateResult(engine_of.get(precision, precision), name, gate["value"], gate["threshold"],
+                                gate["passed"], "max").to_json())
+    return {"path": str(path), "gates": gates,
+            "summary": {"latest_run_id": report.latest_run_id, "same_host": report.same_host,
+                        "passed": report.passed, "gates": report.gates}}

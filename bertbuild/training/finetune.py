@@ -33,6 +33,7 @@ from bertbuild.model.checkpoint import (
     read_config, vocab_is_uncased,
 )
 from bertbuild.errors import CheckpointError, UserInputError
+from bertbuild.training.config import FinetuneConfig
 
 HEAD_NAMES = ("cls/squad/output_weights", "cls/squad/output_bias")
 STATE_FILE = "finetune.json"
@@ -86,17 +87,15 @@ def training_articles(source) -> list[dict]:
 
 
 def training_features(articles, vocab_path, lower_case, max_seq_length, doc_stride, max_query_length):
+    """Windows of every answered question, labelled with the first answer's token span."""
     from bertbuild.squad.data import examples_from
-    from bertbuild.squad.features import build_features, make_tokenizer
+    from bertbuild.squad.sets import featurize
 
     examples = [e for e in examples_from(articles) if e.answers]
     if not examples:
         raise UserInputError("the training set has no answered questions")
-    tokenizer = make_tokenizer(vocab_path, lower_case=lower_case)
-    return build_features(
-        examples, tokenizer, max_seq_length=max_seq_length, doc_stride=doc_stride,
-        max_query_length=max_query_length, with_labels=True,
-    )
+    return featurize(examples, vocab_path, lower_case, max_seq_length=max_seq_length, doc_stride=doc_stride,
+                     max_query_length=max_query_length, with_labels=True).features
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -322,64 +321,44 @@ def _restore_determinism(was_on: bool) -> None:
         tf_config.disable_op_determinism()
 
 
-def finetune(
-    pretrained_dir: Path | str,
-    train_json_or_articles=None,
-    out_dir: Path | str = "runs/finetune",
-    *,
-    lr: float = 1e-4,
-    epochs: int = 2,
-    batch_size: int = 32,
-    max_seq_length: int = 256,
-    doc_stride: int = 128,
-    max_query_length: int = 64,
-    warmup_fraction: float = 0.1,
-    weight_decay: float = 0.01,
-    seed: int = 42,
-    save_every_steps: int = 100,
-    max_steps: int | None = None,
-    progress: bool = True,
-    stop_after: int | None = None,
-    threads: int | None = None,
-    log_every: int = 5,
-) -> FinetuneResult:
-    """Fine-tune for SQuAD; resumes from a checkpoint already in `out_dir`.
+def finetune(cfg: FinetuneConfig, *, articles=None, progress: bool = True, stop_after: int | None = None,
+             log_every: int = 5) -> FinetuneResult:
+    """Fine-tune `cfg.pretrained_dir` for SQuAD into `cfg.out_dir`; resumes from a checkpoint already there.
 
-    `max_steps` caps the run (and its LR schedule). `stop_after` stops early
-    at that step without changing the schedule, as an interruption would.
+    `articles` (a SQuAD dict or list of articles) replaces `cfg.train_json`, for
+    callers that hold the data in memory. `stop_after` stops early at that step
+    without changing the schedule, as an interruption would.
     """
+    import os
+    import sys as _sys
+
     from bertbuild._lazy import import_tensorflow
 
+    if cfg.pretrained_dir is None:
+        raise UserInputError("finetune: no pretrained checkpoint given (pretrained_dir)")
+    wanted = "1" if cfg.onednn else "0"
+    if "tensorflow" not in _sys.modules:  # TF reads this once, at import
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = wanted
     tf = import_tensorflow()
-    was_deterministic = _configure_tf(tf, seed, threads)
+    was_deterministic = _configure_tf(tf, cfg.seed, cfg.threads)
     try:
-        return _finetune(
-            tf, pretrained_dir, train_json_or_articles, Path(out_dir), lr=lr, epochs=epochs,
-            batch_size=batch_size, max_seq_length=max_seq_length, doc_stride=doc_stride,
-            max_query_length=max_query_length, warmup_fraction=warmup_fraction, weight_decay=weight_decay,
-            seed=seed, save_every_steps=save_every_steps, max_steps=max_steps, progress=progress,
-            stop_after=stop_after, log_every=log_every,
-        )
+        return _finetune(tf, cfg, articles if articles is not None else cfg.train_json, progress, stop_after,
+                         log_every)
     finally:
         _restore_determinism(was_deterministic)
 
 
-def _finetune(tf, pretrained_dir, train_json_or_articles, out_dir: Path, *, lr, epochs, batch_size,
-              max_seq_length, doc_stride, max_query_length, warmup_fraction, weight_decay, seed,
-              save_every_steps, max_steps, progress, stop_after, log_every) -> FinetuneResult:
-    config, vocab_path, init = load_initial_weights(pretrained_dir, seed)
+def _finetune(tf, cfg: FinetuneConfig, train, progress: bool, stop_after: int | None, log_every: int) -> FinetuneResult:
+    out_dir = Path(cfg.out_dir)
+    config, vocab_path, init = load_initial_weights(cfg.pretrained_dir, cfg.seed)
     lower_case = vocab_is_uncased(vocab_path)
-    articles = training_articles(train_json_or_articles)
-    features = training_features(articles, vocab_path, lower_case, max_seq_length, doc_stride, max_query_length)
-    plan = batch_plan(len(features), batch_size, epochs, seed)
-    total = len(plan) if max_steps is None else min(len(plan), max_steps)
-    warmup = max(1, int(round(warmup_fraction * total))) if warmup_fraction > 0 else 0
-    hyper = dict(
-        pretrained_dir=str(pretrained_dir), lr=lr, epochs=epochs, batch_size=batch_size,
-        max_seq_length=max_seq_length, doc_stride=doc_stride, max_query_length=max_query_length,
-        warmup_fraction=warmup_fraction, weight_decay=weight_decay, seed=seed, total_steps=total,
-        warmup_steps=warmup, n_features=len(features), lower_case=lower_case,
-    )
+    features = training_features(training_articles(train), vocab_path, lower_case, cfg.max_seq_length,
+                                 cfg.doc_stride, cfg.max_query_length)
+    plan = batch_plan(len(features), cfg.batch_size, cfg.epochs, cfg.seed)
+    total = len(plan) if cfg.max_steps is None else min(len(plan), cfg.max_steps)
+    warmup = max(1, int(round(cfg.warmup_fraction * total))) if cfg.warmup_fraction > 0 else 0
+    hyper = {**cfg.model_dump(mode="json"), "total_steps": total, "warmup_steps": warmup,
+             "n_features": len(features), "lower_case": lower_case}
 
     names = list(init)
     resumed = _read_resume_state(out_dir, names) if out_dir.is_dir() else None
@@ -388,8 +367,8 @@ def _finetune(tf, pretrained_dir, train_json_or_articles, out_dir: Path, *, lr, 
         state_path = out_dir / STATE_FILE
         if state_path.is_file():
             before = json.loads(state_path.read_text()).get("hyper", {})
-            changed = [k for k in ("lr", "epochs", "batch_size", "max_seq_length", "doc_stride", "seed",
-                                   "total_steps", "n_features") if k in before and before[k] != hyper[k]]
+            changed = [k for k in (*cfg.RESUME_KEYS, "total_steps", "n_features")
+                       if k in before and before[k] != hyper[k]]
             if changed:
                 raise UserInputError(
                     f"{out_dir}: holds a run with different {', '.join(changed)}; "
@@ -404,14 +383,14 @@ def _finetune(tf, pretrained_dir, train_json_or_articles, out_dir: Path, *, lr, 
     variables = {n: tf.Variable(w, name=n.replace("/", "_")) for n, w in init.items()}
     m = {n: tf.Variable(w, trainable=False) for n, w in m_init.items()}
     v = {n: tf.Variable(w, trainable=False) for n, w in v_init.items()}
-    train_step = _make_train_step(tf, config, variables, m, v, weight_decay)
+    train_step = _make_train_step(tf, config, variables, m, v, cfg.weight_decay)
 
     end_step = total if stop_after is None else min(total, stop_after)
     if start:
         print(f"resuming {out_dir} at step {start}/{total}", file=sys.stderr, flush=True)
     print(
-        f"fine-tuning: {len(features)} windows, {total} steps (warm-up {warmup}), batch {batch_size}, "
-        f"lr {lr:g}, max_seq_length {max_seq_length}",
+        f"fine-tuning: {len(features)} windows, {total} steps (warm-up {warmup}), batch {cfg.batch_size}, "
+        f"lr {cfg.lr:g}, max_seq_length {cfg.max_seq_length}",
         file=sys.stderr, flush=True,
     )
     reporter = _Reporter(total, start, progress, max(1, log_every))
@@ -421,17 +400,17 @@ def _finetune(tf, pretrained_dir, train_json_or_articles, out_dir: Path, *, lr, 
     try:
         for step in range(start, end_step):
             ids, seg, mask, s_pos, e_pos = trimmed_batch(features, plan[step])
-            rate = learning_rate(step, total, warmup, lr)
+            rate = learning_rate(step, total, warmup, cfg.lr)
             loss = float(train_step(
                 ids, seg, mask, s_pos, e_pos, np.float32(rate), np.float32(step + 1),
-                np.int64(seed * 1_000_003 + step),
+                np.int64(cfg.seed * 1_000_003 + step),
             ))
             if not math.isfinite(loss):
                 raise RuntimeError(f"loss became {loss} at step {step + 1}; lower the learning rate")
             losses.append(loss)
             reporter.update(step, loss, rate)
             done = step + 1
-            if done < end_step and save_every_steps and done % save_every_steps == 0:
+            if done < end_step and cfg.save_every_steps and done % cfg.save_every_steps == 0:
                 prefix = _save(out_dir, config, vocab_path, variables, m, v, done)
     finally:
         reporter.close()

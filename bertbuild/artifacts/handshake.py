@@ -1,0 +1,110 @@
+"""How a publish and a prune running at once avoid losing a blob.
+
+The race: prune finds a blob that no manifest references and deletes it,
+while a publish in progress found that same blob present (so did not upload
+it) and is about to write a manifest that names it.
+
+Each side announces itself before it looks at the other:
+
+* publish writes `.staging/<token>/pending.json` (every digest its manifest
+  will name), then waits while any live `.pruning/<token>` marker exists,
+  and only then checks which blobs are already stored;
+* prune writes its `.pruning/<token>` marker, then reads every pending list,
+  and never deletes a digest listed in one.
+
+Whichever side announces second sees the first: either prune reads the
+publish's pending list and keeps those blobs, or the publish sees the marker
+and checks the blobs only after that prune has finished deleting (uploading
+again whatever it removed). The pending list stays until the manifest is
+written, so from then on the manifest protects the blobs.
+
+A killed prune leaves its marker behind; it counts as live for
+`PRUNE_MAX_S` only, and a prune stops deleting before it has run that long.
+A killed publish's pending list protects its blobs until its staging dir is
+pruned (`STAGING_MAX_AGE_S`). Ages come from the tokens' timestamps, so the
+hosts' clocks must roughly agree (NTP is enough).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from typing import Callable, Iterable
+
+from bertbuild.artifacts.names import is_sha256
+from bertbuild.artifacts.store import (PRUNING_DIR, STAGING_MAX_AGE_S, ArtifactStore, check_segment, new_token,
+                                       token_time)
+
+PENDING_NAME = "pending.json"
+PRUNE_MAX_S = 3600.0  # a prune marker older than this is a killed prune's
+PRUNE_MARGIN_S = 120.0  # a prune stops deleting this long before its marker goes stale
+POLL_S = 2.0
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def announce_publish(store: ArtifactStore, token: str, digests: Iterable[str]) -> None:
+    """Record the digests the publish staging under `token` will reference."""
+    data = json.dumps({"digests": sorted(set(digests))}).encode()
+    store.write_atomic(f"{store.staging_path(token)}/{PENDING_NAME}", data)
+
+
+def pending_digests(store: ArtifactStore, now: datetime | None = None) -> set[str]:
+    """Every digest a publish that may still be running has announced."""
+    digests: set[str] = set()
+    for token in store.staging_tokens(STAGING_MAX_AGE_S, now, stale=False):
+        data = store.read_bytes(f"{store.staging_path(token)}/{PENDING_NAME}")
+        try:
+            listed = json.loads(data)["digests"] if data is not None else []
+        except (ValueError, TypeError, KeyError):
+            continue  # not written by a publish: protects nothing
+        if isinstance(listed, list):
+            digests.update(d for d in listed if is_sha256(d))
+    return digests
+
+
+def marker_path(store: ArtifactStore, token: str) -> str:
+    return store.path(PRUNING_DIR, check_segment(token, "prune token"))
+
+
+def announce_prune(store: ArtifactStore, now: datetime | None = None) -> str:
+    """Write a live prune marker; returns its token (pass it to `finish_prune`)."""
+    token = new_token(now)
+    store.write_atomic(marker_path(store, token), b"prune in progress\n")
+    return token
+
+
+def finish_prune(store: ArtifactStore, token: str) -> None:
+    store.remove_tree(marker_path(store, token))
+
+
+def prune_seconds_left(token: str, now: datetime | None = None) -> float:
+    """How long the prune holding `token` may still delete before publishes stop waiting for it."""
+    born = token_time(token)
+    if born is None:
+        return 0.0
+    return PRUNE_MAX_S - PRUNE_MARGIN_S - ((now or _now()) - born).total_seconds()
+
+
+def live_prunes(store: ArtifactStore, now: datetime | None = None) -> list[str]:
+    """Tokens of prune markers younger than `PRUNE_MAX_S`."""
+    now = now or _now()
+    live = []
+    for token in store.children(store.path(PRUNING_DIR)):
+        born = token_time(token)
+        if born is not None and (now - born).total_seconds() <= PRUNE_MAX_S:
+            live.append(token)
+    return live
+
+
+def wait_for_prunes(store: ArtifactStore, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Return once no live prune marker is left (at most `PRUNE_MAX_S`, when any marker goes stale)."""
+    while live_prunes(store):
+        sleep(POLL_S)
+
+
+__all__ = ["PENDING_NAME", "PRUNE_MAX_S", "announce_prune", "announce_publish", "finish_prune",
+           "live_prunes", "pending_digests", "prune_seconds_left", "wait_for_prunes"]

@@ -1,0 +1,89 @@
+"""The run report as Prefect shows it: markdown with the numbers, the gates and the plots, and history rows.
+
+Pure formatting (no Prefect here); `bertbuild.tasks.publish` turns these into artifacts.
+"""
+
+from __future__ import annotations
+
+
+def _fmt(value, spec: str) -> str:
+    if value is None:
+        return "-"
+    try:
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _gate_name(gate: dict) -> str:
+    """`gate_result` dicts have `name`; `bertbuild.evaluation.gates.GateResult.to_json()` has `engine` + `gate`."""
+    if gate.get("name"):
+        return str(gate["name"])
+    return ": ".join(str(gate[k]) for k in ("engine", "gate") if gate.get(k)) or "-"
+
+
+def _png_data_uri(path: str) -> str:
+    """A PNG as a `data:` URI, so the report shows its plots wherever it is opened.
+
+    A bundle path (`plots/x.png`) or a store URL (`file://`, `s3://`) is nothing a
+    browser viewing the Prefect UI can fetch. Both Prefect UIs render `data:image/`
+    sources in markdown artifacts (the v1 renderer binds the image source as is,
+    and the v2 one allows `data:image/` explicitly), and each plot is a few tens of KB.
+    """
+    import base64
+    from pathlib import Path
+
+    data = Path(path).read_bytes()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError(f"{path} is not a PNG file")
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def results_markdown(published: dict, rows: list[dict], plots: dict[str, str] | None = None) -> str:
+    """The run report: status, numbers per engine, gates, and the plots embedded as images.
+
+    `plots` maps each plot's bundle name to its local PNG file.
+    """
+    from bertbuild.artifacts.publish import latencies
+
+    label, latency = latencies(rows)
+    status = "released" if published["released"] else "FAILED (reports only, not released)"
+    lines = [
+        f"# build-bert: {published['model']}",
+        "",
+        f"Run `{published['run_id']}`: **{status}**" + ("; `latest` now points here." if published["latest"] else "."),
+        f"Bundle: `{published['url']}`",
+        "",
+        f"| engine | EM | F1 | max abs dlogit vs TF | {label} | questions |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r, ms in zip(rows, latency):
+        lines.append(f"| {r.get('engine', '-')} | {_fmt(r.get('exact_match'), '.2f')} | {_fmt(r.get('f1'), '.2f')} | "
+                     f"{_fmt(r.get('max_abs_dlogit'), '.2e')} | {_fmt(ms, '.1f')} | "
+                     f"{_fmt(r.get('questions'), 'd')} |")
+    if published.get("gates"):
+        lines += ["", "| gate | result | value | threshold |", "| --- | --- | ---: | ---: |"]
+        for g in published["gates"]:
+            lines.append(f"| {_gate_name(g)} | {'pass' if g.get('passed') else '**FAIL**'} | "
+                         f"{_fmt(g.get('value', g.get('measured')), '.4g')} | {_fmt(g.get('threshold'), '.4g')} |")
+    if plots:
+        lines += ["", "## Plots", ""]
+        for name in sorted(plots):
+            title = name.rsplit("/", 1)[-1].removesuffix(".png").replace("-", " ").replace("_", " ")
+            lines.append(f"![{title}]({_png_data_uri(plots[name])})  ")
+            lines.append(f"`{name}` in the bundle")
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def history_rows(published: dict, rows: list[dict]) -> list[dict]:
+    """One table row per engine, tagged with the run: successive versions of a keyed artifact form the history."""
+    from bertbuild.artifacts.publish import latencies
+
+    label, latency = latencies(rows)
+    key = "p50_ms" if label.startswith("p50") else "ms_per_question"
+    return [{
+        "run_id": published["run_id"], "released": published["released"], "engine": r.get("engine"),
+        "precision": r.get("precision"), "exact_match": r.get("exact_match"), "f1": r.get("f1"),
+        "max_abs_dlogit": r.get("max_abs_dlogit"), key: ms, "questions": r.get("questions"),
+    } for r, ms in zip(rows, latency)]

@@ -1,0 +1,73 @@
+"""The `choose-int8` subflow: calibrate, quantize and pick the INT8 file on the tune split alone.
+
+    calibrate (train-half windows) -> quantize every MatMul -> judge on the tune split
+    short of `precision.tune.min_answer_agreement`: rank nodes by sensitivity ->
+        quantize with the worst returned to FP32 -> judge -> ... -> keep the fastest that passes
+
+No held-out question is read here: the flow scores the chosen file on held-out
+questions once, afterwards. A fallback that cannot run (disabled, a zero
+budget, nothing to rank) or that finds no passing try ends as the named gate
+`tune_answer_agreement`, never as a crash.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from bertbuild.config import BuildConfig
+from bertbuild.evaluation.gates import GateResult
+from bertbuild.precision.fallback import exclusion_schedule, run_fallback
+from bertbuild.runs import RunContext
+from bertbuild.tasks.model import ModelInfo
+from bertbuild.tasks.precision import (calibrate_int8, int8_onnx, rank_int8_sensitivity, tune_try, tune_windows)
+
+
+@flow(name="choose-int8")
+def choose_int8(fused: dict, model: ModelInfo, cfg: BuildConfig, run: RunContext, variant: str, engine: str) -> dict:
+    """{"written": the kept quantize_int8 result, "calibration", "tune", "report", "gate"}."""
+    logger = get_run_logger()
+    precision, threads = cfg.precision, cfg.engines.threads
+    calibration = calibrate_int8(fused, model, precision.int8, cfg.eval.dataset, run, threads)
+    tune = tune_windows(model, precision.tune, calibration, cfg.eval, run)
+    written: dict[str, dict] = {}
+
+    def quantize(excluded: list[str]) -> str:
+        result = int8_onnx(fused, calibration, precision.int8, excluded, run)
+        written[result["paths"][variant]] = result
+        return result["paths"][variant]
+
+    def judge(path: str) -> dict:
+        tried = tune_try(path, tune, fused["path"], cfg.eval.batch_size, cfg.benchmark, run, threads)
+        return {**tried["signal"], "p50_ms": tried["p50_ms"]}
+
+    def passes(metrics: dict) -> bool:
+        return metrics["answer_agreement"] >= precision.tune.min_answer_agreement
+
+    plain = quantize([])
+    first = judge(plain)
+    logger.info("int8 on the tune split (%d train-half questions): answer agreement with FP32 %.2f%%",
+                first["questions"], 100 * first["answer_agreement"])
+    report = {"plain": first, "fallback": None}
+    kept, best = plain, first
+    if not passes(first) and precision.fallback.enabled:
+        ranking = [node for node, _ in rank_int8_sensitivity(
+            fused, calibration, model, precision.int8, cfg.eval.dataset, variant,
+            precision.fallback.sensitivity_batches, run, threads)]
+        if exclusion_schedule(ranking, precision.fallback):
+            fallback = run_fallback(quantize, judge, passes, ranking, precision.fallback)
+            report["fallback"] = {**fallback.to_json(), "pareto": [
+                {"excluded": len(s.excluded), "answer_agreement": s.metrics["answer_agreement"],
+                 "p50_ms": s.metrics["p50_ms"], "passed": s.passed}
+                for s in fallback.pareto("answer_agreement", "p50_ms")]}
+            kept = fallback.final_path
+            best = next(s.metrics for s in fallback.steps if s.path == kept)
+            logger.info("int8 fallback: kept %d node(s) in FP32, agreement %.2f%%, %s", len(fallback.final_excluded),
+                        100 * best["answer_agreement"], "passed" if fallback.passed else "still short")
+        else:
+            report["fallback"] = {"skipped": f"the budget allows no try (max_tries {precision.fallback.max_tries}, "
+                                             f"max_nodes {precision.fallback.max_nodes}, {len(ranking)} ranked nodes)"}
+    gate = GateResult(engine, "tune_answer_agreement", best["answer_agreement"],
+                      precision.tune.min_answer_agreement, passes(best), "min")
+    tune_record = {k: tune[k] for k in ("questions", "windows", "seed", "question_ids")}
+    return {"written": written[kept], "calibration": calibration, "tune": tune_record, "report": report,
+            "gate": gate.to_json()}

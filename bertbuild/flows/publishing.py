@@ -1,0 +1,81 @@
+"""The end of a build-bert run: the results file, the plots, the run directory, the bundle, the artifacts.
+
+Wiring over `bertbuild.tasks.publish` and `bertbuild.runs`: the bundle is
+exactly the files this run's tasks returned (`files`), given their bundle names
+in the run directory, never a scan of a directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bertbuild.config import BuildConfig
+from bertbuild.evaluation.table import format_table
+from bertbuild.runs import RunContext, materialize
+from bertbuild.artifacts.store import default_store
+from bertbuild.tasks.publish import (compare_with_last_release, current_run_id, publish, render_plots,
+                                     report_artifacts)
+
+__all__ = ["current_run_id", "engine_files", "publish_run"]
+
+
+def engine_files(scored: dict, bench: dict) -> dict[str, str]:
+    """Bundle name -> file for one engine: the engine and its metadata, validation, predictions, timing."""
+    engine, made = scored["engine"], scored["files"]
+    name = made["engine"]
+    folder = f"engines/{engine['precision']}"
+    validation = Path(made["validation_report"])
+    return {
+        f"{folder}/{Path(engine['path']).name}": engine["path"],
+        f"{folder}/{Path(engine['metadata']).name}": engine["metadata"],
+        f"validation-{name}.json": str(validation),
+        f"validation-{name}.txt": str(validation.with_suffix(".txt")),
+        f"predictions-{name}.json": made["predictions"],
+        f"benchmark-{name}.json": bench["path"],
+    }
+
+
+def publish_run(cfg: BuildConfig, run: RunContext, rows: list[dict], files: dict[str, str], reports: dict,
+                gates: list[dict]) -> dict:
+    """Write results.json and the plots, lay the bundle out in the run directory, publish it when enabled."""
+    title = (f"{cfg.model_name}: {rows[0]['questions']} SQuAD v1.1 {cfg.eval.split} questions, "
+             f"backend {cfg.engines.backend}")
+    store = cfg.publish.store or default_store()
+    if cfg.publish.enabled:  # against the last release, before deciding whether this one is released
+        regression = compare_with_last_release(store, cfg, run, rows, files)
+        files["regression.json"], gates = regression["path"], gates + regression["gates"]
+        reports["regression"] = regression["summary"]
+        _mark_failed_rows(rows, gates)
+    table = format_table(rows)
+    meta = {"model": cfg.model_name, "run_id": run.run_id, "config": cfg.model_dump(mode="json"),
+            "results": rows, "gates": gates, "trt_ready": reports.get("trt_ready", {})}
+    results = run.path("results.json")
+    results.write_text(json.dumps({**meta, "reports": reports}, indent=2, default=str) + "\n")
+    plots = render_plots(rows, str(run.run_dir))  # bundle name -> PNG in the run directory
+    bundle = materialize({**files, **plots, "results.json": str(results)}, run.run_dir)
+    outcome = {"title": title, "table": table, "rows": rows, "run_dir": str(run.run_dir), "files": bundle, **meta,
+               "reports": reports}
+    if cfg.publish.enabled:
+        published = publish(store, cfg.model_name, bundle,
+                            {k: v for k, v in meta.items() if k != "gates"}, _gate_records(gates), run_id=run.run_id)
+        report_artifacts(published, rows, plots)
+        outcome["published"] = published
+    return outcome
+
+
+def _mark_failed_rows(rows: list[dict], gates: list[dict]) -> None:
+    """A row whose engine failed a gate added late (the regression gates) shows FAIL like any other."""
+    failed = {g["engine"] for g in gates if not g["passed"]}
+    for row in rows:
+        if row["engine"] in failed and "gates" in row:
+            row["gates"] = "FAIL"
+
+
+def _gate_records(gates: list[dict]) -> list[dict]:
+    """Gate results in the manifest's form: one name, passed, value, threshold, message."""
+    from bertbuild.artifacts.publish import gate_result
+    from bertbuild.evaluation.gates import GateResult
+
+    return [gate_result(f"{g['engine']}:{g['gate']}", g["passed"], g["measured"], g["threshold"],
+                        GateResult(**g).describe()) for g in gates]

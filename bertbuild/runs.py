@@ -1,0 +1,88 @@
+"""Run directories: every flow run writes into a directory of its own.
+
+    <output_dir>/<model>/<run id>/      this run's files (engines, reports, the bundle's layout)
+    <output_dir>/<model>/latest         symlink to the newest run directory (moved atomically)
+
+The run id is the one the store publishes under (`20261201T020000Z-1a2b3c4d`:
+the flow run's scheduled start and id), so a local directory and its bundle
+carry the same name. The directory is created exclusively: two runs can never
+share one, and no file of an earlier run can end up in a later bundle.
+Expensive outputs live in the step cache and are linked in (see `materialize`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bertbuild.step_cache import StepCache, default_cache_root
+
+LATEST = "latest"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where one run writes, and the cache its steps read and fill."""
+
+    run_id: str
+    run_dir: Path
+    cache: StepCache
+
+    def path(self, name: str) -> Path:
+        return self.run_dir / name
+
+    def timing_cache(self, reuse: bool) -> "RunContext":
+        """This run, with timings re-measured (a refreshed `benchmark` step) unless `reuse`."""
+        if reuse:
+            return self
+        return replace(self, cache=replace(self.cache, refresh=self.cache.refresh | {"benchmark"}))
+
+
+def open_run(output_dir: str | os.PathLike, model: str, run_id: str, *, cache_enabled: bool = True,
+             cache_dir: str | None = None, refresh: tuple[str, ...] = ()) -> RunContext:
+    """Create `<output_dir>/<model>/<run_id>/` (it must not exist) and point `latest` at it."""
+    from bertbuild.artifacts.store import check_model, check_run_id
+
+    parent = Path(output_dir).expanduser().resolve() / check_model(model)
+    run_dir = parent / check_run_id(run_id)
+    parent.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir()  # FileExistsError: another run owns this directory
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_root()
+    cache = StepCache(root=root if cache_enabled else None, scratch=run_dir / ".scratch", refresh=frozenset(refresh))
+    _point_latest(parent, run_dir)
+    return RunContext(run_id, run_dir, cache)
+
+
+def _point_latest(parent: Path, run_dir: Path) -> None:
+    """Replace the `latest` symlink in one rename, so a reader never sees it missing."""
+    link = parent / LATEST
+    temporary = parent / f".{LATEST}.{uuid.uuid4().hex[:8]}"
+    try:
+        temporary.symlink_to(run_dir.name, target_is_directory=True)
+        os.replace(temporary, link)
+    except OSError:  # no symlinks on this filesystem: the run directory is still printed and recorded
+        temporary.unlink(missing_ok=True)
+
+
+def materialize(files: dict[str, str], run_dir: Path) -> dict[str, str]:
+    """Give every bundle file its bundle name inside the run directory (hard link, else copy).
+
+    Returns bundle name -> path in the run directory: exactly the files listed,
+    so the bundle and the run directory can only hold what this run produced.
+    """
+    placed = {}
+    for name, source in sorted(files.items()):
+        target = run_dir / name
+        if Path(source).resolve() != target.resolve():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                target.unlink()
+            try:
+                os.link(source, target)
+            except OSError:  # another filesystem, or links not allowed
+                shutil.copyfile(source, target)
+        placed[name] = str(target)
+    return placed

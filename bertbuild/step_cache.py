@@ -1,0 +1,198 @@
+"""A content-keyed cache for the expensive steps of a build: a step reruns only when what it reads changed.
+
+The key of a step is the sha256 of:
+- the step's name and its code version (the bytes of the modules that do its work),
+- the versions of the libraries that shape its output (ONNX, ONNX Runtime, TensorFlow, ...),
+- the sha256 of every input file (a directory: every file in it),
+- the config fields the step reads,
+- the host kind (CPU model, cores, GPUs) for steps whose output depends on the machine
+  (engines and timings).
+
+An entry is a directory `<root>/steps/<step>/<key>/` holding the files the step
+wrote and `result.json`, the small dict the step returned, with its paths stored
+relative to the entry. An entry is written into a hidden temporary directory and
+renamed into place, so it is complete or absent; two runs computing the same
+entry at once both succeed and one copy is kept. A hit whose files have gone
+missing is recomputed.
+
+Why not Prefect's own task caching: it would cache the returned dict of paths,
+and has no way to know the files behind them were deleted or changed; and the
+files have to outlive any one run directory, because every run gets a fresh one.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Iterable
+
+from bertbuild.hashing import sha256_bytes, sha256_file
+
+RESULT_FILE = "result.json"
+_PATH_PREFIX = "@entry/"  # marks a stored path as relative to its entry
+# Libraries whose version can change what a step writes or measures.
+LIBRARIES = ("bertbuild", "numpy", "onnx", "onnx-graphsurgeon", "onnxruntime", "onnxruntime-gpu", "polygraphy",
+             "tensorflow-cpu", "tensorflow", "tf2onnx", "tokenizers", "tensorrt")
+STEPS = ("export", "reference", "features", "fuse", "fp16", "calibration", "int8", "engine", "evaluation",
+         "benchmark", "sensitivity", "tune", "trt_check")
+
+
+def default_cache_root() -> Path:
+    """`$BERTBUILD_CACHE`, else `~/.cache/bertbuild` (downloads live there too)."""
+    from bertbuild.fetch.cache import default_cache_dir
+
+    return default_cache_dir()
+
+
+@lru_cache(maxsize=1)
+def library_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+@lru_cache(maxsize=1)
+def host_kind() -> dict:
+    """What makes an engine or a timing belong to this kind of machine."""
+    from bertbuild.artifacts.manifest import hardware
+
+    found = hardware()
+    return {"cpu": found["cpu"], "cores": found["cores"], "gpus": [g["name"] for g in found["gpus"]]}
+
+
+def package_modules(package: ModuleType) -> list[ModuleType]:
+    """A package and every submodule of it that is loaded: the code of a step that spans a package."""
+    import sys
+
+    prefix = package.__name__ + "."
+    return [package, *(m for name, m in sorted(sys.modules.items()) if name.startswith(prefix) and m is not None)]
+
+
+def code_version(modules: Iterable[ModuleType]) -> str:
+    """sha256 over the source of the modules a step runs: editing them invalidates its entries."""
+    return sha256_bytes(b"\0".join(Path(m.__file__).read_bytes() for m in modules))
+
+
+@lru_cache(maxsize=256)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def input_digest(path: Path | str) -> str:
+    """sha256 of a file, or of a directory's files with their relative names (memoized per size and mtime)."""
+    path = Path(path)
+    if path.is_dir():
+        parts = [f"{p.relative_to(path).as_posix()}:{input_digest(p)}" for p in sorted(path.rglob("*")) if p.is_file()]
+        return sha256_bytes("\n".join(parts).encode())
+    info = path.stat()
+    return _file_digest(str(path.resolve()), info.st_size, info.st_mtime_ns)
+
+
+def step_key(step: str, *, files: Iterable[Path | str] = (), fields: Any = None,
+             modules: Iterable[ModuleType] = (), host: bool = False) -> str:
+    """The one key function: see the module docstring for what goes in."""
+    record = {
+        "step": step, "code": code_version(modules), "libraries": library_versions(),
+        "inputs": [input_digest(f) for f in files], "fields": fields, "host": host_kind() if host else None,
+    }
+    return sha256_bytes(json.dumps(record, sort_keys=True, default=str).encode())
+
+
+def _relativize(value: Any, entry: Path) -> Any:
+    if isinstance(value, dict):
+        return {k: _relativize(v, entry) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_relativize(v, entry) for v in value]
+    if isinstance(value, str) and value.startswith(str(entry) + os.sep):
+        return _PATH_PREFIX + Path(value).relative_to(entry).as_posix()
+    return value
+
+
+def _absolutize(value: Any, entry: Path) -> Any:
+    if isinstance(value, dict):
+        return {k: _absolutize(v, entry) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_absolutize(v, entry) for v in value]
+    if isinstance(value, str) and value.startswith(_PATH_PREFIX):
+        return str(entry / value[len(_PATH_PREFIX):])
+    return value
+
+
+def _stored_paths(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in _stored_paths(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in _stored_paths(v)]
+    return [value[len(_PATH_PREFIX):]] if isinstance(value, str) and value.startswith(_PATH_PREFIX) else []
+
+
+@dataclass(frozen=True)
+class StepCache:
+    """Where entries live, and which steps must recompute.
+
+    `root=None` turns caching off (`--no-cache`): each step then writes into
+    `scratch/<step>-<random>/` inside the run directory and nothing is reused.
+    """
+
+    root: Path | None
+    scratch: Path
+    refresh: frozenset[str] = field(default_factory=frozenset)
+
+    def entry(self, step: str, key: str) -> Path | None:
+        return None if self.root is None else self.root / "steps" / step / key
+
+    def lookup(self, step: str, key: str) -> dict | None:
+        """The stored result of a complete entry whose files are all present, else None."""
+        entry = self.entry(step, key)
+        if entry is None or step in self.refresh or not (entry / RESULT_FILE).is_file():
+            return None
+        try:
+            stored = json.loads((entry / RESULT_FILE).read_text())
+        except ValueError:
+            return None
+        if not all((entry / rel).is_file() for rel in _stored_paths(stored)):
+            return None
+        return _absolutize(stored, entry) | {"cached": True}
+
+    def run(self, step: str, key: str, produce: Callable[[Path], dict]) -> dict:
+        """`produce(out_dir)` writes its files under `out_dir` and returns a JSON-able dict (paths as strings)."""
+        if (hit := self.lookup(step, key)) is not None:
+            return hit
+        final = self.entry(step, key)
+        if final is None:
+            out = self.scratch / f"{step}-{uuid.uuid4().hex[:8]}"
+            out.mkdir(parents=True)
+            return produce(out) | {"cached": False}
+        work = final.parent / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
+        work.mkdir(parents=True)
+        try:
+            result = produce(work)
+            (work / RESULT_FILE).write_text(json.dumps(_relativize(result, work), indent=1, default=str) + "\n")
+            self._install(work, final, replace=step in self.refresh)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return _absolutize(json.loads((final / RESULT_FILE).read_text()), final) | {"cached": False}
+
+    @staticmethod
+    def _install(work: Path, final: Path, replace: bool) -> None:
+        """Rename `work` to `final`. An entry another run finished first is kept, unless `replace` (a refresh)."""
+        if final.exists() and replace:
+            trash = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.old")
+            os.replace(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        try:
+            os.replace(work, final)
+        except OSError:
+            if not (final / RESULT_FILE).is_file():
+                raise
