@@ -29,15 +29,33 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_TECHNIQUES = {
+# Plain INT8: the calibration the project shipped before (percentile 99.99 over 256 rows) and no rewrites.
+PLAIN = {"method": "percentile", "percentile": 99.99, "smoothing_alpha": None, "outlier_channels": 0}
+MINMAX_SMOOTH = {"method": "minmax", "smoothing_alpha": 0.7}
+DEFAULT_TECHNIQUES = {  # each on top of PLAIN (or --base), in the order they were tried
     "plain (percentile 99.99, 256 rows)": {},
-    "calibration: minmax": {"method": "minmax"},
-    "calibration: entropy": {"method": "entropy"},
+    "calibration: percentile 99.9": {"percentile": 99.9},
     "calibration: percentile 99.999": {"percentile": 99.999},
+    "calibration: entropy": {"method": "entropy"},
+    "calibration: minmax": {"method": "minmax"},
     "calibration: per tensor (auto)": {"method": "auto"},
     "calibration: 1024 rows": {"samples": 1024},
     "bias correction": {"bias_correction": True},
-    "smoothing a=0.5": {"smoothing_alpha": 0.5},
+    "minmax + bias correction": {"method": "minmax", "bias_correction": True},
+    "smoothing LN a0.5": {"smoothing_alpha": 0.5},
+    "minmax + smoothing LN a0.3": {**MINMAX_SMOOTH, "smoothing_alpha": 0.3},
+    "minmax + smoothing LN a0.5": {**MINMAX_SMOOTH, "smoothing_alpha": 0.5},
+    "minmax + smoothing LN a0.7": MINMAX_SMOOTH,
+    "minmax + smoothing LN a0.85": {**MINMAX_SMOOTH, "smoothing_alpha": 0.85},
+    "minmax + smoothing GELU a0.5": {"method": "minmax", "smoothing_alpha": 0.5, "smoothing_after": ["Gelu"]},
+    "minmax + outliers k4": {"method": "minmax", "outlier_channels": 4},
+    "minmax + smoothing a0.7 + outliers k1": {**MINMAX_SMOOTH, "outlier_channels": 1},
+    "minmax + smoothing a0.7 + outliers k2": {**MINMAX_SMOOTH, "outlier_channels": 2},
+    "minmax + smoothing a0.7 + outliers k4 (default)": {**MINMAX_SMOOTH, "outlier_channels": 4},
+    "minmax + smoothing a0.7 + outliers k8": {**MINMAX_SMOOTH, "outlier_channels": 8},
+    "minmax + smoothing a0.6 + outliers k4": {**MINMAX_SMOOTH, "smoothing_alpha": 0.6, "outlier_channels": 4},
+    "auto + smoothing a0.7 + outliers k4": {**MINMAX_SMOOTH, "method": "auto", "outlier_channels": 4},
+    "default + bias correction": {**MINMAX_SMOOTH, "outlier_channels": 4, "bias_correction": True},
 }
 
 
@@ -67,7 +85,7 @@ def main(argv=None) -> int:
     from bertbuild.evaluation.latency import machine_note
     from bertbuild.precision.calibration import calibration_set
     from bertbuild.precision.config import Int8Config, TuneConfig
-    from bertbuild.precision.recipe import write_int8_files
+    from bertbuild.precision.recipe import build_int8
     from bertbuild.precision.tuning import closest_to_fp32, compare, onnx_logits, tune_set
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -75,7 +93,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="where the INT8 files and results.json go")
     parser.add_argument("--technique", action="append", default=[], metavar="NAME=OVERRIDES",
                         help="a technique to try (repeatable; default: the built-in list)")
-    parser.add_argument("--base", default="", metavar="OVERRIDES", help="overrides under every technique")
+    parser.add_argument("--base", default="", metavar="OVERRIDES",
+                        help="overrides under every technique, on top of plain INT8 (PLAIN)")
     parser.add_argument("--alpha", type=float, nargs="*", help="search the smoothing alpha over these values")
     parser.add_argument("--variant", choices=("u8s8", "ort"), default="u8s8", help="the file judged (default u8s8)")
     parser.add_argument("--questions", type=int, default=TuneConfig().questions, help="tune questions")
@@ -83,13 +102,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     fused, vocab = args.run / "model-fused.onnx", args.run / "vocab.txt"
-    base = parse_overrides(args.base)
+    base = {**PLAIN, **parse_overrides(args.base)}
     techniques = {}
     for item in args.technique:
         name, _, overrides = item.partition("=")
         techniques[name] = {**base, **parse_overrides(overrides)}
     if args.alpha:
-        techniques.update({f"smoothing a={alpha:g}": {**base, "smoothing_alpha": alpha} for alpha in args.alpha})
+        techniques.update({f"smoothing a{alpha:g}": {**base, "smoothing_alpha": alpha} for alpha in args.alpha})
     if not techniques:
         techniques = {name: {**base, **overrides} for name, overrides in DEFAULT_TECHNIQUES.items()}
 
@@ -108,7 +127,7 @@ def main(argv=None) -> int:
         cfg = Int8Config(**overrides)
         begin = time.perf_counter()
         samples = calibration_set(cfg, vocab, True)
-        files = write_int8_files(fused, args.out / f"t{index:02d}", samples, cfg, cache_dir=args.out / "calibration",
+        files = build_int8(fused, args.out / f"t{index:02d}", samples, cfg, cache_dir=args.out / "calibration",
                                  variants=("u8s8", "ort") if args.variant == "ort" else ("u8s8",))
         built = time.perf_counter() - begin
         signal = compare(tune, reference, onnx_logits(files.paths[args.variant], tune))

@@ -13,7 +13,7 @@ from bertbuild.precision.int8 import quantize_int8, quantize_variant
 from bertbuild.precision.ort_int8 import MS_DOMAIN, augment_heads, to_flash_attention, write_ort_int8
 from bertbuild.precision.smoothing import smooth
 
-CFG = Int8Config(samples=16, max_seq_length=128, batch_size=8)
+CFG = Int8Config(samples=16, max_seq_length=128, batch_size=8).plain()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from bertbuild.precision.int8 import quantize_variant
 from bertbuild.precision.outliers import outlier_channels, split_outliers
 from bertbuild.precision.smoothing import channel_absmax, smoothing_groups
 
-CFG = Int8Config(samples=16, max_seq_length=128, batch_size=8, method="minmax", outlier_channels=2)
+CFG = Int8Config(samples=16, max_seq_length=128, batch_size=8, smoothing_alpha=None, outlier_channels=2)
 
 
 @pytest.fixture(scope="module")
@@ -71,19 +71,20 @@ def test_calibration_leaves_split_channels_out_and_int8_improves(massive, sample
     feed = next(samples.batches(8))
     reference = _logits(path, feed)
     errors = {}
-    for name, source, calibration in (("plain", path, plain), ("split", tmp_path / "split.onnx", split)):
-        quantize_variant(source, tmp_path / f"{name}-int8.onnx", calibration, CFG, "u8s8")
+    for name, source, calibration, cfg in (("plain", path, plain, CFG.plain()),
+                                           ("split", tmp_path / "split.onnx", split, CFG)):
+        quantize_variant(source, tmp_path / f"{name}-int8.onnx", calibration, cfg, "u8s8")
         got = _logits(tmp_path / f"{name}-int8.onnx", feed)
         errors[name] = np.mean([np.abs(a - b).mean() for a, b in zip(reference, got)])
     assert errors["split"] < 0.8 * errors["plain"]
 
 
 def test_outlier_split_and_smoothing_may_not_share_ops(tiny_onnx, samples, tmp_path):
-    from bertbuild.precision.recipe import write_int8_files
+    from bertbuild.precision.recipe import build_int8
 
     cfg = CFG.model_copy(update={"smoothing_alpha": 0.5, "smoothing_after": ("Gelu",)})
     with pytest.raises(ValueError, match="different ops"):
-        write_int8_files(tiny_onnx["fused"], tmp_path, samples, cfg)
+        build_int8(tiny_onnx["fused"], tmp_path, samples, cfg)
 
 
 def test_the_side_matmul_is_quantized_with_its_own_range(massive, samples, tmp_path):

@@ -9,7 +9,7 @@ from bertbuild.precision.config import Int8Config
 from bertbuild.precision.range_choice import CANDIDATES, CHOICE_BATCHES
 from bertbuild.precision.sensitivity import rank_sensitivity
 
-CFG = Int8Config(samples=32, max_seq_length=128, batch_size=8)
+CFG = Int8Config(samples=32, max_seq_length=128, batch_size=8).plain()
 
 
 @pytest.fixture(scope="module")

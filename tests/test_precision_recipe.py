@@ -12,10 +12,10 @@ from bertbuild.precision.bias_correction import correct_biases
 from bertbuild.precision.calibration import calibrate, calibration_set
 from bertbuild.precision.config import Int8Config
 from bertbuild.precision.int8 import quantize_variant
-from bertbuild.precision.recipe import write_int8_files
+from bertbuild.precision.recipe import build_int8, prepare_source, write_int8_files
 from bertbuild.precision.smoothing import smoothing_groups
 
-CFG = Int8Config(samples=32, max_seq_length=128, batch_size=8, method="percentile", percentile=99.0)
+CFG = Int8Config(samples=32, max_seq_length=128, batch_size=8, method="percentile", percentile=99.0).plain()
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_bias_correction_removes_the_mean_int8_shift(outlier_model, samples, tmp
 def test_recipe_writes_three_files_with_every_technique(tiny_onnx, samples, tmp_path):
     cfg = CFG.model_copy(update={"smoothing_alpha": 0.5, "outlier_channels": 2, "bias_correction": True,
                                  "bias_correction_batches": 2})
-    files = write_int8_files(tiny_onnx["fused"], tmp_path, samples, cfg, cache_dir=tmp_path / "cache")
+    files = build_int8(tiny_onnx["fused"], tmp_path, samples, cfg, cache_dir=tmp_path / "cache")
     assert set(files.paths) == {"s8s8", "u8s8", "ort"}
     assert files.source.endswith("model-smoothed-outliers.onnx")
     assert {"smoothing", "outliers", "bias_correction_s8s8", "bias_correction_u8s8", "ort"} <= set(files.techniques)
@@ -74,7 +74,17 @@ def test_recipe_writes_three_files_with_every_technique(tiny_onnx, samples, tmp_
     for variant, path in files.paths.items():
         for a, b in zip(reference, _logits(path, feeds)):
             assert np.abs(a - b).mean() < 0.05, variant
-    # The fallback re-quantizes from the same calibration with nodes excluded.
-    again = write_int8_files(tiny_onnx["fused"], tmp_path / "fallback", samples, cfg, variants=("u8s8",),
-                             nodes_to_exclude=files.quantized_nodes[:2])
-    assert again.excluded_nodes == sorted(files.quantized_nodes[:2]) and again.calibration["from_cache"] is False
+
+
+def test_fallback_rewrites_from_the_same_source_and_calibration(tiny_onnx, samples, tmp_path):
+    cfg = CFG.model_copy(update={"smoothing_alpha": 0.5, "outlier_channels": 2})
+    source, prepared = prepare_source(tiny_onnx["fused"], tmp_path, samples, cfg)
+    assert set(prepared) == {"smoothing", "outliers"}
+    calibration = calibrate(source, samples, cfg)
+    first = write_int8_files(source, tmp_path / "all", calibration, cfg, variants=("u8s8", "ort"))
+    again = write_int8_files(source, tmp_path / "fallback", calibration, cfg, variants=("u8s8", "ort"),
+                             nodes_to_exclude=first.quantized_nodes[:2])
+    assert again.excluded_nodes == sorted(first.quantized_nodes[:2])
+    assert set(again.quantized_nodes) == set(first.quantized_nodes) - set(first.quantized_nodes[:2])
+    with pytest.raises(ValueError, match="calibration samples"):
+        write_int8_files(source, tmp_path / "bc", calibration, cfg.model_copy(update={"bias_correction": True}))

@@ -184,10 +184,17 @@ def to_flash_attention(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
             domain=MS_DOMAIN))
         moved += 1
     graph.cleanup().toposort()
-    out = gs.export_onnx(graph)
+    out = _export(graph, model)
     if not any(opset.domain == MS_DOMAIN for opset in out.opset_import):
         out.opset_import.append(onnx.helper.make_opsetid(MS_DOMAIN, 1))
     return out, moved
+
+
+def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
+    """graphsurgeon's export, keeping the model's metadata (outliers.py records its channels there)."""
+    out = gs.export_onnx(graph)
+    out.metadata_props.extend(original.metadata_props)
+    return out
 
 
 # --------------------------------------------------------------------------- LayerNorm as elementwise ops
@@ -257,10 +264,11 @@ def write_ort_int8(fp32_onnx: Path | str, out_path: Path | str, calibration: Cal
         staged = Path(scratch) / "flash-fp32.onnx"
         onnx.save(flash, str(staged))
         quantized = quantize_variant(staged, out_path, calibration, cfg, "u8s8", excluded)
-    graph = gs.import_onnx(onnx.load(str(out_path)))
+    quantized_model = onnx.load(str(out_path))
+    graph = gs.import_onnx(quantized_model)
     unfused = unfuse_layernorm(graph)
     graph.cleanup().toposort()
-    model = gs.export_onnx(graph)
+    model = _export(graph, quantized_model)
     onnx.checker.check_model(model)
     onnx.save(model, str(out_path))
     return OrtInt8Report(path=str(out_path), flash_attention=moved, layernorms_unfused=unfused,

@@ -1,14 +1,17 @@
 """The INT8 recipe: fused FP32 graph -> every INT8 file, with the techniques `Int8Config` turns on.
 
-    fused FP32 ─ smoothing (if smoothing_alpha) ─ outlier split (if outlier_channels) ─ calibration (train half)
-        ─┬─ bias correction per variant (if on)
-         ├─ s8s8  (TensorRT, standard ONNX)
-         ├─ u8s8  (standard ONNX, Q/DQ)
-         └─ ort   (ONNX Runtime only: QAttention)
+    fused FP32 ─ prepare_source: smoothing (smoothing_alpha) ─ outlier split (outlier_channels)
+               ─ calibrate (calibration.py, train half; on the PREPARED file: its tensors are the ones quantized)
+               ─ write_int8_files: bias correction per variant (bias_correction), then
+                     s8s8  (TensorRT, standard ONNX)
+                     u8s8  (standard ONNX, Q/DQ)
+                     ort   (ONNX Runtime only, ort_int8.py)
 
-One call for the flow and for the experiments (benchmarks/int8_techniques.py),
-so what is measured is exactly what is built. Every intermediate FP32 file
-(smoothed, outlier-split, bias-corrected) is kept in `out_dir` for inspection.
+Three calls, so a flow can cache each step and the fallback can re-write the
+files with other exclusions from the same prepared source and calibration;
+`build_int8` chains them for scripts (benchmarks/int8_techniques.py), so what
+is measured is exactly what is built. The prepared FP32 files are kept in
+`out_dir` for inspection; each is FP32-equivalent to the fused graph.
 """
 
 from __future__ import annotations
@@ -23,14 +26,15 @@ from bertbuild.precision.config import Int8Config
 from bertbuild.precision.int8 import VARIANTS, qdq_summary, quantize_variant
 
 ORT_VARIANT = "ort"  # the ONNX-Runtime-only u8s8 file of ort_int8.py
+ALL_VARIANTS = (*VARIANTS, ORT_VARIANT)
 
 
 @dataclass
 class Int8Files:
-    """What the recipe wrote."""
+    """What `write_int8_files` wrote."""
 
     paths: dict[str, str]  # "s8s8", "u8s8", "ort" -> path
-    source: str  # the FP32 file calibrated (fused, or smoothed)
+    source: str  # the prepared FP32 file that was calibrated and quantized
     quantized_nodes: list[str]
     excluded_nodes: list[str]
     calibration: dict
@@ -42,13 +46,17 @@ class Int8Files:
         return asdict(self)
 
 
-def int8_source(fused_onnx: Path | str, out_dir: Path | str, samples: CalibrationSet, cfg: Int8Config,
-                threads: int | None = None) -> tuple[Path, dict]:
-    """The FP32 file to calibrate and quantize: `fused_onnx`, smoothed and outlier-split when configured."""
+def prepare_source(fused_onnx: Path | str, out_dir: Path | str, samples: CalibrationSet, cfg: Int8Config,
+                   threads: int | None = None) -> tuple[Path, dict]:
+    """The FP32 file to calibrate and quantize: `fused_onnx`, smoothed and outlier-split when configured.
+
+    Returns the file and a record of the rewrites applied (empty: the fused file itself).
+    """
     source, techniques = Path(fused_onnx), {}
-    if cfg.smoothing_alpha is not None and cfg.outlier_channels and set(cfg.smoothing_after) & set(cfg.outlier_after):
+    shared = set(cfg.smoothing_after) & set(cfg.outlier_after)
+    if cfg.smoothing_alpha is not None and cfg.outlier_channels and shared:
         raise ValueError("smoothing and outlier decomposition would both rewrite the inputs of the MatMuls after "
-                         f"{sorted(set(cfg.smoothing_after) & set(cfg.outlier_after))}: give them different ops")
+                         f"{sorted(shared)}: give them different ops")
     if cfg.smoothing_alpha is not None:
         from bertbuild.precision.smoothing import smooth
 
@@ -62,25 +70,22 @@ def int8_source(fused_onnx: Path | str, out_dir: Path | str, samples: Calibratio
     return source, techniques
 
 
-def write_int8_files(fused_onnx: Path | str, out_dir: Path | str, samples: CalibrationSet, cfg: Int8Config,
-                     cache_dir: Path | str | None = None, nodes_to_exclude: Iterable[str] = (),
-                     variants: Iterable[str] = (*VARIANTS, ORT_VARIANT), stem: str = "model",
-                     threads: int | None = None, calibration: Calibration | None = None) -> Int8Files:
+def write_int8_files(source: Path | str, out_dir: Path | str, calibration: Calibration, cfg: Int8Config,
+                     samples: CalibrationSet | None = None, nodes_to_exclude: Iterable[str] = (),
+                     variants: Iterable[str] = ALL_VARIANTS, stem: str = "model",
+                     threads: int | None = None) -> Int8Files:
     """Write `<stem>.int8-<variant>.onnx` for each variant into `out_dir`.
 
-    `calibration` may be passed in when already made for this source (the
-    fallback re-quantizes with different exclusions from the same one).
+    `source` comes from `prepare_source` and `calibration` from calibrating it;
+    `samples` (the calibration windows) are needed only for bias correction.
     """
     from bertbuild.precision.ort_int8 import write_ort_int8
 
     start = time.perf_counter()
-    out_dir = Path(out_dir)
+    source, out_dir = Path(source), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    source, techniques = int8_source(fused_onnx, out_dir, samples, cfg, threads)
-    if calibration is None:
-        calibration = calibrate(source, samples, cfg, cache_dir, threads)
     excluded = sorted(set(nodes_to_exclude))
-    paths, counts, quantized = {}, {}, []
+    paths, counts, quantized, techniques = {}, {}, [], {}
     for variant in variants:
         activation = "u8s8" if variant == ORT_VARIANT else variant
         variant_source = _bias_corrected(source, out_dir, calibration, samples, cfg, activation, techniques, threads)
@@ -88,8 +93,8 @@ def write_int8_files(fused_onnx: Path | str, out_dir: Path | str, samples: Calib
         if variant == ORT_VARIANT:
             report = write_ort_int8(variant_source, path, calibration, cfg, excluded)
             quantized = report.quantized_nodes
-            techniques["ort"] = {k: v for k, v in report.to_json().items() if k not in ("quantized_nodes",
-                                                                                         "excluded_nodes")}
+            techniques["ort"] = {k: v for k, v in report.to_json().items()
+                                 if k not in ("quantized_nodes", "excluded_nodes")}
         else:
             quantized = quantize_variant(variant_source, path, calibration, cfg, variant, excluded)
         paths[variant] = str(path)
@@ -99,11 +104,25 @@ def write_int8_files(fused_onnx: Path | str, out_dir: Path | str, samples: Calib
                      seconds=round(time.perf_counter() - start, 2), qdq_counts=counts)
 
 
-def _bias_corrected(source: Path, out_dir: Path, calibration: Calibration, samples: CalibrationSet,
+def build_int8(fused_onnx: Path | str, out_dir: Path | str, samples: CalibrationSet, cfg: Int8Config,
+               cache_dir: Path | str | None = None, nodes_to_exclude: Iterable[str] = (),
+               variants: Iterable[str] = ALL_VARIANTS, threads: int | None = None) -> Int8Files:
+    """prepare_source -> calibrate -> write_int8_files, in one call."""
+    source, prepared = prepare_source(fused_onnx, out_dir, samples, cfg, threads)
+    calibration = calibrate(source, samples, cfg, cache_dir, threads)
+    files = write_int8_files(source, out_dir, calibration, cfg, samples, nodes_to_exclude, variants,
+                             threads=threads)
+    files.techniques = {**prepared, **files.techniques}
+    return files
+
+
+def _bias_corrected(source: Path, out_dir: Path, calibration: Calibration, samples: CalibrationSet | None,
                     cfg: Int8Config, variant: str, techniques: dict, threads: int | None) -> Path:
     """`source` with biases corrected for `variant` when configured (made once per variant)."""
     if not cfg.bias_correction:
         return source
+    if samples is None:
+        raise ValueError("bias correction needs the calibration samples")
     from bertbuild.precision.bias_correction import correct_biases
 
     path = out_dir / f"{source.stem}-biascorrected-{variant}.onnx"
