@@ -18,7 +18,7 @@ from bertbuild import __version__
 from bertbuild.errors import BertbuildError
 
 # Explicit, ordered list: adding a command is one file plus one name here.
-COMMANDS = ("run", "finetune", "ask", "fetch", "artifacts", "bench", "passes", "backends", "trt_check", "doctor")
+COMMANDS = ("run", "finetune", "ask", "eval", "fetch", "artifacts", "bench", "passes", "backends", "trt_check", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -76,7 +76,7 @@ def tiny_trt_files(tiny_onnx, vocab_path, tmp_path_factory) -> dict:
     directory = tmp_path_factory.mktemp("tiny-trt")
     fp16 = directory / "model-fp16.onnx"
     convert_to_fp16(tiny_onnx["fused"], fp16, Fp16Config())
-    cfg = Int8Config(samples=16, max_seq_length=128, batch_size=8)
+    cfg = Int8Config(samples=16, max_seq_length=128, batch_size=8).plain()
     calibration = calibrate(tiny_onnx["fused"], calibration_set(cfg, vocab_path, lower_case=True), cfg,
                             cache_dir=directory / "calibration")
     int8 = quantize_int8(tiny_onnx["fused"], directory, calibration, cfg).paths

@@ -14,7 +14,7 @@ from bertbuild.precision.fallback import exclusion_schedule, run_fallback
 from bertbuild.precision.int8 import quantize_int8
 from bertbuild.precision.sensitivity import fake_quantize_activation, rank_sensitivity
 
-CFG = Int8Config(samples=16, max_seq_length=128, batch_size=8)
+CFG = Int8Config(samples=16, max_seq_length=128, batch_size=8, method="percentile").plain()
 
 
 def test_schedule_grows_by_step_within_node_and_try_budgets():

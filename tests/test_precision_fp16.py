@@ -93,3 +93,32 @@ def test_out_of_range_constants_clip_to_fp16_max_instead_of_inf(tmp_path):
     session = ort.InferenceSession(str(tmp_path / "mask-fp16.onnx"), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {"x": np.array([1.5, 0.0], np.float32), "keep": np.array([1.0, 0.0], np.float32)})
     assert out.dtype == np.float32 and out[0] == 1.5 and out[1] == -65504.0
+
+
+@pytest.mark.parametrize("source", ["fused", "fp32"])
+def test_softmax_runs_in_fp32_read_off_the_graph(tiny_onnx, tmp_path, source):
+    """Fused: each FP16 Attention carries softmax_precision=FLOAT. Unfused: each Softmax reads and writes FLOAT."""
+    out = tmp_path / "model-fp16.onnx"
+    report = convert_to_fp16(tiny_onnx[source], out, Fp16Config())
+    model = onnx.load(str(out))
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = _elem_types([*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output])
+    attentions = [n for n in model.graph.node if n.op_type == "Attention"]
+    softmaxes = [n for n in model.graph.node if n.op_type == "Softmax"]
+    if source == "fused":
+        assert len(attentions) == 2 and not softmaxes and report.fp32_softmax_attention == 2
+        for node in attentions:
+            precision = {a.name: helper.get_attribute_value(a) for a in node.attribute}.get("softmax_precision")
+            assert types[node.input[0]] == TensorProto.FLOAT16  # the GEMMs stay FP16...
+            assert precision == TensorProto.FLOAT  # ...the softmax does not
+    else:
+        assert len(softmaxes) == 2 and not attentions
+        assert all(types[n.input[0]] == TensorProto.FLOAT and types[n.output[0]] == TensorProto.FLOAT
+                   for n in softmaxes)
+
+
+def test_softmax_may_go_fp16_when_not_kept(tiny_onnx, tmp_path):
+    report = convert_to_fp16(tiny_onnx["fused"], tmp_path / "a.onnx", Fp16Config(keep_fp32_ops=()))
+    attentions = [n for n in onnx.load(str(tmp_path / "a.onnx")).graph.node if n.op_type == "Attention"]
+    assert report.fp32_softmax_attention == 0
+    assert attentions and not any(a.name == "softmax_precision" for n in attentions for a in n.attribute)

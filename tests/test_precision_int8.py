@@ -15,7 +15,7 @@ from bertbuild.precision.calibration import (
 from bertbuild.precision.config import Int8Config
 from bertbuild.precision.int8 import quantize_int8, zero_points
 
-CFG = Int8Config(samples=24, max_seq_length=128, batch_size=8)
+CFG = Int8Config(samples=24, max_seq_length=128, batch_size=8, method="percentile").plain()
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +136,8 @@ def test_int8_logits_close_to_fp32_and_excluded_nodes_stay_float(tiny_onnx, samp
     assert all(not set(n.input) & dq_outputs for n in model.graph.node if n.name in keep)
     with pytest.raises(ValueError, match="nothing left to quantize"):
         quantize_int8(tiny_onnx["fused"], tmp_path, calibration, CFG, nodes_to_exclude=quantized.quantized_nodes)
+
+
+def test_a_config_with_rewrites_refuses_an_unprepared_file(tiny_onnx, calibration, tmp_path):
+    with pytest.raises(ValueError, match=r"smoothing \(alpha 0.7\) and the outlier split \(4 channels\).*prepare_source"):
+        quantize_int8(tiny_onnx["fused"], tmp_path, calibration, Int8Config())  # the defaults smooth and split

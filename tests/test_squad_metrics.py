@@ -107,3 +107,15 @@ def test_perfect_predictions_on_the_bundled_dev_set_score_100():
     examples = examples_from(load_dataset())
     predictions = {example.qid: example.answers[0] for example in examples}
     assert score(examples, predictions) == {"exact_match": 100.0, "f1": 100.0, "count": 10_570}
+
+
+def test_question_scores_are_what_score_averages():
+    from bertbuild.squad.metrics import question_scores
+
+    examples = [example("a", "Denver Broncos"), example("b", "brown fox jumps over"), example("c", "x")]
+    predictions = {"a": "the Denver Broncos.", "b": "the quick brown fox"}  # "c" is missing
+    per_question = question_scores(examples, predictions)
+    assert per_question == {"a": (1.0, 1.0), "b": (0.0, pytest.approx(4 / 7)), "c": (0.0, 0.0)}
+    totals = score(examples, predictions)
+    assert totals["exact_match"] == pytest.approx(100 / 3)
+    assert totals["f1"] == pytest.approx(100 * (1 + 4 / 7) / 3) and totals["count"] == 3

@@ -16,7 +16,9 @@ bins merge, so no second pass over the data is needed). From them:
 - minmax:     amax = max |x|
 - percentile: amax = the `percentile`-th percentile of |x|
 - entropy:    amax = the clipping threshold whose 128-level quantized
-               histogram is closest (KL divergence) to the observed one.
+               histogram is closest (KL divergence) to the observed one;
+- auto:       per tensor, whichever of those thresholds hurts the tensor's
+               MatMul outputs least (range_choice.py).
 
 One calibration serves both INT8 variants: symmetric S8 activations use
 [-amax, amax]; U8 activations use [max(min, -amax), min(max, amax)], which keeps
@@ -262,12 +264,20 @@ def activation_session(model_path: Path | str, tensors: list[str], threads: int 
 
 
 def _collect_statistics(model_path: Path, tensors: list[str], samples: CalibrationSet, cfg: Int8Config,
-                        threads: int | None = None) -> dict[str, _AbsHistogram]:
-    """Run the FP32 model over the samples, one bounded batch at a time, folding stats in."""
+                        threads: int | None = None, ignored_channels: dict[str, list[int]] | None = None,
+                        ) -> dict[str, _AbsHistogram]:
+    """Run the FP32 model over the samples, one bounded batch at a time, folding stats in.
+
+    `ignored_channels` (tensor -> last-axis channels) are left out of a tensor's
+    statistics: outliers.py routes them around the INT8 MatMul.
+    """
     session = activation_session(model_path, tensors, threads)
     stats = {name: _AbsHistogram(cfg.num_bins) for name in tensors}
+    ignored = ignored_channels or {}
     for feed in samples.batches(cfg.batch_size):
         for name, value in zip(tensors, session.run(tensors, feed)):
+            if name in ignored:
+                value = np.delete(value, ignored[name], axis=-1)
             stats[name].add(value)
     return stats
 
@@ -331,7 +341,7 @@ def load_calibration(cache_path: Path | str) -> Calibration:
 
 def _method_params(cfg: Int8Config) -> dict:
     params = {"op_types": list(cfg.op_types), "quantize_head": cfg.quantize_head}
-    if cfg.method in ("percentile", "entropy"):
+    if cfg.method in ("percentile", "entropy", "auto"):
         params["num_bins"] = cfg.num_bins
     if cfg.method == "percentile":
         params["percentile"] = cfg.percentile
@@ -364,15 +374,30 @@ def calibrate(model_path: Path | str, samples: CalibrationSet, cfg: Int8Config,
     targets = quantization_targets(model, cfg)
     tables = {init.name: init for init in model.graph.initializer}
     tensors = list(dict.fromkeys(t.activation for t in targets if t.op_type != "Gather"))
-    stats = _collect_statistics(model_path, tensors, samples, cfg, threads)
+    from bertbuild.precision.outliers import outlier_channels
+
+    stats = _collect_statistics(model_path, tensors, samples, cfg, threads, outlier_channels(model))
     ranges = {}
     for target in targets:
         if target.op_type == "Gather":
             table = numpy_helper.to_array(tables[target.activation])
             low, high = float(table.min()), float(table.max())
             ranges[target.activation] = TensorRange(low, high, max(abs(low), abs(high)))
-    del model, tables
+    del tables
+    params = _method_params(cfg)
+    if cfg.method == "auto":
+        from bertbuild.precision.int8 import ACTIVATION_VARIANT
+        from bertbuild.precision.range_choice import CHOICE_BATCHES, choose_ranges
+
+        readers = {name: [node.input[1] for node in model.graph.node if node.op_type == "MatMul"
+                          and node.name in {t.node for t in targets} and node.input[0] == name] for name in stats}
+        chosen = choose_ranges(model_path, stats, readers, samples, ACTIVATION_VARIANT[cfg.activation_type],
+                               CHOICE_BATCHES, cfg.batch_size, threads)
+        ranges.update({name: tensor_range for name, (_, tensor_range) in chosen.items()})
+        params["chosen"] = {name: label for name, (label, _) in chosen.items()}
     for name, hist in stats.items():
+        if cfg.method == "auto":
+            continue
         if cfg.method == "minmax":
             amax = _amax_minmax(hist)
         elif cfg.method == "percentile":
@@ -383,7 +408,7 @@ def calibrate(model_path: Path | str, samples: CalibrationSet, cfg: Int8Config,
     calibration = Calibration(
         method=cfg.method, model_sha256=model_sha, samples_fingerprint=samples.fingerprint,
         max_seq_length=samples.max_seq_length, rows=len(samples), question_ids=list(samples.question_ids),
-        targets=[asdict(t) for t in targets], ranges=ranges, params=_method_params(cfg),
+        targets=[asdict(t) for t in targets], ranges=ranges, params=params,
         seconds=time.perf_counter() - start, cache_path=str(cache_path) if cache_path else None,
     )
     if cache_path is not None:

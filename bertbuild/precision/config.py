@@ -37,7 +37,9 @@ class Int8Config(_Section):
     that the accuracy fallback is driven by; both are always written.
     """
 
-    method: Literal["entropy", "percentile", "minmax"] = "percentile"
+    # minmax: measured on the tune split, any clipping of these activations (percentile,
+    # entropy) costs more than the resolution it buys (benchmarks/README.md).
+    method: Literal["entropy", "percentile", "minmax", "auto"] = "minmax"
     percentile: float = Field(default=99.99, gt=50, le=100)
     samples: int = Field(default=256, ge=1)  # feature rows (windows) fed to the calibrator
     seed: int = 0
@@ -48,6 +50,21 @@ class Int8Config(_Section):
     num_bins: int = Field(default=2048, ge=128)  # histogram bins (entropy / percentile)
     op_types: tuple[Literal["MatMul", "Gather"], ...] = ("MatMul",)
     quantize_head: bool = False  # the QA head MatMul (hidden -> 2 logits) stays FP32 by default
+    # SmoothQuant-style smoothing of the inputs of the MatMuls after these ops (smoothing.py);
+    # None: off. 0.7 was the best of 0.3-0.85 on the tune split.
+    smoothing_alpha: float | None = Field(default=0.7, ge=0, le=1)
+    smoothing_after: tuple[Literal["LayerNormalization", "Gelu"], ...] = ("LayerNormalization",)
+    # Outlier-channel decomposition (outliers.py): the top-k input channels of each MatMul after
+    # these ops go through a side MatMul with a scale of their own; 0: off.
+    outlier_channels: int = Field(default=4, ge=0)
+    outlier_after: tuple[Literal["LayerNormalization", "Gelu"], ...] = ("Gelu",)
+    # Subtract each quantized MatMul's mean INT8 output error from its bias (bias_correction.py).
+    bias_correction: bool = False
+    bias_correction_batches: int = Field(default=8, ge=1)  # calibration batches the mean error is taken over
+
+    def plain(self) -> "Int8Config":
+        """This config with the graph rewrites off (no smoothing, no outlier split): the fused graph as it is."""
+        return self.model_copy(update={"smoothing_alpha": None, "outlier_channels": 0})
 
     @property
     def variant(self) -> str:

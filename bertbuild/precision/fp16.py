@@ -16,7 +16,14 @@ The conversion itself is small once the islands are known:
 3. a Cast is inserted wherever a float tensor crosses between the regions
    (one per tensor and direction, shared by all its consumers), and before each
    graph output produced in FP16, so int32 inputs stay int32 and the logits
-   stay float32.
+   stay float32;
+4. softmax stays FP32 inside FP16 attention too: when `keep_fp32_ops` names
+   Softmax, every opset-23 `Attention` in the FP16 region gets
+   `softmax_precision = FLOAT` (the fused graph has no Softmax node left to
+   keep: it is folded into Attention). Its inputs and output stay FP16, so
+   the GEMMs keep their FP16 speed while the exponentials and the row sums
+   are FP32 (ONNX Runtime's CPU kernel accepts the attribute; TensorRT's
+   attention layer reads it).
 
 The same file runs on ONNX Runtime (CPU) and is what TensorRT builds a strongly
 typed FP16 network from: the precision is in the graph, not in builder flags.
@@ -60,6 +67,7 @@ class Fp16Report:
     casts_inserted: int = 0
     initializers_converted: int = 0
     values_clipped: int = 0  # initializer values outside the FP16 range, clipped to +-65504
+    fp32_softmax_attention: int = 0  # FP16 Attention nodes told to run their softmax in FP32
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -240,6 +248,7 @@ def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config |
 
     casts: dict[tuple[str, int], str] = {}
     new_nodes: list[onnx.NodeProto] = []
+    fp32_softmax = 0
 
     def cast(name: str, to: int) -> str:
         key = (name, to)
@@ -266,6 +275,9 @@ def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config |
                     inputs.append(cast(name, HALF))
             node.input[:] = inputs
             _retype_attributes(node)
+            if node.op_type == "Attention" and node.domain in ("", "ai.onnx") and "Softmax" in cfg.keep_fp32_ops:
+                _set_softmax_precision(node, FLOAT)
+                fp32_softmax += 1
         new_nodes.append(node)
 
     # Graph outputs keep their names and float32 type: the FP16 producer writes a renamed tensor.
@@ -297,6 +309,7 @@ def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config |
         path=str(out_path), seconds=round(time.perf_counter() - start, 3), nodes=len(graph.node),
         fp32_nodes=sorted(_node_name(g.nodes[i], i) for i in keep), layernorm_islands=n_islands,
         casts_inserted=n_casts, initializers_converted=len(half_init_names), values_clipped=clipped_total,
+        fp32_softmax_attention=fp32_softmax,
     )
     if clipped_total:
         log.info("fp16: %d initializer values clipped to +-%g", clipped_total, FP16_MAX)
@@ -311,3 +324,10 @@ def _retype_attributes(node: onnx.NodeProto) -> None:
         elif node.op_type in ("Constant", "ConstantOfShape") and attr.name == "value" and attr.t.data_type == FLOAT:
             converted, _ = _half_tensor(attr.t, attr.t.name)
             attr.t.CopyFrom(converted)
+
+
+def _set_softmax_precision(node: onnx.NodeProto, elem_type: int) -> None:
+    """Set (or replace) an Attention node's `softmax_precision` attribute (an ONNX element type)."""
+    kept = [attr for attr in node.attribute if attr.name != "softmax_precision"]
+    del node.attribute[:]
+    node.attribute.extend(kept + [helper.make_attribute("softmax_precision", elem_type)])

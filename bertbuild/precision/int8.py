@@ -93,6 +93,7 @@ def quantize_variant(fp32_onnx: Path | str, out_path: Path | str, calibration: C
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown INT8 variant {variant!r}, expected one of {VARIANTS}")
+    _check_prepared(fp32_onnx, cfg)
     excluded = set(nodes_to_exclude)
     targets = [t for t in calibration.targets if t["node"] not in excluded]
     if not targets:
@@ -128,6 +129,27 @@ def quantize_variant(fp32_onnx: Path | str, out_path: Path | str, calibration: C
         onnx.save(model, str(out_path))
     onnx.checker.check_model(str(out_path))
     return quantized
+
+
+def _check_prepared(fp32_onnx: Path | str, cfg: Int8Config) -> None:
+    """Refuse to quantize a file the configured rewrites were not applied to.
+
+    Smoothing and the outlier split rewrite the FP32 graph before calibration
+    (recipe.prepare_source); quantizing the plain fused file with such a
+    config would silently write a file the config does not describe.
+    """
+    from bertbuild.precision.outliers import outlier_channels
+    from bertbuild.precision.smoothing import SMOOTH_SUFFIX
+
+    model = onnx.load(str(fp32_onnx), load_external_data=False)
+    missing = []
+    if cfg.smoothing_alpha is not None and not any(n.output[0].endswith(SMOOTH_SUFFIX) for n in model.graph.node):
+        missing.append(f"smoothing (alpha {cfg.smoothing_alpha})")
+    if cfg.outlier_channels and not outlier_channels(model):
+        missing.append(f"the outlier split ({cfg.outlier_channels} channels)")
+    if missing:
+        raise ValueError(f"{fp32_onnx} has not had {' and '.join(missing)} applied: prepare it with "
+                         "bertbuild.precision.recipe.prepare_source and calibrate that file first")
 
 
 def _float_path_for_other_consumers(model: onnx.ModelProto, quantized: set[str]) -> int:

@@ -1,13 +1,20 @@
 """The tune split: how INT8 choices are judged without reading a held-out question.
 
 Every INT8 decision (does plain INT8 need the fallback, which fallback try to
-keep) is made on a fixed, seeded sample of TRAIN-half questions that
-calibration did not use. The signal is answer agreement with the FP32 model:
-the share of tune questions whose predicted answer text is exactly the FP32
-one. Unlike F1 on a few hundred questions, whose noise (SD 25 F1 points per
-question) hides a one-point drop, agreement measures the quantization alone:
-FP32 and INT8 see the same windows, so only the engine can make them differ.
-Mean and max |Δlogit| over the tune windows are reported beside it.
+keep, which technique and smoothing strength, see benchmarks/int8_techniques.py)
+is made on a fixed, seeded sample of TRAIN-half questions that calibration did
+not use. FP32 and INT8 see the same windows, so only the engine can make them
+differ, and every window says how far apart they are:
+
+- `answer_agreement`: the share of tune questions whose predicted answer text
+  is exactly the FP32 one (what any F1 change is made of). Unlike F1 on a few
+  hundred questions, whose noise (SD 25 F1 points per question) hides a
+  one-point drop, it measures the quantization alone;
+- `kl`: KL(FP32 || candidate) of the start and of the end distributions
+  (softmax over each window's real tokens), averaged over windows: the
+  smoothest, lowest-variance signal, used to rank close candidates;
+- `start_agreement` / `end_agreement`: each window's argmax is FP32's;
+- `mean_abs_dlogit` / `max_abs_dlogit`: |Δlogit| over real (unpadded) tokens.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import numpy as np
 
 from bertbuild.squad.sets import SquadSet, featurize, load_split, sample
 
+Logits = tuple[np.ndarray, np.ndarray]  # (start, end), [windows, sequence]
+
 
 @dataclass(frozen=True)
 class TuneSignal:
@@ -29,6 +38,9 @@ class TuneSignal:
     max_abs_dlogit: float
     questions: int
     windows: int
+    kl: float = 0.0
+    start_agreement: float = 1.0
+    end_agreement: float = 1.0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -46,17 +58,57 @@ def tune_set(dataset: str, vocab_path: Path | str, lower_case: bool, questions: 
                              "excluded_calibration_questions": len(exclude)})
 
 
+def onnx_logits(onnx_path: Path | str, tune: SquadSet, batch_size: int = 8, threads: int | None = None) -> Logits:
+    """(start, end) logits of an ONNX file over the tune windows, with ONNX Runtime on CPU."""
+    from bertbuild.backends.onnxrt import OnnxRuntimeRunner
+    from bertbuild.evaluation.score import run_logits
+
+    start, end, _ = run_logits(OnnxRuntimeRunner(onnx_path, providers=["CPUExecutionProvider"], threads=threads),
+                               tune.features, batch_size)
+    return start, end
+
+
 def _answers(tune: SquadSet, start: np.ndarray, end: np.ndarray) -> dict[str, str]:
     from bertbuild.squad.postprocess import predictions_from_logits
 
     return predictions_from_logits(tune.examples, tune.features, start, end)
 
 
-def compare(tune: SquadSet, reference: tuple[np.ndarray, np.ndarray],
-            candidate: tuple[np.ndarray, np.ndarray]) -> TuneSignal:
+def _log_softmax(logits: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax over the masked positions; 0 at the others (they carry no probability)."""
+    masked = np.where(mask, logits.astype(np.float64), -np.inf)
+    shifted = masked - masked.max(axis=1, keepdims=True)
+    return np.where(mask, shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)), 0.0)
+
+
+def window_kl(reference: np.ndarray, candidate: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-window KL(softmax(reference) || softmax(candidate)) over the masked positions."""
+    log_p, log_q = _log_softmax(reference, mask), _log_softmax(candidate, mask)
+    return (np.where(mask, np.exp(log_p), 0.0) * (log_p - log_q)).sum(axis=1)
+
+
+def _argmax_agreement(reference: np.ndarray, candidate: np.ndarray, mask: np.ndarray) -> float:
+    def argmax(logits):
+        return np.where(mask, logits, -np.inf).argmax(axis=1)
+
+    return float((argmax(reference) == argmax(candidate)).mean())
+
+
+def compare(tune: SquadSet, reference: Logits, candidate: Logits) -> TuneSignal:
     """Agreement of `candidate`'s (start, end) logits with `reference`'s on the same tune windows."""
     ref_answers, cand_answers = _answers(tune, *reference), _answers(tune, *candidate)
     agree = sum(ref_answers[qid] == cand_answers.get(qid) for qid in ref_answers)
-    diff = np.concatenate([np.abs(reference[0] - candidate[0]).ravel(), np.abs(reference[1] - candidate[1]).ravel()])
+    mask = tune.features.input_mask.astype(bool)
+    diff = np.concatenate([np.abs(ref - cand)[mask] for ref, cand in zip(reference, candidate)])
+    kl = np.mean([window_kl(ref, cand, mask).mean() for ref, cand in zip(reference, candidate)])
     return TuneSignal(answer_agreement=agree / max(len(ref_answers), 1), mean_abs_dlogit=float(diff.mean()),
-                      max_abs_dlogit=float(diff.max()), questions=len(ref_answers), windows=len(tune))
+                      max_abs_dlogit=float(diff.max()), questions=len(ref_answers), windows=len(tune),
+                      kl=float(kl), start_agreement=_argmax_agreement(reference[0], candidate[0], mask),
+                      end_agreement=_argmax_agreement(reference[1], candidate[1], mask))
+
+
+def closest_to_fp32(signals: dict[str, TuneSignal]) -> str:
+    """The candidate closest to FP32 on the tune set: lowest KL, then most answers kept."""
+    if not signals:
+        raise ValueError("no candidates to choose from")
+    return min(signals, key=lambda label: (signals[label].kl, -signals[label].answer_agreement, label))

@@ -58,25 +58,32 @@ def best_over_ground_truths(
     return max((metric(prediction, truth) for truth in ground_truths), default=0.0)
 
 
-def score(examples: Sequence[Example], predictions: Mapping[str, str]) -> dict:
-    """Exact match and F1 in percent over all examples.
+def question_scores(examples: Sequence[Example], predictions: Mapping[str, str]) -> dict[str, tuple[float, float]]:
+    """qid -> (exact match, F1), each in [0, 1], for every example.
 
-    A question missing from `predictions` scores 0 but still counts, so a
-    partial predictions file cannot inflate the score.
+    A question missing from `predictions` scores (0, 0): it is still listed, so
+    a partial predictions file cannot inflate an average over these scores.
     """
-    total_exact = total_f1 = 0.0
+    scores = {}
     for example in examples:
         prediction = predictions.get(example.qid)
         if prediction is None:
+            scores[example.qid] = (0.0, 0.0)
             continue
-        total_exact += best_over_ground_truths(exact_match, prediction, example.answers)
-        total_f1 += best_over_ground_truths(f1, prediction, example.answers)
+        scores[example.qid] = (best_over_ground_truths(exact_match, prediction, example.answers),
+                               best_over_ground_truths(f1, prediction, example.answers))
+    return scores
+
+
+def score(examples: Sequence[Example], predictions: Mapping[str, str]) -> dict:
+    """Exact match and F1 in percent over all examples: the mean of `question_scores`."""
+    per_question = question_scores(examples, predictions)
     count = len(examples)
 
-    def percent(total: float) -> float:
-        return 100.0 * total / count if count else 0.0
+    def percent(column: int) -> float:
+        return 100.0 * sum(pair[column] for pair in per_question.values()) / count if count else 0.0
 
-    return {"exact_match": percent(total_exact), "f1": percent(total_f1), "count": count}
+    return {"exact_match": percent(0), "f1": percent(1), "count": count}
 
 
 def write_predictions(path: str | Path, predictions: Mapping[str, str]) -> Path:
