@@ -157,7 +157,7 @@ def test_all_precisions_are_written_scored_gated_and_published(tmp_path, prefect
     assert 0 < rows["onnxruntime-int8"]["max_abs_dlogit"] <= 1.0
     reports = json.loads((Path(result["run_dir"]) / "results.json").read_text())["reports"]
     assert reports["fusion"]["passes"] == {"layernorm": 5, "gelu": 2, "attention": 2}
-    assert reports["calibration"]["rows"] == 16 and reports["calibration"]["method"] == "percentile"
+    assert reports["calibration"]["rows"] == 16 and reports["calibration"]["method"] == "minmax"
     assert reports["tune"]["questions"] == 12 and len(reports["tune"]["question_ids"]) == 12
     assert reports["int8_choice"]["plain"]["questions"] == 12
 
@@ -165,8 +165,8 @@ def test_all_precisions_are_written_scored_gated_and_published(tmp_path, prefect
     assert published["released"] and published["latest"]
     names = set(published["files"])
     assert {"model-fp32.onnx", "model-fused.onnx", "model-fp16.onnx", "int8/model.int8-s8s8.onnx",
-            "int8/model.int8-u8s8.onnx", "int8/calibration.json", "results.json",
-            "engines/int8/model.int8-u8s8.ort.onnx"} <= names
+            "int8/model.int8-u8s8.onnx", "int8/model.int8-ort.onnx", "int8/calibration.json", "results.json",
+            "engines/int8/model.int8-ort.ort.onnx"} <= names
     assert not any(n.endswith(".npz") for n in names)
 
 
@@ -192,7 +192,7 @@ def test_int8_that_misses_the_tune_gate_fails_and_publishes_no_engine(tmp_path, 
     # Percentile 50 clips half of every activation: INT8 answers drift from FP32's, and
     # returning 4 of 12 MatMuls to FP32 cannot bring every answer back.
     config = _config(tmp_path, engines={"precisions": ["fp32", "int8"]},
-                     precision={"int8": {"samples": 16, "max_seq_length": 128, "percentile": 50.5},
+                     precision={"int8": {"samples": 16, "max_seq_length": 128, "method": "percentile", "percentile": 50.5},
                                 "tune": {"questions": 30, "min_answer_agreement": 1.0},
                                 "fallback": {"step": 2, "max_nodes": 4}},
                      gates={"int8": {"max_f1_drop": 100.0, "min_argmax_agreement": 0.0}})
@@ -212,7 +212,7 @@ def test_a_fallback_with_no_budget_is_a_named_gate_failure(tmp_path, prefect_har
     from bertbuild.flows.build_bert import build_bert
 
     config = _config(tmp_path, engines={"precisions": ["int8"]},
-                     precision={"int8": {"samples": 16, "max_seq_length": 128, "percentile": 50.5},
+                     precision={"int8": {"samples": 16, "max_seq_length": 128, "method": "percentile", "percentile": 50.5},
                                 "tune": {"questions": 30, "min_answer_agreement": 1.0}, "fallback": budget},
                      gates={"int8": {"max_f1_drop": 100.0, "min_argmax_agreement": 0.0}})
     state = build_bert(config, return_state=True)

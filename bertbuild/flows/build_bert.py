@@ -12,6 +12,8 @@ configs/X.yaml`, or as a deployment (`prefect deployment run build-bert/on-deman
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow, get_run_logger
 
 from bertbuild.config import ConfigParameter, with_overrides
@@ -58,12 +60,12 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
             int8 = choose_int8(fused, model, cfg, run, variant, f"{backend}-int8")
             written = int8["written"]
             onnx[Precision.INT8] = written["paths"][variant]
-            files.update({f"int8/model.int8-{v}.onnx": path for v, path in written["paths"].items()})
+            files.update({f"int8/{Path(path).name}": path for path in written["paths"].values()})
             files["int8/calibration.json"] = int8["calibration"]["cache_path"]
             reports.update(int8=written, calibration=int8["calibration"], tune=int8["tune"], int8_choice=int8["report"])
             gates.append(int8["gate"])
 
-    trt_bound = {n: files[n] for n in files if n.endswith(".onnx") and "u8s8" not in n}  # what TensorRT gets
+    trt_bound = {n: f for n, f in files.items() if n.endswith(".onnx") and not n.endswith(("u8s8.onnx", "ort.onnx"))}
     reports["trt_ready"] = check_tensorrt_ready(trt_bound, cfg.engines.profiles, backend in TENSORRT_BACKENDS, run)
     engines = {p: build_engine.with_options(tags=["tensorrt"] if backend in TENSORRT_BACKENDS else [])
                .submit(backend, onnx[p], p, cfg.engines.profiles, run, threads) for p in precisions}

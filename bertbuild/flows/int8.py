@@ -19,7 +19,8 @@ from bertbuild.evaluation.gates import GateResult
 from bertbuild.precision.fallback import exclusion_schedule, run_fallback
 from bertbuild.runs import RunContext
 from bertbuild.tasks.model import ModelInfo
-from bertbuild.tasks.precision import (calibrate_int8, int8_onnx, rank_int8_sensitivity, tune_try, tune_windows)
+from bertbuild.tasks.precision import (calibrate_int8, int8_onnx, prepare_int8_source, rank_int8_sensitivity, tune_try,
+                                       tune_windows)
 
 
 @flow(name="choose-int8")
@@ -27,12 +28,14 @@ def choose_int8(fused: dict, model: ModelInfo, cfg: BuildConfig, run: RunContext
     """{"written": the kept quantize_int8 result, "calibration", "tune", "report", "gate"}."""
     logger = get_run_logger()
     precision, threads = cfg.precision, cfg.engines.threads
-    calibration = calibrate_int8(fused, model, precision.int8, cfg.eval.dataset, run, threads)
+    int8_cfg, dataset = precision.int8, cfg.eval.dataset
+    source = prepare_int8_source(fused, model, int8_cfg, dataset, run, threads)  # smoothed / outlier-split FP32
+    calibration = calibrate_int8(source, model, int8_cfg, dataset, run, threads)
     tune = tune_windows(model, precision.tune, calibration, cfg.eval, run)
     written: dict[str, dict] = {}
 
     def quantize(excluded: list[str]) -> str:
-        result = int8_onnx(fused, calibration, precision.int8, excluded, run)
+        result = int8_onnx(source, calibration, model, int8_cfg, dataset, excluded, run, threads)
         written[result["paths"][variant]] = result
         return result["paths"][variant]
 
@@ -51,7 +54,7 @@ def choose_int8(fused: dict, model: ModelInfo, cfg: BuildConfig, run: RunContext
     kept, best = plain, first
     if not passes(first) and precision.fallback.enabled:
         ranking = [node for node, _ in rank_int8_sensitivity(
-            fused, calibration, model, precision.int8, cfg.eval.dataset, variant,
+            source, calibration, model, int8_cfg, dataset, "u8s8" if variant == "ort" else variant,
             precision.fallback.sensitivity_batches, run, threads)]
         if exclusion_schedule(ranking, precision.fallback):
             fallback = run_fallback(quantize, judge, passes, ranking, precision.fallback)
@@ -70,4 +73,4 @@ def choose_int8(fused: dict, model: ModelInfo, cfg: BuildConfig, run: RunContext
                       precision.tune.min_answer_agreement, passes(best), "min")
     tune_record = {k: tune[k] for k in ("questions", "windows", "seed", "question_ids")}
     return {"written": written[kept], "calibration": calibration, "tune": tune_record, "report": report,
-            "gate": gate.to_json()}
+            "gate": gate.to_json(), "techniques": source["techniques"]}

@@ -66,10 +66,14 @@ class Int8Config(_Section):
         """This config with the graph rewrites off (no smoothing, no outlier split): the fused graph as it is."""
         return self.model_copy(update={"smoothing_alpha": None, "outlier_channels": 0})
 
+    # ONNX Runtime evaluates the ONNX-Runtime-only file (ort_int8.py: the same INT8 GEMMs, with ORT's
+    # fused attention kernel); False: the standard u8s8/s8s8 file. TensorRT always gets s8s8.
+    ort_kernels: bool = True
+
     @property
     def variant(self) -> str:
-        """The written file ONNX Runtime evaluates: `u8s8` for unsigned activations, `s8s8` for signed."""
-        return f"{self.activation_type}s8"
+        """The written file ONNX Runtime evaluates: `ort`, or `u8s8` / `s8s8` by activation type."""
+        return "ort" if self.ort_kernels and self.activation_type == "u8" else f"{self.activation_type}s8"
 
 
 class FallbackConfig(_Section):

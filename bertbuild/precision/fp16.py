@@ -17,13 +17,12 @@ The conversion itself is small once the islands are known:
    (one per tensor and direction, shared by all its consumers), and before each
    graph output produced in FP16, so int32 inputs stay int32 and the logits
    stay float32;
-4. softmax stays FP32 inside FP16 attention too: when `keep_fp32_ops` names
-   Softmax, every opset-23 `Attention` in the FP16 region gets
-   `softmax_precision = FLOAT` (the fused graph has no Softmax node left to
-   keep: it is folded into Attention). Its inputs and output stay FP16, so
-   the GEMMs keep their FP16 speed while the exponentials and the row sums
-   are FP32 (ONNX Runtime's CPU kernel accepts the attribute; TensorRT's
-   attention layer reads it).
+4. softmax stays FP32 inside attention too: the fused graph has no Softmax node
+   left (it is folded into the opset-23 `Attention`), so when `keep_fp32_ops`
+   names Softmax, each `Attention` node joins the FP32 islands, with Casts
+   around it. Why not FP16 inputs with `softmax_precision = FLOAT`, which would
+   keep the attention GEMMs in FP16: TensorRT's ONNX parser (10.15) refuses
+   that attribute, and this file is the one TensorRT builds (`bertbuild trt-check`).
 
 The same file runs on ONNX Runtime (CPU) and is what TensorRT builds a strongly
 typed FP16 network from: the precision is in the graph, not in builder flags.
@@ -67,7 +66,7 @@ class Fp16Report:
     casts_inserted: int = 0
     initializers_converted: int = 0
     values_clipped: int = 0  # initializer values outside the FP16 range, clipped to +-65504
-    fp32_softmax_attention: int = 0  # FP16 Attention nodes told to run their softmax in FP32
+    fp32_attention: int = 0  # Attention nodes kept in FP32 so that their softmax is
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -185,7 +184,7 @@ def _has_subgraph(node: onnx.NodeProto) -> bool:
 def _fp32_node_set(g: _Graph, outputs: list[str], cfg: Fp16Config) -> tuple[set[int], int]:
     islands = _layernorm_islands(g)
     keep: set[int] = set().union(*islands) if islands else set()
-    keep_ops = set(cfg.keep_fp32_ops)
+    keep_ops = set(cfg.keep_fp32_ops) | ({"Attention"} if "Softmax" in cfg.keep_fp32_ops else set())
     for index, node in enumerate(g.nodes):
         if node.op_type in keep_ops or _has_subgraph(node):
             keep.add(index)
@@ -248,7 +247,6 @@ def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config |
 
     casts: dict[tuple[str, int], str] = {}
     new_nodes: list[onnx.NodeProto] = []
-    fp32_softmax = 0
 
     def cast(name: str, to: int) -> str:
         key = (name, to)
@@ -275,9 +273,6 @@ def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config |
                     inputs.append(cast(name, HALF))
             node.input[:] = inputs
             _retype_attributes(node)
-            if node.op_type == "Attention" and node.domain in ("", "ai.onnx") and "Softmax" in cfg.keep_fp32_ops:
-                _set_softmax_precision(node, FLOAT)
-                fp32_softmax += 1
         new_nodes.append(node)
 
     # Graph outputs keep their names and float32 type: the FP16 producer writes a renamed tensor.
@@ -309,7 +304,7 @@ def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config |
         path=str(out_path), seconds=round(time.perf_counter() - start, 3), nodes=len(graph.node),
         fp32_nodes=sorted(_node_name(g.nodes[i], i) for i in keep), layernorm_islands=n_islands,
         casts_inserted=n_casts, initializers_converted=len(half_init_names), values_clipped=clipped_total,
-        fp32_softmax_attention=fp32_softmax,
+        fp32_attention=sum(1 for i in keep if g.nodes[i].op_type == "Attention"),
     )
     if clipped_total:
         log.info("fp16: %d initializer values clipped to +-%g", clipped_total, FP16_MAX)
@@ -325,9 +320,3 @@ def _retype_attributes(node: onnx.NodeProto) -> None:
             converted, _ = _half_tensor(attr.t, attr.t.name)
             attr.t.CopyFrom(converted)
 
-
-def _set_softmax_precision(node: onnx.NodeProto, elem_type: int) -> None:
-    """Set (or replace) an Attention node's `softmax_precision` attribute (an ONNX element type)."""
-    kept = [attr for attr in node.attribute if attr.name != "softmax_precision"]
-    del node.attribute[:]
-    node.attribute.extend(kept + [helper.make_attribute("softmax_precision", elem_type)])

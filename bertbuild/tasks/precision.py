@@ -53,40 +53,64 @@ def calibration_windows(model: ModelInfo, int8_cfg: Int8Config, dataset: str):
     return calibration_set(int8_cfg, model.vocab_path, model.lower_case, dataset)
 
 
+def _int8_fields(int8_cfg: Int8Config, dataset: str, model: ModelInfo) -> dict:
+    return {"int8": int8_cfg.model_dump(mode="json"), "dataset": dataset, "lower_case": model.lower_case}
+
+
+@task(name="prepare-int8-source", cache_policy=NO_CACHE)
+def prepare_int8_source(fused: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str, run: RunContext,
+                        threads: int | None) -> dict:
+    """The FP32 file INT8 is written from: the fused graph, smoothed and outlier-split when configured."""
+    from bertbuild.precision import outliers, recipe, smoothing
+    from bertbuild.step_cache import step_key
+
+    def produce(out: Path) -> dict:
+        source, techniques = recipe.prepare_source(fused["path"], out, calibration_windows(model, int8_cfg, dataset),
+                                                   int8_cfg, threads)
+        return {"path": str(source), "techniques": techniques}
+
+    key = step_key("int8", files=[fused["path"], model.vocab_path], fields=_int8_fields(int8_cfg, dataset, model),
+                   modules=[recipe, smoothing, outliers])
+    return run.cache.run("int8", key, produce)
+
+
 @task(name="calibrate-int8", cache_policy=NO_CACHE)
-def calibrate_int8(fused: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str, run: RunContext,
+def calibrate_int8(source: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str, run: RunContext,
                    threads: int | None) -> dict:
-    """Activation ranges from train-half windows; the summary, with the ranges file as "cache_path"."""
-    from bertbuild.precision import calibration
+    """Activation ranges of the prepared file from train-half windows; the summary, ranges file as "cache_path"."""
+    from bertbuild.precision import calibration, range_choice
     from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
         samples = calibration_windows(model, int8_cfg, dataset)
-        return calibration.calibrate(fused["path"], samples, int8_cfg, out, threads).summary()
+        return calibration.calibrate(source["path"], samples, int8_cfg, out, threads).summary()
 
-    fields = {"int8": int8_cfg.model_dump(mode="json"), "dataset": dataset, "lower_case": model.lower_case}
-    key = step_key("calibration", files=[fused["path"], model.vocab_path], fields=fields, modules=[calibration])
+    key = step_key("calibration", files=[source["path"], model.vocab_path],
+                   fields=_int8_fields(int8_cfg, dataset, model), modules=[calibration, range_choice])
     return run.cache.run("calibration", key, produce)
 
 
 @task(name="int8-onnx", cache_policy=NO_CACHE)
-def int8_onnx(fused: dict, calibration: dict, int8_cfg: Int8Config, excluded: list[str], run: RunContext) -> dict:
-    """Both INT8 variants (s8s8 for TensorRT, u8s8 for ONNX Runtime) with `excluded` nodes left in FP32."""
+def int8_onnx(source: dict, calibration: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str,
+              excluded: list[str], run: RunContext, threads: int | None) -> dict:
+    """Every INT8 file (s8s8 for TensorRT, u8s8, and ONNX Runtime's own) with `excluded` nodes left in FP32."""
+    from bertbuild.precision import bias_correction, int8, ort_int8, recipe
     from bertbuild.precision import calibration as calibrating
-    from bertbuild.precision import int8
     from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
-        ranges = calibrating.load_calibration(calibration["cache_path"])
-        return int8.quantize_int8(fused["path"], out, ranges, int8_cfg, excluded).to_json()
+        samples = calibration_windows(model, int8_cfg, dataset) if int8_cfg.bias_correction else None
+        return recipe.write_int8_files(source["path"], out, calibrating.load_calibration(calibration["cache_path"]),
+                                       int8_cfg, samples, excluded, threads=threads).to_json()
 
-    fields = {"int8": int8_cfg.model_dump(mode="json"), "excluded": sorted(excluded)}
-    key = step_key("int8", files=[fused["path"], calibration["cache_path"]], fields=fields, modules=[int8])
+    fields = {**_int8_fields(int8_cfg, dataset, model), "excluded": sorted(excluded)}
+    key = step_key("int8", files=[source["path"], calibration["cache_path"]], fields=fields,
+                   modules=[recipe, int8, ort_int8, bias_correction])
     return run.cache.run("int8", key, produce)
 
 
 @task(name="rank-int8-sensitivity", cache_policy=NO_CACHE)
-def rank_int8_sensitivity(fused: dict, calibration: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str,
+def rank_int8_sensitivity(source: dict, calibration: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str,
                           variant: str, batches: int, run: RunContext, threads: int | None) -> list[list]:
     """[node, noise-to-signal] for every INT8 MatMul, most sensitive first (train-half windows only)."""
     from bertbuild.precision import calibration as calibrating
@@ -94,13 +118,13 @@ def rank_int8_sensitivity(fused: dict, calibration: dict, model: ModelInfo, int8
     from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
-        ranked = sensitivity.rank_sensitivity(fused["path"], calibrating.load_calibration(calibration["cache_path"]),
+        ranked = sensitivity.rank_sensitivity(source["path"], calibrating.load_calibration(calibration["cache_path"]),
                                               calibration_windows(model, int8_cfg, dataset), variant, batches,
                                               int8_cfg.batch_size, threads)
         return {"ranking": [[s.node, s.noise_to_signal] for s in ranked]}
 
-    fields = {"variant": variant, "batches": batches, "int8": int8_cfg.model_dump(mode="json"), "dataset": dataset}
-    key = step_key("sensitivity", files=[fused["path"], calibration["cache_path"], model.vocab_path],
+    fields = {**_int8_fields(int8_cfg, dataset, model), "variant": variant, "batches": batches}
+    key = step_key("sensitivity", files=[source["path"], calibration["cache_path"], model.vocab_path],
                    fields=fields, modules=[sensitivity])
     return run.cache.run("sensitivity", key, produce)["ranking"]
 
