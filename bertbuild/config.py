@@ -164,6 +164,10 @@ class GateConfig(_Section):
     min_argmax_agreement: float | None = Field(default=None, ge=0, le=1)
     min_throughput: float | None = None  # sequences/s at the benchmark shape
     require_validation: bool = True  # Polygraphy's comparison must pass
+    # What max_em_drop / max_f1_drop judge: "point", the measured drop; "interval", the worst end of
+    # its paired bootstrap 95 % interval (pass only if the data rule out a larger drop). On 200
+    # questions that interval is about +-3.5 F1 wide, so only "point" can pass a 1-point budget there.
+    drop_judged_on: Literal["point", "interval"] = "point"
 
 
 _DEFAULT_GATES = {

@@ -72,11 +72,12 @@ def host_kind() -> dict:
 
 
 def package_modules(package: ModuleType) -> list[ModuleType]:
-    """A package and every submodule of it that is loaded: the code of a step that spans a package."""
-    import sys
+    """A package and all its submodules (imported here, so the list never depends on what ran before)."""
+    import importlib
+    import pkgutil
 
-    prefix = package.__name__ + "."
-    return [package, *(m for name, m in sorted(sys.modules.items()) if name.startswith(prefix) and m is not None)]
+    names = sorted(info.name for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."))
+    return [package, *(importlib.import_module(name) for name in names)]
 
 
 def code_version(modules: Iterable[ModuleType]) -> str:

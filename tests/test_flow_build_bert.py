@@ -49,8 +49,10 @@ def test_flow_exports_evaluates_validates_and_reports(tmp_path, prefect_harness)
     assert engine["max_abs_dlogit"] <= 1e-4 and engine["questions"] == 10
     assert engine["validation_passed"] and engine["argmax_agreement"] == 1.0 and engine["gates"] == "PASS"
     assert engine["seq_per_s"] > 0 and engine["p50_ms"] > 0
-    # Identical logits up to 1e-4 give identical answers, so identical scores.
+    # Identical logits up to 1e-4 give identical answers, so identical scores and a zero-width interval.
     assert engine["f1"] == reference["f1"]
+    assert engine["delta"]["f1"] | {"questions": 10} == engine["delta"]["f1"] and engine["delta"]["f1"]["low"] == 0
+    assert engine["delta"]["f1"]["high"] == 0 and engine["delta"]["f1"]["resamples"] == 2000
     out = Path(result["run_dir"])
     assert out.parent == tmp_path / "runs" / "tiny" and out.name == result["published"]["run_id"]
     assert (out.parent / "latest").resolve() == out.resolve()

@@ -51,3 +51,15 @@ def test_every_failure_listed():
 def test_parity_gate():
     assert check_parity({"engine": "e", "max_abs_dlogit": 5e-5}, 1e-4).passed
     assert not check_parity({"engine": "e", "max_abs_dlogit": 5e-3}, 1e-4).passed
+
+
+def test_a_drop_judged_on_its_interval_uses_the_worst_end():
+    """Point ΔF1 -0.6 passes a 1.0 budget; its interval [-1.8, +0.5] does not rule out a 1.8 drop."""
+    delta = {"exact_match": {"delta": -1.0, "low": -2.0, "high": 0.0},
+             "f1": {"delta": -0.6, "low": -1.8, "high": 0.5}}
+    row = _row(f1=79.4, delta=delta)
+    point = check_engine(row, REFERENCE, GateConfig(max_f1_drop=1.0))
+    assert not failures(point) and point[0].gate == "f1_drop_vs_fp32" and point[0].measured == pytest.approx(0.6)
+    interval = check_engine(row, REFERENCE, GateConfig(max_f1_drop=1.0, drop_judged_on="interval"))
+    (failed,) = failures(interval)
+    assert failed.gate == "f1_drop_vs_fp32_upper95" and failed.measured == pytest.approx(1.8)

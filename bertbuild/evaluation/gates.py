@@ -47,12 +47,19 @@ def check_engine(row: dict, reference: dict, gates) -> list[GateResult]:
     None disables a gate.
     """
     engine = row["engine"]
-    drop = lambda key: reference[key] - row[key]  # noqa: E731  (positive = worse than FP32)
+    interval = getattr(gates, "drop_judged_on", "point") == "interval" and "delta" in row
+    suffix = "_upper95" if interval else ""
+
+    def drop(key: str) -> float:  # positive = worse than the reference
+        if interval:  # the worst drop the 95 % interval allows
+            return -row["delta"][key]["low"]
+        return reference[key] - row[key]
+
     checks = [
         _check(engine, "exact_match", row["exact_match"], gates.min_em, "min"),
         _check(engine, "f1", row["f1"], gates.min_f1, "min"),
-        _check(engine, "em_drop_vs_fp32", drop("exact_match"), gates.max_em_drop, "max"),
-        _check(engine, "f1_drop_vs_fp32", drop("f1"), gates.max_f1_drop, "max"),
+        _check(engine, "em_drop_vs_fp32" + suffix, drop("exact_match"), gates.max_em_drop, "max"),
+        _check(engine, "f1_drop_vs_fp32" + suffix, drop("f1"), gates.max_f1_drop, "max"),
         _check(engine, "argmax_agreement", row.get("argmax_agreement"), gates.min_argmax_agreement, "min"),
         _check(engine, "throughput_seq_per_s", row.get("seq_per_s"), gates.min_throughput, "min"),
     ]

@@ -15,6 +15,12 @@ def _fmt(value, spec: str) -> str:
         return str(value)
 
 
+def _delta(row: dict) -> str:
+    """ΔF1 with its paired bootstrap interval, e.g. `-0.32 [-1.10, +0.41]` (`-` for the reference row)."""
+    f1 = (row.get("delta") or {}).get("f1")
+    return "-" if not f1 else f"{f1['delta']:+.2f} [{f1['low']:+.2f}, {f1['high']:+.2f}]"
+
+
 def _gate_name(gate: dict) -> str:
     """`gate_result` dicts have `name`; `bertbuild.evaluation.gates.GateResult.to_json()` has `engine` + `gate`."""
     if gate.get("name"):
@@ -54,12 +60,12 @@ def results_markdown(published: dict, rows: list[dict], plots: dict[str, str] | 
         f"Run `{published['run_id']}`: **{status}**" + ("; `latest` now points here." if published["latest"] else "."),
         f"Bundle: `{published['url']}`",
         "",
-        f"| engine | EM | F1 | max abs dlogit vs TF | {label} | questions |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| engine | EM | F1 | ΔF1 vs TF [95% CI] | max abs dlogit vs TF | {label} | questions |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r, ms in zip(rows, latency):
         lines.append(f"| {r.get('engine', '-')} | {_fmt(r.get('exact_match'), '.2f')} | {_fmt(r.get('f1'), '.2f')} | "
-                     f"{_fmt(r.get('max_abs_dlogit'), '.2e')} | {_fmt(ms, '.1f')} | "
+                     f"{_delta(r)} | {_fmt(r.get('max_abs_dlogit'), '.2e')} | {_fmt(ms, '.1f')} | "
                      f"{_fmt(r.get('questions'), 'd')} |")
     if published.get("gates"):
         lines += ["", "| gate | result | value | threshold |", "| --- | --- | ---: | ---: |"]

@@ -7,6 +7,7 @@ COLUMNS = (
     ("exact_match", "EM", "{:.2f}"),
     ("f1", "F1", "{:.2f}"),
     ("f1_drop", "ΔF1", "{:+.2f}"),
+    ("delta", "ΔF1 95% CI", "{}"),
     ("max_abs_dlogit", "max|Δlogit| vs TF", "{:.2e}"),
     ("argmax_agreement", "argmax agree", "{:.2%}"),
     ("seq_per_s", "seq/s", "{:.1f}"),
@@ -20,6 +21,8 @@ def _cell(row: dict, key: str, fmt: str) -> str:
     value = row.get(key)
     if key == "f1_drop" and value is not None:
         value = 0.0 - value  # shown as the change in F1: negative is worse (and never "-0.00")
+    if key == "delta" and value is not None:  # the paired bootstrap interval of ΔF1
+        value = f"[{value['f1']['low']:+.2f}, {value['f1']['high']:+.2f}]"
     return "-" if value is None else fmt.format(value)
 
 

@@ -86,12 +86,25 @@ def score_engine(engine: dict, squad: dict, reference: dict, eval_cfg: EvalConfi
         "engine": scored["engine"], "precision": engine["precision"],
         "exact_match": scored["exact_match"], "f1": scored["f1"],
         "f1_drop": round(reference["f1"] - scored["f1"], 2),
+        "delta": paired_delta(squad["path"], reference["predictions"], scored["predictions"]),
         "max_abs_dlogit": score.max_abs_logit_diff(reference["logits"], scored["logits"]),
         "argmax_agreement": validation["argmax_agreement"], "validation_passed": validation["passed"],
         "questions": scored["questions"], "seconds": scored["seconds"],
     }
     gates = check_engine(row, reference, gate)
     return {"row": row, "gates": [g.to_json() for g in gates], "files": scored, "engine": engine}
+
+
+def paired_delta(squad_path: str, reference_predictions: str, predictions: str) -> dict:
+    """ΔEM and ΔF1 against the reference with paired bootstrap 95 % intervals (fixed seed), by question."""
+    from bertbuild.evaluation.bootstrap import paired_bootstrap
+    from bertbuild.squad.metrics import question_scores, read_predictions
+    from bertbuild.squad.sets import SquadSet
+
+    examples = SquadSet.load(squad_path).examples
+    intervals = paired_bootstrap(question_scores(examples, read_predictions(reference_predictions)),
+                                 question_scores(examples, read_predictions(predictions)))
+    return {metric: interval.to_json() for metric, interval in intervals.items()}
 
 
 @task(name="benchmark-engine", cache_policy=NO_CACHE)
