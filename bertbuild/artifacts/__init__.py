@@ -3,7 +3,7 @@
 from bertbuild.artifacts.download import DownloadResult, download, verify_dir
 from bertbuild.artifacts.manifest import Manifest, build_manifest
 from bertbuild.artifacts.prune import PrunePlan, prune
-from bertbuild.artifacts.publish import PublishResult, bundle_files, gate_result, publish_bundle, write_plots
+from bertbuild.artifacts.publish import PublishResult, gate_result, publish_bundle, write_plots
 from bertbuild.artifacts.regression import RegressionReport, compare_with_latest
 from bertbuild.artifacts.store import ArtifactStore, default_store, make_run_id
 
@@ -15,7 +15,6 @@ __all__ = [
     "PublishResult",
     "RegressionReport",
     "build_manifest",
-    "bundle_files",
     "compare_with_latest",
     "default_store",
     "download",

@@ -62,24 +62,6 @@ def gate_result(name: str, passed: bool, value=None, threshold=None, message: st
     return {"name": name, "passed": bool(passed), "value": value, "threshold": threshold, "message": message}
 
 
-# The fetched checkpoint, raw logits and hidden files stay out of every bundle.
-DEFAULT_EXCLUDE = ("checkpoints/*", "*.npz", ".*")
-
-
-def bundle_files(directory: Path | str, exclude: tuple[str, ...] = DEFAULT_EXCLUDE) -> dict[str, Path]:
-    """Every file under `directory` as bundle name -> path, minus `exclude` globs (on bundle names)."""
-    from fnmatch import fnmatch
-
-    root = Path(directory)
-    files = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.is_symlink():
-            name = path.relative_to(root).as_posix()
-            if not any(fnmatch(name, pattern) or fnmatch(path.name, pattern) for pattern in exclude):
-                files[name] = path
-    return files
-
-
 def _all_passed(passed: bool, gates: list[dict]) -> bool:
     return bool(passed) and all(bool(g.get("passed", False)) for g in gates)
 
@@ -250,5 +232,5 @@ def write_plots(rows: list[dict], out_dir: Path | str, prefix: str = "plots") ->
             f"{prefix}/latency.png" if prefix else "latency.png": latency_png}
 
 
-__all__ = ["Hook", "PublishResult", "RunConflict", "bundle_files", "gate_result", "latencies",
+__all__ = ["Hook", "PublishResult", "RunConflict", "gate_result", "latencies",
            "publish_bundle", "write_plots"]
