@@ -63,3 +63,17 @@ def test_a_drop_judged_on_its_interval_uses_the_worst_end():
     interval = check_engine(row, REFERENCE, GateConfig(max_f1_drop=1.0, drop_judged_on="interval"))
     (failed,) = failures(interval)
     assert failed.gate == "f1_drop_vs_fp32_upper95" and failed.measured == pytest.approx(1.8)
+
+
+def test_finish_row_adds_throughput_parity_and_earlier_gates():
+    from bertbuild.evaluation.gates import GateResult, finish_row
+
+    earlier = [GateResult("onnxruntime-int8", "tune_answer_agreement", 0.8, 0.9, False, "min").to_json(),
+               GateResult("onnxruntime-fp16", "tune_answer_agreement", 1.0, 0.9, True, "min").to_json()]
+    row = _row(max_abs_dlogit=2e-4)
+    finished, checks = finish_row(row, REFERENCE, GateConfig(min_throughput=10), [], 1e-4, earlier)
+    assert [c["gate"] for c in checks] == ["throughput_seq_per_s", "max_abs_dlogit_vs_tensorflow",
+                                           "tune_answer_agreement"]  # only this engine's earlier gate
+    assert finished["gates"] == "FAIL" and [c["passed"] for c in checks] == [True, False, False]
+    ok, _ = finish_row(_row(max_abs_dlogit=5e-5), REFERENCE, GateConfig(min_throughput=10), [], 1e-4, [])
+    assert ok["gates"] == "PASS"

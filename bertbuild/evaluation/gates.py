@@ -90,3 +90,18 @@ def throughput_only(gate):
 def check_parity(row: dict, max_abs_logit: float) -> GateResult:
     """The FP32 export must reproduce TensorFlow's logits (the export itself is under test)."""
     return _check(row["engine"], "max_abs_dlogit_vs_tensorflow", row["max_abs_dlogit"], max_abs_logit, "max")
+
+
+def finish_row(row: dict, reference: dict, gate, scored_gates: list[dict], parity: float | None,
+               earlier: list[dict]) -> tuple[dict, list[dict]]:
+    """A timed row's complete gate results, and the row marked PASS or FAIL.
+
+    `scored_gates` came with the scoring, `earlier` are gates decided before it
+    for this engine (the INT8 tune gate); the throughput gate needs the timing,
+    and `parity` (the FP32 export only) holds the export to TensorFlow's logits.
+    """
+    checks = [*scored_gates, *(g.to_json() for g in check_engine(row, reference, throughput_only(gate)))]
+    if parity is not None:
+        checks.append(check_parity(row, parity).to_json())
+    checks += [g for g in earlier if g["engine"] == row["engine"]]
+    return {**row, "gates": "PASS" if all(g["passed"] for g in checks) else "FAIL"}, checks

@@ -17,9 +17,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from bertbuild.config import ConfigParameter, with_overrides
-from bertbuild.evaluation.gates import check_engine, check_parity, enforce, throughput_only
+from bertbuild.evaluation.gates import enforce, finish_row
 from bertbuild.flows.int8 import choose_int8
-from bertbuild.flows.publishing import current_run_id, engine_files, publish_run
+from bertbuild.flows.publishing import current_run_id, engine_files, publish_run, tensorrt_files
 from bertbuild.precision import Precision
 from bertbuild.runs import open_run
 from bertbuild.backends.registry import TENSORRT_BACKENDS, resolve_backend
@@ -65,28 +65,26 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
             reports.update(int8=written, calibration=int8["calibration"], tune=int8["tune"], int8_choice=int8["report"])
             gates.append(int8["gate"])
 
-    trt_bound = {n: f for n, f in files.items() if n.endswith(".onnx") and not n.endswith(("u8s8.onnx", "ort.onnx"))}
-    reports["trt_ready"] = check_tensorrt_ready(trt_bound, cfg.engines.profiles, backend in TENSORRT_BACKENDS, run)
+    reports["trt_ready"] = check_tensorrt_ready(tensorrt_files(files), cfg.engines.profiles,
+                                                backend in TENSORRT_BACKENDS, run)
     engines = {p: build_engine.with_options(tags=["tensorrt"] if backend in TENSORRT_BACKENDS else [])
                .submit(backend, onnx[p], p, cfg.engines.profiles, run, threads) for p in precisions}
     scoring = {p: score_engine.submit(engines[p], squad, reference, cfg.eval, cfg.validation.batches,
                                       cfg.tolerance_for(p), cfg.gate_for(p), run, threads) for p in precisions}
     scored = {p: future.result() for p, future in scoring.items()}  # all scoring done before any timing
     reference = reference.result()
-    rows = []
+    rows, decided = [], gates  # `decided`: gates made before scoring (the INT8 tune gate)
+    gates = []
     for precision in precisions:  # one engine at a time, with nothing else running: timings are not shared
-        result, row = scored[precision], dict(scored[precision]["row"])
+        result = scored[precision]
         bench = benchmark_engine(result["engine"], squad, cfg.benchmark, cfg.eval, model.vocab_path,
                                  model.lower_case, run, threads)
-        row.update(seq_per_s=bench["sequences_per_s"], p50_ms=bench["p50_ms"], p99_ms=bench["p99_ms"])
-        checks = result["gates"] + [g.to_json() for g in check_engine(row, reference,
-                                                                      throughput_only(cfg.gate_for(precision)))]
-        if precision == Precision.FP32:  # the export itself is under test: it must reproduce TensorFlow
-            checks.append(check_parity(row, cfg.parity.max_abs_logit).to_json())
-        checks += [g for g in gates if g["engine"] == row["engine"]]
-        row["gates"] = "PASS" if all(g["passed"] for g in checks) else "FAIL"
+        timed = {**result["row"], "seq_per_s": bench["sequences_per_s"], "p50_ms": bench["p50_ms"],
+                 "p99_ms": bench["p99_ms"]}
+        row, checks = finish_row(timed, reference, cfg.gate_for(precision), result["gates"],
+                                 cfg.parity.max_abs_logit if precision == Precision.FP32 else None, decided)
         rows.append(row)
-        gates = [g for g in gates if g["engine"] != row["engine"]] + checks
+        gates += checks
         files.update(engine_files(result, bench))
         reports.setdefault("outputs", {})[row["engine"]] = {"logits": result["files"]["logits"], **result["engine"]}
         logger.info(result["files"]["validation_text"])

@@ -17,7 +17,13 @@ from bertbuild.artifacts.store import default_store
 from bertbuild.tasks.publish import (compare_with_last_release, current_run_id, publish, render_plots,
                                      report_artifacts)
 
-__all__ = ["current_run_id", "engine_files", "publish_run"]
+__all__ = ["current_run_id", "engine_files", "publish_run", "tensorrt_files"]
+
+
+def tensorrt_files(files: dict[str, str]) -> dict[str, str]:
+    """The bundle's ONNX files TensorRT builds from: all but the ONNX-Runtime-only INT8 files (u8s8, ort)."""
+    return {name: path for name, path in files.items()
+            if name.endswith(".onnx") and not name.endswith(("u8s8.onnx", "ort.onnx"))}
 
 
 def engine_files(scored: dict, bench: dict) -> dict[str, str]:
