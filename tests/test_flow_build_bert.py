@@ -297,3 +297,38 @@ def test_a_slower_build_than_the_last_release_fails_its_regression_gate(tmp_path
     assert regression["same_host"] is True
     store = ArtifactStore(tmp_path / "store")
     assert store.latest("tiny") == first["published"]["run_id"] and len(store.runs("tiny", failed=True)) == 1
+
+
+def test_no_held_out_question_is_read_before_the_final_scoring(tmp_path, prefect_harness, monkeypatch):
+    """Every featurization is recorded with the task that asked for it: calibration, the tune split,
+    the fallback and its ranking see train-half questions only; held-out ones reach only the scoring set."""
+    from prefect.runtime import task_run
+
+    from bertbuild.evaluation import score
+    from bertbuild.precision import tuning
+    from bertbuild.squad import data, sets
+
+    _, heldout = data.split_by_article(data.load_dataset())
+    heldout_ids = {e.qid for e in data.examples_from(heldout)}
+    seen: list[tuple[str, bool]] = []
+    featurize = sets.featurize
+
+    def recording(examples, *args, **kwargs):
+        seen.append((task_run.task_name or "-", any(e.qid in heldout_ids for e in examples)))
+        return featurize(examples, *args, **kwargs)
+
+    for module in (sets, tuning, score):  # every module that holds the name
+        monkeypatch.setattr(module, "featurize", recording)
+    from bertbuild.flows.build_bert import build_bert
+
+    loose = {"max_f1_drop": 100.0, "min_argmax_agreement": 0.0}
+    state = build_bert(_config(tmp_path, engines={"precisions": ["int8"]}, gates={"int8": loose},
+                               precision={"int8": {"samples": 16, "max_seq_length": 128},
+                                          "tune": {"questions": 20, "min_answer_agreement": 1.0},
+                                          "fallback": {"step": 2, "max_tries": 1}}), return_state=True)
+    tasks = {name for name, _ in seen}
+    assert {"featurize-squad", "prepare-int8-source", "calibrate-int8", "tune-windows"} <= tasks
+    # Held-out questions: the scoring set, and (its benchmark shape differs from the scoring one here)
+    # the timing feed, which only times the engine after scoring.
+    assert [name for name, held_out in seen if held_out] == ["featurize-squad", "benchmark-engine"]
+    assert state.is_completed() or "tune_answer_agreement" in state.message
