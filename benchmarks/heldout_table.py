@@ -2,7 +2,8 @@
 
 Each row: EM, F1, ΔEM and ΔF1 vs the reference with paired bootstrap 95 %
 intervals (bertbuild.evaluation.bootstrap), and the speed-up over the bench
-run's first row (FP32), matched by the ONNX file's name.
+run's first row (FP32), matched by the ONNX file's path as given to both
+commands (or its name).
 
     python benchmarks/heldout_table.py --reference fp32=runs/heldout/fp32.json \\
         --row "plain INT8=runs/heldout/plain.json" ... --bench runs/bench.json
@@ -35,7 +36,8 @@ def main(argv=None) -> int:
     if args.bench:
         bench = json.loads(args.bench.read_text())
         base = bench["rows"][0]["p50_ms"]
-        speed = {Path(row["name"]).name: base / row["p50_ms"] for row in bench["rows"]}
+        # bench names a row by the file name, or by the path as given when two files share a name
+        speed = {row["name"]: base / row["p50_ms"] for row in bench["rows"]}
         print(f"speed: one `bertbuild bench` run, b8 s384, p50 vs the first row; {bench['machine']}")
     ref_name, reference = load(args.reference)
     ref_scores = {q: tuple(v) for q, v in reference["per_question"].items()}
@@ -43,7 +45,7 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|")
     for name, record in [(ref_name, reference), *map(load, args.row)]:
         deltas = paired_bootstrap(ref_scores, {q: tuple(v) for q, v in record["per_question"].items()})
-        ratio = speed.get(Path(record["onnx"]).name)
+        ratio = speed.get(record["onnx"], speed.get(Path(record["onnx"]).name))
         print(f"| {name} | {record['exact_match']:.2f} | {record['f1']:.2f} | {deltas['exact_match']} | "
               f"{deltas['f1']} | {record['questions']} | {'' if ratio is None else f'{ratio:.2f}x'} |")
     return 0

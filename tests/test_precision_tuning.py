@@ -56,10 +56,21 @@ def test_compare_on_real_windows(tune):
     assert signal.answer_agreement < 1
 
 
-def test_closest_to_fp32_is_lowest_kl_then_most_answers_kept():
-    def signal(kl, agreement):
-        return TuneSignal(agreement, 0.0, 0.0, 10, 10, kl=kl)
+def test_closest_to_fp32_prefers_the_simplest_candidate_within_the_noise():
+    rng = np.random.default_rng(0)
+    shared = rng.gamma(2.0, 0.05, 400)  # how hard each window is, for every candidate alike
 
-    assert closest_to_fp32({"a": signal(0.2, 0.99), "b": signal(0.1, 0.90), "c": signal(0.1, 0.95)}) == "c"
+    def signal(shift):
+        window = shared + shift + rng.normal(0.0, 0.02, 400)  # plus each candidate's own noise
+        return TuneSignal(0.9, 0.0, 0.0, 400, 400, kl=float(window.mean()), window_kl=window)
+
+    # "simple" is listed first and is worse than "fancy" by far less than the noise: it wins.
+    close = {"simple": signal(0.0005), "fancy": signal(0.0)}
+    assert closest_to_fp32(close) == "simple"
+    # Worse by far more than the noise: the best wins.
+    assert closest_to_fp32({"simple": signal(0.05), "fancy": signal(0.0)}) == "fancy"
+    # Read back from JSON (no per-window values): the lowest KL.
+    plain = {k: TuneSignal(0.9, 0.0, 0.0, 10, 10, kl=kl) for k, kl in (("simple", 0.1005), ("fancy", 0.1))}
+    assert closest_to_fp32(plain) == "fancy"
     with pytest.raises(ValueError):
         closest_to_fp32({})

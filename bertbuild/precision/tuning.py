@@ -19,7 +19,7 @@ differ, and every window says how far apart they are:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +41,11 @@ class TuneSignal:
     kl: float = 0.0
     start_agreement: float = 1.0
     end_agreement: float = 1.0
+    # Per-window KL (start and end averaged): what `closest_to_fp32` compares candidates with, pairwise.
+    window_kl: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "window_kl"}
 
 
 def tune_set(dataset: str, vocab_path: Path | str, lower_case: bool, questions: int, seed: int,
@@ -100,15 +102,32 @@ def compare(tune: SquadSet, reference: Logits, candidate: Logits) -> TuneSignal:
     agree = sum(ref_answers[qid] == cand_answers.get(qid) for qid in ref_answers)
     mask = tune.features.input_mask.astype(bool)
     diff = np.concatenate([np.abs(ref - cand)[mask] for ref, cand in zip(reference, candidate)])
-    kl = np.mean([window_kl(ref, cand, mask).mean() for ref, cand in zip(reference, candidate)])
+    per_window = np.mean([window_kl(ref, cand, mask) for ref, cand in zip(reference, candidate)], axis=0)
     return TuneSignal(answer_agreement=agree / max(len(ref_answers), 1), mean_abs_dlogit=float(diff.mean()),
                       max_abs_dlogit=float(diff.max()), questions=len(ref_answers), windows=len(tune),
-                      kl=float(kl), start_agreement=_argmax_agreement(reference[0], candidate[0], mask),
-                      end_agreement=_argmax_agreement(reference[1], candidate[1], mask))
+                      kl=float(per_window.mean()), start_agreement=_argmax_agreement(reference[0], candidate[0], mask),
+                      end_agreement=_argmax_agreement(reference[1], candidate[1], mask), window_kl=per_window)
 
 
-def closest_to_fp32(signals: dict[str, TuneSignal]) -> str:
-    """The candidate closest to FP32 on the tune set: lowest KL, then most answers kept."""
+def closest_to_fp32(signals: dict[str, TuneSignal], z: float = 2.0) -> str:
+    """The first candidate (in the caller's order: simplest first) not measurably farther from FP32 than the best.
+
+    The best is the lowest mean KL. A candidate listed before it wins when its
+    per-window KL is not larger than the best's by more than `z` standard
+    errors of the paired difference (same windows, so the comparison is
+    paired): differences inside the noise do not buy extra machinery.
+    Without per-window values (signals read back from JSON) it is the lowest KL.
+    """
     if not signals:
         raise ValueError("no candidates to choose from")
-    return min(signals, key=lambda label: (signals[label].kl, -signals[label].answer_agreement, label))
+    best = min(signals, key=lambda label: (signals[label].kl, -signals[label].answer_agreement))
+    reference = signals[best].window_kl
+    for label, signal in signals.items():
+        if label == best:
+            return best
+        if reference is None or signal.window_kl is None or len(reference) < 2:
+            continue
+        difference = signal.window_kl - reference
+        if difference.mean() <= z * difference.std(ddof=1) / np.sqrt(difference.size):
+            return label
+    return best
