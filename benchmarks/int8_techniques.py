@@ -53,11 +53,12 @@ DEFAULT_TECHNIQUES = {  # each on top of PLAIN (or --base), in the order they we
     "minmax + outliers k4": {"method": "minmax", "outlier_channels": 4},
     "minmax + smoothing a0.7 + outliers k1": {**MINMAX_SMOOTH, "outlier_channels": 1},
     "minmax + smoothing a0.7 + outliers k2": {**MINMAX_SMOOTH, "outlier_channels": 2},
-    "minmax + smoothing a0.7 + outliers k4 (default)": {**MINMAX_SMOOTH, "outlier_channels": 4},
-    "minmax + smoothing a0.7 + outliers k8": {**MINMAX_SMOOTH, "outlier_channels": 8},
+    "minmax + smoothing a0.7 + outliers k4": {**MINMAX_SMOOTH, "outlier_channels": 4},
+    "minmax + smoothing a0.7 + outliers k8": {**MINMAX_SMOOTH, "outlier_channels": 8},  # chosen: the default
     "minmax + smoothing a0.6 + outliers k4": {**MINMAX_SMOOTH, "smoothing_alpha": 0.6, "outlier_channels": 4},
     "auto + smoothing a0.7 + outliers k4": {**MINMAX_SMOOTH, "method": "auto", "outlier_channels": 4},
-    "default + bias correction": {**MINMAX_SMOOTH, "outlier_channels": 4, "bias_correction": True},
+    "minmax + smoothing a0.7 + outliers k4 + bias correction": {**MINMAX_SMOOTH, "outlier_channels": 4,
+                                                                "bias_correction": True},
 }
 
 

@@ -139,5 +139,6 @@ def test_int8_logits_close_to_fp32_and_excluded_nodes_stay_float(tiny_onnx, samp
 
 
 def test_a_config_with_rewrites_refuses_an_unprepared_file(tiny_onnx, calibration, tmp_path):
-    with pytest.raises(ValueError, match=r"smoothing \(alpha 0.7\) and the outlier split \(4 channels\).*prepare_source"):
+    refused = r"smoothing \(alpha 0.7\) and the outlier split \(8 channels\).*prepare_source"
+    with pytest.raises(ValueError, match=refused):
         quantize_int8(tiny_onnx["fused"], tmp_path, calibration, Int8Config())  # the defaults smooth and split

@@ -51,12 +51,13 @@ class Int8Config(_Section):
     op_types: tuple[Literal["MatMul", "Gather"], ...] = ("MatMul",)
     quantize_head: bool = False  # the QA head MatMul (hidden -> 2 logits) stays FP32 by default
     # SmoothQuant-style smoothing of the inputs of the MatMuls after these ops (smoothing.py);
-    # None: off. 0.7 was the best of 0.3-0.85 on the tune split.
+    # None: off. 0.7: the tune split's choice among 0.3-0.85.
     smoothing_alpha: float | None = Field(default=0.7, ge=0, le=1)
     smoothing_after: tuple[Literal["LayerNormalization", "Gelu"], ...] = ("LayerNormalization",)
     # Outlier-channel decomposition (outliers.py): the top-k input channels of each MatMul after
-    # these ops go through a side MatMul with a scale of their own; 0: off.
-    outlier_channels: int = Field(default=4, ge=0)
+    # these ops go through a side MatMul with a scale of their own; 0: off. 8: the tune split's
+    # choice among 1, 2, 4, 8 (benchmarks/README.md).
+    outlier_channels: int = Field(default=8, ge=0)
     outlier_after: tuple[Literal["LayerNormalization", "Gelu"], ...] = ("Gelu",)
     # Subtract each quantized MatMul's mean INT8 output error from its bias (bias_correction.py).
     bias_correction: bool = False
