@@ -86,10 +86,11 @@ class _Builder:
         return self.one("DequantizeLinear", [self.const(q), self.const(scale.astype(np.float32)),
                                              self.const(np.zeros(w.shape[1], np.int8))], axis=1)
 
-    def projection(self, x: str, int8: bool, bias: bool = True, width: int = H) -> str:
+    def projection(self, x: str, int8: bool, width: int = H) -> str:
+        # No bias Add: in a one-block graph ORT folds MatMul + Add into an FP32 Gemm before its
+        # Q/DQ fusion, which would leave the "INT8" projections in FP32 (the whole model keeps them INT8).
         w = np.concatenate([self.weight() for _ in range(width // H)], axis=1)
-        y = self.one("MatMul", [x, self.int8_weight(w) if int8 else self.const(w)])
-        return self.one("Add", [y, self.const(np.zeros(width, np.float32))]) if bias else y
+        return self.one("MatMul", [x, self.int8_weight(w) if int8 else self.const(w)])
 
     def additive_mask(self) -> str:
         """[B,1,S,S] float: 0 for real keys, -10000 for padding (the fused file's mask; ai.onnx
@@ -128,7 +129,7 @@ def build(variant: str) -> bytes:
         out = g.one("Attention", [q, k, v, g.additive_mask()], scale=scale, q_num_heads=HEADS, kv_num_heads=HEADS)
     elif variant == "int8-mha":
         xin = g.quantize_input(x)
-        q, k, v = (g.projection(xin, True, bias=False) for _ in range(3))
+        q, k, v = (g.projection(xin, True) for _ in range(3))
         bias = g.const(np.zeros(3 * H, np.float32))
         out = g.one("MultiHeadAttention", [q, k, v, bias, "mask"], domain="com.microsoft", num_heads=HEADS)
     elif variant == "int8-mha-flash":
