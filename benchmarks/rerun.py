@@ -1,12 +1,16 @@
 """Cold and warm `bertbuild run` on one config, and what each run adds to the artifact store.
 
     .venv/bin/python benchmarks/rerun.py --config configs/default.yaml [--runs 2] [--set KEY=VALUE ...]
+        [--then-set KEY=VALUE ...]
 
 Every run is a separate `bertbuild run` process, timed wall-clock from process
 start to exit (so Prefect's temporary server and Python start-up are counted).
 The step cache and the store start empty (fresh directories under --work), so
 the first run is cold and later runs show what the cache and the
-content-addressed store save. Prints one line per run.
+content-addressed store save. `--then-set` adds one last run with those
+overrides on top (e.g. a new gate threshold: it should re-gate and rebuild
+nothing). Prints one line per run; each run's output is kept in
+`<work>/run-N.log`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("runs/rerun-benchmark"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--then-set", dest="then", action="append", default=[],
+                        help="overrides for one extra run after the others")
     args = parser.parse_args()
 
     shutil.rmtree(args.work, ignore_errors=True)
@@ -43,13 +49,18 @@ def main() -> int:
     print(f"{args.config}: {args.runs} runs, fresh cache and store under {args.work}; "
           f"{os.cpu_count()} CPUs, 1-min load {load:.2f} at start")
     before = 0
-    for number in range(1, args.runs + 1):
+    plans = [command] * args.runs
+    if args.then:
+        plans.append(command + [arg for assignment in args.then for arg in ("--set", assignment)])
+    for number, plan in enumerate(plans, start=1):
         begin = time.perf_counter()
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        done = subprocess.run(plan, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - begin
         stored = tree_bytes(store) if store.exists() else 0
+        (args.work / f"run-{number}.log").write_text(done.stdout + done.stderr)
         verdict = "ok" if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1]}"
-        print(f"run {number}: {seconds:7.1f} s wall  store {stored / 1e6:8.2f} MB (+{(stored - before) / 1e6:.3f} MB)"
+        extra = f" (+ {' '.join(args.then)})" if number > args.runs else ""
+        print(f"run {number}{extra}: {seconds:7.1f} s wall  store {stored / 1e6:8.2f} MB (+{(stored - before) / 1e6:.3f} MB)"
               f"  {verdict}")
         before = stored
     return 0
