@@ -10,6 +10,7 @@ bootstrap 95 % intervals.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -91,7 +92,7 @@ def run(args) -> int:
         raise UserInputError(f"no questions in split {args.split!r} at offset {args.offset}")
     runner = OnnxRuntimeRunner(args.onnx, providers=["CPUExecutionProvider"], threads=args.threads,
                                name=args.onnx.name)
-    result = evaluate(runner, eval_set, cfg)
+    result = evaluate(runner, eval_set, cfg, log=lambda line: print(line, file=sys.stderr))
     per_question = question_scores(eval_set.examples, result.predictions)
     record = {"onnx": str(args.onnx), "split": args.split, "limit": args.limit, "offset": args.offset,
               "vocab": str(vocab), "lower_case": lower_case, **result.summary(),

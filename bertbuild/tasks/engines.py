@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from bertbuild.config import BenchmarkConfig, EvalConfig, GateConfig, ProfileConfig, Tolerance
@@ -67,7 +67,7 @@ def score_engine(engine: dict, squad: dict, reference: dict, eval_cfg: EvalConfi
     def produce(out: Path) -> dict:
         eval_set = SquadSet.load(squad["path"])
         runner = _runner(engine, threads)
-        result = score.save_outputs(score.evaluate(runner, eval_set, eval_cfg), out, runner.name)
+        result = score.save_outputs(score.evaluate(runner, eval_set, eval_cfg, get_run_logger().info), out, runner.name)
         feeds = list(eval_set.batches(eval_cfg.batch_size, limit=batches))
         report = validate.validate(reference["run_results"], runner, feeds, tolerance.atol, tolerance.rtol,
                                    tolerance.error_stat)

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from bertbuild.config import EvalConfig, ExportConfig, ModelSource, ValidationConfig
@@ -90,7 +90,7 @@ def tensorflow_reference(model: ModelInfo, squad: dict, eval_cfg: EvalConfig, va
     def produce(out: Path) -> dict:
         runner = tf_reference.TensorFlowRunner(checkpoint.load_checkpoint(model.checkpoint_dir, model.lower_case))
         eval_set = SquadSet.load(squad["path"])
-        result = score.evaluate(runner, eval_set, eval_cfg)
+        result = score.evaluate(runner, eval_set, eval_cfg, get_run_logger().info)
         feeds = list(eval_set.batches(eval_cfg.batch_size, limit=validation.batches))
         results = validate.reference_results(runner, feeds, out / "reference-tensorflow.polygraphy.json")
         return {**score.save_outputs(result, out, "tensorflow-fp32"), "run_results": str(results)}
