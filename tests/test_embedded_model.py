@@ -58,7 +58,7 @@ def test_reference_f1_matches_the_recorded_subset_figure(card, run):
 
 def test_export_and_fusion_keep_fp32_logits(run):
     rows, _, result = run
-    # ONNX FP32 vs TensorFlow: summation order alone gives ~1.6e-4 here (see configs/default.yaml).
+    # ONNX FP32 vs TensorFlow: summation order alone gives ~2e-4 here (see configs/default.yaml).
     assert rows["fp32"]["max_abs_dlogit"] <= 5e-4
     outputs = result["reports"]["outputs"]
     unfused, fused = (np.load(outputs[name]["logits"]) for name in ("onnxruntime-fp32", "onnxruntime-fused-fp32"))

@@ -107,11 +107,13 @@ def damaging_backend(monkeypatch):
     monkeypatch.setattr(OnnxRuntimeBackend, "build", build_damaged)
 
 
-def test_damaged_engine_fails_gates_flow_state_failed(tmp_path, prefect_harness, damaging_backend):
+def test_damaged_engine_fails_gates_flow_state_failed(tmp_path, prefect_harness, damaging_backend, caplog):
     from bertbuild.flows.build_bert import build_bert
 
     state = build_bert(_config(tmp_path), return_state=True)
-    assert state.is_failed()
+    assert state.is_failed() and "polygraphy_parity" in state.message
+    # A failed gate is a verdict: the run ends Failed without a traceback in its log.
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
     with pytest.raises(GateFailed, match="polygraphy_parity") as failed:
         state.result()
     rows = json.loads(Path(failed.value.results).read_text())["results"]

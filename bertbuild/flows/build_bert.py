@@ -17,9 +17,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from bertbuild.config import ConfigParameter, with_overrides
-from bertbuild.evaluation.gates import enforce, finish_row
+from bertbuild.evaluation.gates import finish_row
 from bertbuild.flows.int8 import choose_int8
-from bertbuild.flows.publishing import current_run_id, engine_files, publish_run, tensorrt_files
+from bertbuild.flows.publishing import current_run_id, engine_files, outcome, publish_run, tensorrt_files
 from bertbuild.precision import Precision
 from bertbuild.runs import open_run
 from bertbuild.backends.registry import TENSORRT_BACKENDS, resolve_backend
@@ -94,5 +94,4 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
     files[f"predictions-{reference['engine']}.json"] = reference["predictions"]
     result = publish_run(cfg, run, all_rows, files, reports, gates)
     logger.info("%s\n%s", result["title"], result["table"])
-    enforce(result["gates"], report=str(run.path("results.json")))
-    return result
+    return outcome(result, run.path("results.json"))  # Failed, naming each failed gate, if one failed

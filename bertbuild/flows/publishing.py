@@ -10,14 +10,32 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from prefect.states import Failed, State
+
 from bertbuild.config import BuildConfig
+from bertbuild.errors import GateFailed
+from bertbuild.evaluation.gates import enforce
 from bertbuild.evaluation.table import format_table
 from bertbuild.runs import RunContext, materialize
 from bertbuild.artifacts.store import default_store
 from bertbuild.tasks.publish import (compare_with_last_release, current_run_id, publish, render_plots,
                                      report_artifacts)
 
-__all__ = ["current_run_id", "engine_files", "publish_run", "tensorrt_files"]
+__all__ = ["current_run_id", "engine_files", "outcome", "publish_run", "tensorrt_files"]
+
+
+def outcome(result: dict, report: Path) -> dict | State:
+    """`result`, or a Failed state carrying `GateFailed` (naming every failed gate) when a gate failed.
+
+    A failed gate is a verdict, not a crash: returned as a state, it ends the
+    run Failed without Prefect logging a traceback, and a caller of the flow
+    still gets `GateFailed` raised (`bertbuild run` prints it and exits 1).
+    """
+    try:
+        enforce(result["gates"], report=str(report))
+    except GateFailed as failed:
+        return Failed(message=str(failed), data=failed)
+    return result
 
 
 def tensorrt_files(files: dict[str, str]) -> dict[str, str]:
