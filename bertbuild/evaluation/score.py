@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bertbuild.arrays import load_npz
 from bertbuild.backends.base import Runner
 from bertbuild.config import EvalConfig
 from bertbuild.squad.features import Features
@@ -128,5 +129,5 @@ def save_outputs(result: EvalResult, out_dir: Path | str, tag: str) -> dict:
 
 def max_abs_logit_diff(logits_a: Path | str, logits_b: Path | str) -> float:
     """Largest |Δ| between two saved logit files over every window, start and end."""
-    a, b = np.load(logits_a), np.load(logits_b)
+    a, b = load_npz(logits_a), load_npz(logits_b)
     return float(max(np.abs(a["start"] - b["start"]).max(), np.abs(a["end"] - b["end"]).max()))

@@ -112,11 +112,14 @@ def validate(reference: Runner | Path | str, candidate: Runner, feeds: list[dict
     from polygraphy.comparator import CompareFunc, Comparator, RunResults
     from polygraphy.logger import G_LOGGER
 
+    from bertbuild.arrays import HEADER_PARSE_LOCK
+
     with G_LOGGER.verbosity(G_LOGGER.WARNING):  # per-output statistics would flood the run log
         if isinstance(reference, Runner):
             results = Comparator.run([_as_polygraphy(reference), _as_polygraphy(candidate)], data_loader=feeds)
         else:
-            results = RunResults.load(str(reference))
+            with HEADER_PARSE_LOCK:  # arrays are .npy inside: see bertbuild.arrays
+                results = RunResults.load(str(reference))
             ((_, saved),) = results.items()
             if len(saved) != len(feeds):
                 raise ValueError(f"{reference}: saved for {len(saved)} batches, not {len(feeds)}")

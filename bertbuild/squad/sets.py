@@ -18,6 +18,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from bertbuild.arrays import load_npz
+
 from bertbuild.hashing import sha256_bytes
 from bertbuild.squad.data import Example, examples_from, load_dataset, select, split_by_article
 from bertbuild.squad.features import Features, build_features, make_tokenizer
@@ -116,19 +118,19 @@ class SquadSet:
 
     @classmethod
     def load(cls, path: Path | str) -> "SquadSet":
-        with np.load(path) as data:
-            text = json.loads(data["text"].tobytes().decode())
-            offsets = data["offsets"]
-            token_offsets = [[None if s < 0 else (int(s), int(e)) for s, e in row] for row in offsets]
-            labels = "start_positions" in data
-            features = Features(
-                input_ids=data["input_ids"], segment_ids=data["segment_ids"], input_mask=data["input_mask"],
-                example_index=data["example_index"], window_start=data["window_start"],
-                token_offsets=token_offsets, token_is_max_context=data["is_max_context"].tolist(),
-                contexts=text["contexts"],
-                start_positions=data["start_positions"] if labels else None,
-                end_positions=data["end_positions"] if labels else None,
-            )
+        data = load_npz(path)
+        text = json.loads(data["text"].tobytes().decode())
+        offsets = data["offsets"]
+        token_offsets = [[None if s < 0 else (int(s), int(e)) for s, e in row] for row in offsets]
+        labels = "start_positions" in data
+        features = Features(
+            input_ids=data["input_ids"], segment_ids=data["segment_ids"], input_mask=data["input_mask"],
+            example_index=data["example_index"], window_start=data["window_start"],
+            token_offsets=token_offsets, token_is_max_context=data["is_max_context"].tolist(),
+            contexts=text["contexts"],
+            start_positions=data["start_positions"] if labels else None,
+            end_positions=data["end_positions"] if labels else None,
+        )
         examples = [Example(**{k: tuple(v) if isinstance(v, list) else v for k, v in e.items()})
                     for e in text["examples"]]
         return cls(examples, features, text["origin"])

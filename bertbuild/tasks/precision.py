@@ -163,6 +163,7 @@ def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, b
     """
     import numpy as np
 
+    from bertbuild.arrays import load_npz
     from bertbuild.backends.onnxrt import OnnxRuntimeRunner
     from bertbuild.evaluation import latency, score
     from bertbuild.precision import tuning
@@ -181,7 +182,7 @@ def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, b
         return {"path": str(out / "tune-fp32-logits.npz")}
 
     def agreement(out: Path) -> dict:
-        saved = np.load(run.cache.run("tune", step_key("tune", files=[reference_onnx, tune["path"]],
+        saved = load_npz(run.cache.run("tune", step_key("tune", files=[reference_onnx, tune["path"]],
                                                        fields={"batch": batch_size}, modules=[score]),
                                       reference)["path"])
         return tuning.compare(windows, (saved["start"], saved["end"]), logits(onnx_path)).to_json()
