@@ -123,7 +123,9 @@ def inference_function(weights_np: dict, config: BertConfig):
     consts = {name: tf.constant(value) for name, value in weights_np.items()}
     spec = [tf.TensorSpec([None, None], tf.int32, name=n) for n in INPUT_NAMES]
 
-    @tf.function(input_signature=spec)
+    # No autograph: every branch and loop here is on Python values, and autograph would parse this
+    # module's source with `ast` while parallel tasks parse .npy headers (see bertbuild.arrays).
+    @tf.function(input_signature=spec, autograph=False)
     def qa(input_ids, segment_ids, input_mask):
         start, end = qa_logits(consts, config, input_ids, segment_ids, input_mask)
         return {"start_logits": tf.identity(start), "end_logits": tf.identity(end)}
