@@ -142,6 +142,36 @@ class Prefect:
 
 
 _ERROR_LINE = re.compile(r"\bERROR\b|Traceback \(most recent call last\)")
+_LOG_RECORD = re.compile(r"^\d\d:\d\d:\d\d\.\d+ \|", re.MULTILINE)
+# SQLite in WAL mode answers "database is locked" at once, whatever the busy timeout, when a read
+# transaction must become a write after another connection wrote; Prefect's server logs it (e.g. for
+# a worker heartbeat) and carries on. It is load, not breakage: a real server runs on PostgreSQL.
+_SQLITE_CONTENTION = "(sqlite3.OperationalError) database is locked"
+_MAX_CONTENTION_ERRORS = 3  # more than this in one test is a server that cannot keep up
+
+
+def server_errors(text: str) -> tuple[list[str], int]:
+    """(error records that mean something broke, count of SQLite write-contention records) in a server log."""
+    starts = [m.start() for m in _LOG_RECORD.finditer(text)] or [0]
+    records = [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)])]
+    if starts[0] > 0:
+        records.insert(0, text[:starts[0]])
+    errors = [r for r in records if _ERROR_LINE.search(r)]
+    contention = [r for r in errors if _SQLITE_CONTENTION in r]
+    return [r for r in errors if _SQLITE_CONTENTION not in r], len(contention)
+
+
+def test_server_errors_tell_a_broken_service_from_sqlite_contention():
+    broken = ("02:00:01.5 | ERROR   | prefect.server.services.scheduler - Unexpected error in: Scheduler\n"
+              "Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+              "AttributeError: 'Select' object has no attribute 'columns'\n")
+    locked = ("02:00:02.0 | ERROR   | prefect.server.utilities.worker_channel - heartbeat persistence failed\n"
+              "Traceback (most recent call last):\n"
+              "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked\n")
+    fine = "02:00:03.0 | INFO    | prefect.server - Scheduled 10 runs\n"
+    serious, contention = server_errors(fine + locked + broken + fine + locked)
+    assert contention == 2 and len(serious) == 1 and "Unexpected error in: Scheduler" in serious[0]
+    assert server_errors(fine) == ([], 0)
 
 
 @pytest.fixture(autouse=True)
@@ -154,9 +184,10 @@ def server_log_stays_clean(request):
     offset = prefect.log_size("server")
     yield
     text = prefect.log_since("server", offset)
-    bad = [line for line in text.splitlines() if _ERROR_LINE.search(line)]
-    assert not bad, "the Prefect server logged errors during this test:\n" + "\n".join(bad[:20]) + \
-        f"\n--- server log ---\n{text[-4000:]}"
+    serious, contention = server_errors(text)
+    assert not serious and contention <= _MAX_CONTENTION_ERRORS, (
+        f"the Prefect server logged errors during this test ({contention} SQLite contention):\n"
+        + "\n".join(serious[:5]) + f"\n--- server log ---\n{text[-4000:]}")
 
 
 def _check(result: subprocess.CompletedProcess, what: str) -> None:
