@@ -30,11 +30,11 @@ class Fp16Config(_Section):
 class Int8Config(_Section):
     """Static INT8 quantization with explicit QuantizeLinear/DequantizeLinear nodes.
 
-    One calibration (on SQuAD train-half features) serves both written variants:
-    S8S8 (symmetric signed activations, zero point 0, the file for TensorRT) and
-    U8S8 (unsigned activations, what ONNX Runtime's CPU kernels are fastest with).
-    `activation_type` picks the variant that is evaluated on ONNX Runtime and
-    that the accuracy fallback is driven by; both are always written.
+    One calibration (on SQuAD train-half features) serves all three written
+    files: S8S8 (symmetric signed activations, zero point 0, the file for
+    TensorRT), U8S8 (unsigned activations, standard ONNX) and the
+    ONNX-Runtime-only file (`ort_kernels`). `variant` names the one ONNX
+    Runtime evaluates and the accuracy fallback is driven by; all are written.
     """
 
     # minmax: measured on the tune split, any clipping of these activations (percentile,
@@ -62,14 +62,13 @@ class Int8Config(_Section):
     # Subtract each quantized MatMul's mean INT8 output error from its bias (bias_correction.py).
     bias_correction: bool = False
     bias_correction_batches: int = Field(default=8, ge=1)  # calibration batches the mean error is taken over
+    # ONNX Runtime evaluates the ONNX-Runtime-only file (ort_int8.py: the same INT8 GEMMs, with ORT's
+    # fused attention kernel); False: the standard u8s8/s8s8 file. TensorRT always gets s8s8.
+    ort_kernels: bool = True
 
     def plain(self) -> "Int8Config":
         """This config with the graph rewrites off (no smoothing, no outlier split): the fused graph as it is."""
         return self.model_copy(update={"smoothing_alpha": None, "outlier_channels": 0})
-
-    # ONNX Runtime evaluates the ONNX-Runtime-only file (ort_int8.py: the same INT8 GEMMs, with ORT's
-    # fused attention kernel); False: the standard u8s8/s8s8 file. TensorRT always gets s8s8.
-    ort_kernels: bool = True
 
     @property
     def variant(self) -> str:
