@@ -24,6 +24,7 @@ from bertbuild.errors import ConfigError
 from bertbuild.fetch.sources import is_local_path
 from bertbuild.precision import Precision
 from bertbuild.precision.config import PrecisionConfig
+from bertbuild.squad.batching import DEFAULT_LENGTH_BUCKET, bucket_lengths
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -47,7 +48,7 @@ class ModelSource(_Section):
 
     source: str
     sha256: str | None = None
-    lower_case: bool | None = None  # None: read it off the vocab
+    lower_case: bool | None = None  # None: what an HF folder's tokenizer files say, else read off the vocab
     name: str | None = None  # for reports and the artifact store; default from source
 
     @field_validator("source")
@@ -65,6 +66,16 @@ class ModelSource(_Section):
 
 class ExportConfig(_Section):
     opset: Literal[17, 18] = 17
+    # True: every ONNX file keeps its weights in `<file>.data` beside it; None: only files whose
+    # weights would pass protobuf's 2 GB limit do (BERT-large FP32, 1.3 GB, stays one file).
+    external_data: bool | None = None
+
+
+class ResourceConfig(_Section):
+    """The memory check made before any work starts (`bertbuild.memory_budget`)."""
+
+    # False skips it: the run then starts even where the estimate says it will not fit.
+    check_memory: bool = True
 
 
 class EvalConfig(_Section):
@@ -80,6 +91,11 @@ class EvalConfig(_Section):
     n_best: int = Field(default=20, ge=1)
     max_answer_length: int = Field(default=30, ge=1)
     batch_size: int = Field(default=8, ge=1)
+    # Every pass over SQuAD (scoring, the TensorFlow reference, validation, INT8 calibration and tuning)
+    # sorts its windows by real length and trims each batch to a multiple of this many tokens
+    # (bertbuild.squad.batching); 0 pads every window to max_seq_length, in file order.
+    # The default's measurement: bertbuild.squad.batching.DEFAULT_LENGTH_BUCKET.
+    length_bucket: int = Field(default=DEFAULT_LENGTH_BUCKET, ge=0, le=512)
 
     @field_validator("dataset")
     @classmethod
@@ -108,7 +124,8 @@ class ParityConfig(_Section):
 class ProfileConfig(_Section):
     """(batch, seq) shapes a TensorRT optimization profile covers."""
 
-    min: tuple[int, int] = (1, 128)
+    # seq from 32: length-bucketed batches are fed as short as one bucket (eval.length_bucket, 32 by default).
+    min: tuple[int, int] = (1, 32)
     opt: tuple[int, int] = (8, 384)
     max: tuple[int, int] = (16, 384)
 
@@ -128,6 +145,9 @@ class EngineConfig(_Section):
     precisions: tuple[Precision, ...] = tuple(Precision)
     profiles: tuple[ProfileConfig, ...] = (ProfileConfig(),)
     threads: int | None = Field(default=None, ge=1)  # None: all cores
+    # Engines built and scored at the same time. None: all of them for a model of up to 256 MiB of
+    # FP32 weights, else one at a time (bertbuild.memory_budget.engine_groups says why).
+    concurrent: int | None = Field(default=None, ge=1)
 
 
 class Tolerance(_Section):
@@ -236,6 +256,7 @@ class BuildConfig(_Section):
     publish: PublishConfig = PublishConfig()
     regression: RegressionConfig = RegressionConfig()
     cache: CacheConfig = CacheConfig()
+    resources: ResourceConfig = ResourceConfig()
     # Each run writes into <output_dir>/<model name>/<run id>/; `latest` there links to the newest.
     output_dir: str = "runs"
 
@@ -243,15 +264,26 @@ class BuildConfig(_Section):
     def _profiles_cover_run_shapes(self):
         """Every (batch, seq) the run feeds an engine must lie in some profile: caught here, not by TensorRT mid-run.
 
-        Evaluation batches run from 1 (the last, partial batch) to eval.batch_size at eval.max_seq_length.
+        Evaluation batches run from 1 (the last, partial batch) to eval.batch_size, at eval.max_seq_length
+        and, trimmed by eval.length_bucket, at every multiple of the bucket below it.
         """
         profiles = self.engines.profiles
         seq = self.eval.max_seq_length
-        batch = uncovered(profiles, range(1, self.eval.batch_size + 1), seq)
+        batches = range(1, self.eval.batch_size + 1)
+        batch = uncovered(profiles, batches, seq)
         if batch is not None:
             raise ValueError(f"engines.profiles ({describe(profiles)}) cover no (batch, seq) = ({batch}, {seq}): "
                              f"eval runs batches 1..eval.batch_size {self.eval.batch_size} at eval.max_seq_length "
                              f"{seq}; widen a profile")
+        lengths = bucket_lengths(self.eval.length_bucket, seq)
+        for length in lengths:
+            batch = uncovered(profiles, batches, length)
+            if batch is not None:
+                shown = ", ".join(map(str, lengths))
+                raise ValueError(f"engines.profiles ({describe(profiles)}) cover no (batch, seq) = ({batch}, "
+                                 f"{length}): eval.length_bucket {self.eval.length_bucket} trims batches 1..eval."
+                                 f"batch_size {self.eval.batch_size} to seq {shown}; widen a profile to seq "
+                                 f"{lengths[0]}..{seq}, or set eval.length_bucket 0 to pad every batch to {seq}")
         if fitting_profile(profiles, self.benchmark.batch, self.benchmark.seq) is None:
             raise ValueError(f"engines.profiles ({describe(profiles)}) cover no (batch, seq) = "
                              f"({self.benchmark.batch}, {self.benchmark.seq}) of benchmark.batch/benchmark.seq; "

@@ -59,3 +59,11 @@ class IntegrityError(BertbuildError):
 
 class RunConflict(BertbuildError):
     """The run id is already published with different contents (bundles are immutable)."""
+
+
+class StepFailed(BertbuildError):
+    """A step run in a child process died or failed there (killed by the OS, or a crash)."""
+
+
+class NotEnoughMemory(UserInputError):
+    """The host has clearly less memory available than the build is estimated to need."""

@@ -3,7 +3,8 @@
 The key of a step is the sha256 of:
 - the step's name and its code version (the bytes of the modules that do its work),
 - the versions of the libraries that shape its output (ONNX, ONNX Runtime, TensorFlow, ...),
-- the sha256 of every input file (a directory: every file in it),
+- the sha256 of every input file (a directory: every file in it; an ONNX file with
+  external data: its data files too, since the .onnx only records where the weights are),
 - the config fields the step reads,
 - the host kind (CPU model, cores, GPUs) for steps whose output depends on the machine
   (engines and timings).
@@ -12,8 +13,8 @@ An entry is a directory `<root>/steps/<step>/<key>/` holding the files the step
 wrote and `result.json`, the small dict the step returned, with its paths stored
 relative to the entry. An entry is written into a hidden temporary directory and
 renamed into place, so it is complete or absent; two runs computing the same
-entry at once both succeed and one copy is kept. A hit whose files have gone
-missing is recomputed.
+entry at once both succeed and one copy is kept. A hit whose files (or the
+external data files of its ONNX files) have gone missing is recomputed.
 
 Why not Prefect's own task caching: it would cache the returned dict of paths,
 and has no way to know the files behind them were deleted or changed; and the
@@ -90,14 +91,51 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     return sha256_file(path)
 
 
+def _one_file(path: Path) -> str:
+    info = path.stat()
+    return _file_digest(str(path.resolve()), info.st_size, info.st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _onnx_pair(path: str, size: int, mtime_ns: int) -> tuple[Path, ...]:
+    """An ONNX file and its external data files (reading the .onnx once per size and mtime)."""
+    from bertbuild import onnx_files
+
+    try:
+        return tuple(onnx_files.companions(path))
+    except onnx_files.NotOnnxError:  # a file named .onnx that is not ONNX is hashed as bytes
+        return (Path(path),)
+
+
+def onnx_pair(path: Path | str) -> tuple[Path, ...]:
+    """`path`, plus its external data files when it is an ONNX file that has them (UserInputError if one is gone)."""
+    path = Path(path)
+    if path.suffix != ".onnx":
+        return (path,)
+    info = path.stat()
+    pair = _onnx_pair(str(path.resolve()), info.st_size, info.st_mtime_ns)
+    missing = next((p for p in pair[1:] if not p.is_file()), None)
+    if missing is not None:  # the memo remembers the locations, not that the files are still there
+        from bertbuild.errors import UserInputError
+
+        raise UserInputError(f"{path}: its external data file {missing.name} is missing")
+    return pair
+
+
 def input_digest(path: Path | str) -> str:
-    """sha256 of a file, or of a directory's files with their relative names (memoized per size and mtime)."""
+    """sha256 of a file, or of a directory's files with their relative names (memoized per size and mtime).
+
+    An ONNX file with external data: sha256 over it and its data files (`onnx_files.files_digest`).
+    """
     path = Path(path)
     if path.is_dir():
         parts = [f"{p.relative_to(path).as_posix()}:{input_digest(p)}" for p in sorted(path.rglob("*")) if p.is_file()]
         return sha256_bytes("\n".join(parts).encode())
-    info = path.stat()
-    return _file_digest(str(path.resolve()), info.st_size, info.st_mtime_ns)
+    if len(onnx_pair(path)) > 1:
+        from bertbuild import onnx_files
+
+        return onnx_files.files_digest(path, _one_file)
+    return _one_file(path)
 
 
 def step_key(step: str, *, files: Iterable[Path | str] = (), fields: Any = None,
@@ -145,6 +183,13 @@ def _complete(entry: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     if not all((entry / rel).is_file() for rel in _stored_paths(stored)):
+        return None
+    from bertbuild.errors import UserInputError
+
+    try:  # an ONNX file whose data file went missing (or moved) is no hit
+        for rel in _stored_paths(stored):
+            onnx_pair(entry / rel)
+    except UserInputError:
         return None
     return _absolutize(stored, entry) | {"cached": True}
 

@@ -45,7 +45,8 @@ def prefect_harness():
     """One throwaway Prefect API for every flow test (starting one takes seconds)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    # 30 s (Prefect's default) is not always enough on a busy 2-core host; a slow start is not a failure.
+    with prefect_test_harness(server_startup_timeout=120):
         yield
 
 

@@ -17,6 +17,7 @@ def _write(tmp_path, text):
 def test_valid_config_gets_defaults(tmp_path):
     cfg = load_config(_write(tmp_path, "model:\n  source: generated:tiny\n"))
     assert cfg.eval.max_seq_length == 384 and cfg.eval.doc_stride == 128 and cfg.eval.split == "heldout"
+    assert cfg.eval.length_bucket == 32  # length-aware batching is on unless a config turns it off
     assert cfg.model_name == "tiny"
 
 
@@ -30,6 +31,7 @@ def test_valid_config_gets_defaults(tmp_path):
     ("model: [unclosed\n", ["not valid YAML"]),
     ("model:\n  source: generated:tiny\neval:\n  max_seq_length: 64\n", ["eval", "no room for context"]),
     ("- a\n- b\n", ["mapping"]),
+    ("model:\n  source: generated:tiny\neval:\n  length_bucket: -8\n", ["eval.length_bucket", "-8"]),
 ])
 def test_bad_config(tmp_path, text, fragments):
     path = _write(tmp_path, text)

@@ -53,7 +53,13 @@ def _raw(**sections):
 
 
 @pytest.mark.parametrize("sections, needle", [
-    ({"eval": {"max_seq_length": 100}}, "(1, 100): eval runs batches 1..eval.batch_size 8 at eval.max_seq_length 100"),
+    ({"eval": {"max_seq_length": 512}}, "(1, 512): eval runs batches 1..eval.batch_size 8 at eval.max_seq_length 512"),
+    # length-bucketed batches are fed at every multiple of the bucket up to max_seq_length
+    ({"eval": {"length_bucket": 16}}, "(1, 16): eval.length_bucket 16 trims batches 1..eval.batch_size 8 to seq 16, "
+                                      "32, 48,"),
+    ({"engines": {"profiles": [{"min": [1, 128], "opt": [8, 384], "max": [16, 384]}]}},
+     "(1, 32): eval.length_bucket 32 trims batches"),
+    ({"engines": {"profiles": [{"min": [1, 32], "opt": [4, 384], "max": [4, 384]}]}}, "(5, 384)"),
     ({"eval": {"batch_size": 32}}, "(17, 384)"),
     ({"benchmark": {"batch": 4, "seq": 512}}, "(4, 512) of benchmark.batch/benchmark.seq"),
     ({"engines": {"profiles": [{"min": [2, 128], "opt": [8, 384], "max": [16, 384]}]}}, "(1, 384)"),
@@ -65,8 +71,35 @@ def test_shapes_outside_every_profile_are_a_one_line_config_error(sections, need
     assert message.startswith("c.yaml: engines.profiles (") and needle in message and "\n" not in message
 
 
+def test_padded_batches_need_only_max_seq_length():
+    """eval.length_bucket 0 feeds max_seq_length alone: a static-sequence profile is enough."""
+    static = [{"min": [1, 384], "opt": [8, 384], "max": [16, 384]}]
+    cfg = parse_config(_raw(engines={"profiles": static}, eval={"length_bucket": 0}))
+    assert cfg.eval.length_bucket == 0
+
+
+def test_bucket_lengths_past_max_seq_length_are_capped():
+    profiles = [{"min": [1, 128], "opt": [8, 128], "max": [8, 128]}]
+    cfg = parse_config(_raw(engines={"profiles": profiles}, eval={"max_seq_length": 128, "length_bucket": 256},
+                            benchmark={"batch": 8, "seq": 128}))
+    assert cfg.eval.length_bucket == 256  # every batch is cut at 128: the only length fed
+
+
+@pytest.mark.parametrize("name", sorted(NGC_CONFIGS))
+def test_ngc_profiles_have_a_dynamic_sequence_axis_over_every_bucket(name):
+    from bertbuild.backends.profiles import fitting_profile
+    from bertbuild.squad.batching import bucket_lengths
+
+    cfg = load_config(PROJECT_ROOT / "configs" / name)
+    assert cfg.eval.length_bucket > 0
+    lengths = bucket_lengths(cfg.eval.length_bucket, cfg.eval.max_seq_length)
+    assert len(lengths) > 1 and any(p.min[1] < p.max[1] for p in cfg.engines.profiles)
+    assert all(fitting_profile(cfg.engines.profiles, batch, seq) is not None
+               for seq in lengths for batch in range(1, cfg.eval.batch_size + 1))
+
+
 def test_two_profiles_together_cover_a_run():
-    profiles = [{"min": [1, 128], "opt": [4, 128], "max": [4, 128]}, {"min": [5, 128], "opt": [8, 384], "max": [8, 384]}]
+    profiles = [{"min": [1, 32], "opt": [4, 128], "max": [4, 128]}, {"min": [5, 32], "opt": [8, 384], "max": [8, 384]}]
     cfg = parse_config(_raw(engines={"profiles": profiles}, eval={"max_seq_length": 128},
                             benchmark={"batch": 8, "seq": 384}))
     assert len(cfg.engines.profiles) == 2

@@ -43,3 +43,25 @@ def test_eval_user_errors_exit_2(tiny_onnx, tmp_path, capsys):
     other.write_text(json.dumps({"per_question": {"not-a-question": [1, 1]}}))
     assert main(["eval", "--onnx", str(tiny_onnx["fused"]), "--limit", "2", "--compare", str(other)]) == 2
     assert "same questions" in capsys.readouterr().err
+
+
+def test_length_bucket_zero_is_the_padded_baseline_with_the_same_answers(tiny_onnx, tmp_path, capsys):
+    """`--length-bucket 0` pads as before; the default trims batches: same answers, both rates recorded."""
+    runs = {}
+    for bucket in ("0", None):
+        out = tmp_path / f"bucket-{bucket}.json"
+        args = ["eval", "--onnx", str(tiny_onnx["fused"]), "--limit", "6", "--json", str(out)]
+        assert main(args + ([] if bucket is None else ["--length-bucket", bucket])) == 0
+        printed = capsys.readouterr().out
+        assert "windows/s" in printed and "real tokens/s" in printed
+        runs[bucket] = json.loads(out.read_text())
+    padded, bucketed = runs["0"], runs[None]
+    assert padded["length_bucket"] == 0 and bucketed["length_bucket"] == 32
+    for record in (padded, bucketed):
+        assert record["windows"] >= 6 and record["windows_per_s"] > 0 and record["real_tokens_per_s"] > 0
+    assert padded["per_question"] == bucketed["per_question"]
+
+
+def test_a_negative_length_bucket_is_a_user_error(tiny_onnx, capsys):
+    assert main(["eval", "--onnx", str(tiny_onnx["fused"]), "--limit", "1", "--length-bucket", "-1"]) == 2
+    assert "--length-bucket must be >= 0" in capsys.readouterr().err

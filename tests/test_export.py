@@ -64,3 +64,42 @@ def test_dynamic_shapes_run(exported):
             feed = {n: np.ones((batch, seq), np.int32) for n in ("input_ids", "segment_ids", "input_mask")}
             out = runner.infer(feed)
             assert out["start_logits"].shape == (batch, seq)
+
+
+def test_weights_are_initializers_named_after_the_checkpoint_never_graph_inputs(exported):
+    checkpoint, result = exported
+    model = onnx.load(str(result.path))
+    initializers = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
+    assert [value.name for value in model.graph.input] == ["input_ids", "segment_ids", "input_mask"]
+    kernel = "bert/encoder/layer_1/intermediate/dense/kernel"
+    np.testing.assert_array_equal(initializers[kernel], checkpoint.weights[kernel])
+    # The SQuAD head is read transposed: folded into its initializer, no Transpose node on a weight remains.
+    head = checkpoint.weights["cls/squad/output_weights"]
+    np.testing.assert_array_equal(initializers["cls/squad/output_weights/transposed"], head.T)
+    assert not [n for n in model.graph.node if n.op_type == "Transpose" and n.input[0] in initializers]
+
+
+def test_external_data_keeps_weights_beside_the_file_and_the_same_logits(exported, tiny_checkpoint, tmp_path):
+    from bertbuild.model.checkpoint import inspect_checkpoint
+
+    _, inline = exported
+    # Streamed from the checkpoint files (no weights loaded beforehand), into `<file>.data`.
+    result = export_onnx(inspect_checkpoint(tiny_checkpoint), tmp_path / "model.onnx", external_data=True)
+    data = tmp_path / "model.onnx.data"
+    assert result.external_data and data.is_file()
+    assert data.stat().st_size > 3 * 2**20 > 100 * (tmp_path / "model.onnx").stat().st_size
+    header = onnx.load(str(result.path), load_external_data=False)
+    locations = {entry.value for init in header.graph.initializer for entry in init.external_data
+                 if entry.key == "location"}
+    assert locations == {"model.onnx.data"}  # relative: the pair can move together
+    feed = {"input_ids": np.full((2, 24), 2023, np.int32), "segment_ids": np.zeros((2, 24), np.int32),
+            "input_mask": np.ones((2, 24), np.int32)}
+    a = OnnxRuntimeRunner(inline.path)
+    b = OnnxRuntimeRunner(result.path)
+    with a, b:
+        out_a, out_b = a.infer(feed), b.infer(feed)
+    for name in out_a:
+        np.testing.assert_array_equal(out_a[name], out_b[name])
+    # Written again without external data, the stale companion is removed.
+    export_onnx(inspect_checkpoint(tiny_checkpoint), tmp_path / "model.onnx", external_data=False)
+    assert not data.exists()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from bertbuild.errors import CheckpointError, UserInputError
+from hf_tensors import random_bert_tensors
 
 LAYERS, HIDDEN, HEADS, INTER, POSITIONS = 2, 16, 2, 64, 32
 _erf = np.vectorize(math.erf)
@@ -24,36 +25,12 @@ def _vocab_size(path) -> int:
 
 
 def hf_tensors(vocab_size: int, seed: int = 0, prefix: str = "") -> dict[str, np.ndarray]:
+    """A random BertModel state dict: the encoder, the pooler and the position_ids buffer HF saves."""
     rng = np.random.default_rng(seed)
-
-    def rand(*shape, scale=0.2):
-        return (scale * rng.standard_normal(shape)).astype(np.float32)
-
-    t = {
-        "embeddings.word_embeddings.weight": rand(vocab_size, HIDDEN),
-        "embeddings.position_embeddings.weight": rand(POSITIONS, HIDDEN),
-        "embeddings.token_type_embeddings.weight": rand(2, HIDDEN),
-        "embeddings.LayerNorm.weight": 1 + rand(HIDDEN, scale=0.1),
-        "embeddings.LayerNorm.bias": rand(HIDDEN, scale=0.1),
-        "embeddings.position_ids": np.arange(POSITIONS, dtype=np.int64)[None],
-        "pooler.dense.weight": rand(HIDDEN, HIDDEN),
-        "pooler.dense.bias": rand(HIDDEN),
-    }
-    for n in range(LAYERS):
-        p = f"encoder.layer.{n}."
-        for proj in ("query", "key", "value"):
-            t[p + f"attention.self.{proj}.weight"] = rand(HIDDEN, HIDDEN)
-            t[p + f"attention.self.{proj}.bias"] = rand(HIDDEN)
-        t[p + "attention.output.dense.weight"] = rand(HIDDEN, HIDDEN)
-        t[p + "attention.output.dense.bias"] = rand(HIDDEN)
-        t[p + "attention.output.LayerNorm.weight"] = 1 + rand(HIDDEN, scale=0.1)
-        t[p + "attention.output.LayerNorm.bias"] = rand(HIDDEN, scale=0.1)
-        t[p + "intermediate.dense.weight"] = rand(INTER, HIDDEN)  # HF: [out, in]
-        t[p + "intermediate.dense.bias"] = rand(INTER)
-        t[p + "output.dense.weight"] = rand(HIDDEN, INTER)
-        t[p + "output.dense.bias"] = rand(HIDDEN)
-        t[p + "output.LayerNorm.weight"] = 1 + rand(HIDDEN, scale=0.1)
-        t[p + "output.LayerNorm.bias"] = rand(HIDDEN, scale=0.1)
+    t = random_bert_tensors(vocab_size, layers=LAYERS, hidden=HIDDEN, inter=INTER, positions=POSITIONS, rng=rng)
+    t["embeddings.position_ids"] = np.arange(POSITIONS, dtype=np.int64)[None]
+    t["pooler.dense.weight"] = (0.2 * rng.standard_normal((HIDDEN, HIDDEN))).astype(np.float32)
+    t["pooler.dense.bias"] = (0.2 * rng.standard_normal(HIDDEN)).astype(np.float32)
     return {prefix + k: v for k, v in t.items()}
 
 

@@ -307,7 +307,7 @@ def test_cli_prints_one_line_per_offending_node_and_exits_1(tmp_path, capsys):
 def test_cli_passes_the_fused_file_with_profiles_from_a_config(tiny_trt_files, tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("model:\n  source: generated:tiny\nengines:\n  profiles:\n"
-                      "    - {min: [1, 64], opt: [4, 128], max: [8, 128]}\neval:\n  max_seq_length: 128\n"
+                      "    - {min: [1, 32], opt: [4, 128], max: [8, 128]}\neval:\n  max_seq_length: 128\n"
                       "  batch_size: 8\nbenchmark:\n  batch: 8\n  seq: 128\n")
     assert main(["trt-check", str(tiny_trt_files["fused"]), "--config", str(config)]) == 0
     assert "ready for TensorRT 11" in capsys.readouterr().out

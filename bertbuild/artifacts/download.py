@@ -8,6 +8,11 @@ store directory that it does not list, is an error. Files go into a
 temporary directory beside DEST, each one's sha256 and size are checked, and
 only when all match is the directory renamed to DEST. On any failure nothing
 is left at DEST, beside it, or in the parent directories it created.
+
+An ONNX file with external data is fetched with its data files (listed in
+the manifest like any file, beside it), so DEST holds a pair that loads; an
+ONNX file that reads data from outside its folder, or data the manifest does
+not list, is refused.
 """
 
 from __future__ import annotations
@@ -107,7 +112,8 @@ def download(store: ArtifactStore | str | None, model: str | None, dest: Path | 
 
     with staged_dest(dest) as tmp:
         fetched: dict[str, Path] = {}  # sha256 -> the first local copy: identical files are fetched once
-        for name in names:
+
+        def fetch(name: str) -> None:
             target = inside(tmp, name)
             target.parent.mkdir(parents=True, exist_ok=True)
             digest = manifest.files[name]["sha256"]
@@ -117,9 +123,46 @@ def download(store: ArtifactStore | str | None, model: str | None, dest: Path | 
                 fetch_listed(store, store.content_path(bundle, manifest, name), name, target)
             manifest.check(name, *sha256_and_size(target))
             fetched.setdefault(digest, target)
+
+        for name in names:
+            fetch(name)
+        extra = onnx_data_names(tmp, names, manifest)  # data of fetched ONNX files that the selection left out
+        for name in extra:
+            fetch(name)
+        names = sorted([*names, *extra])
         (tmp / MANIFEST_NAME).write_bytes(raw_manifest)
     return DownloadResult(dest=Path(dest).expanduser().absolute(), model=model, run_id=run_id,
                           files=[*names, MANIFEST_NAME], manifest=manifest)
+
+
+def onnx_data_names(root: Path, names: list[str], manifest: Manifest) -> list[str]:
+    """Bundle names of the external data the ONNX files among `names` (present under `root`) read, not in `names`.
+
+    Each must be a plain file name beside its ONNX file and listed in the
+    manifest; a file named .onnx that is not ONNX reads nothing.
+    """
+    from bertbuild import onnx_files
+
+    wanted: list[str] = []
+    for name in names:
+        path = inside(root, name)
+        if not name.endswith(".onnx") or not path.is_file():
+            continue
+        try:
+            locations = onnx_files.external_locations(path)
+        except onnx_files.UnsafeLocation as exc:
+            raise IntegrityError(f"unsafe external data: {name} reads tensor {exc.tensor!r} from {exc.location!r}, "
+                                 "outside its folder") from None
+        except onnx_files.NotOnnxError:
+            continue
+        folder = name.rpartition("/")[0]
+        for location in locations:
+            data = f"{folder}/{location}" if folder else location
+            if data not in manifest.files:
+                raise IntegrityError(f"missing file: {data} (the external data of {name}, not listed in manifest.json)")
+            if data not in names and data not in wanted:
+                wanted.append(data)
+    return wanted
 
 
 def refuse_unlisted_files(store: ArtifactStore, bundle: str, manifest: Manifest) -> None:
@@ -199,7 +242,8 @@ def verify_dir(directory: Path | str, precision: str | None = None) -> Manifest:
         manifest = Manifest.from_json((root / MANIFEST_NAME).read_bytes())
     except FileNotFoundError:
         raise UserInputError(f"{root} has no {MANIFEST_NAME}: not a downloaded bundle") from None
-    expected = set(select_files(manifest, precision))
+    selected = select_files(manifest, precision)
+    expected = set(selected) | set(onnx_data_names(root, selected, manifest))
     present = set()
     for path in sorted(root.rglob("*")):
         name = path.relative_to(root).as_posix()

@@ -18,10 +18,15 @@ moves `latest`. Concurrent publishes do not interfere: each has its own
 staging dir and manifest, two uploads of one blob write the same bytes, and
 the pointer is replaced atomically, so it always names a complete bundle.
 Blobs already stored are checked by size only; every download checks sha256.
+
+An ONNX file with external data is published only together with its data
+files, each under the name the .onnx records, beside it (`runs.onnx_companions`
+adds them): a bundle whose ONNX file would not load after a download is refused.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -93,6 +98,7 @@ def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: d
     for name, path in local.items():
         if not path.is_file():
             raise UserInputError(f"publish: {name}: {path} is not a file")
+    _check_onnx_pairs(local)
 
     manifest = build_manifest(local, model=model, run_id=run_id, passed=ok, gates=gates, meta=meta)
     dest = store.run_path(model, run_id) if ok else store.failed_path(model, run_id)
@@ -117,6 +123,36 @@ def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: d
     return PublishResult(model=model, run_id=run_id, passed=ok, released=ok, latest=moved, path=dest,
                          url=store.url_of(dest), store=store.url, files=manifest.files, gates=manifest.gates,
                          uploaded_bytes=uploaded)
+
+
+def _check_onnx_pairs(local: dict[str, Path]) -> None:
+    """Every ONNX file's external data is in the bundle, beside it, under the name the .onnx records."""
+    from bertbuild import onnx_files
+
+    for name, path in local.items():
+        if not name.endswith(".onnx"):
+            continue
+        try:
+            pair = onnx_files.companions(path)
+        except onnx_files.NotOnnxError:  # the name is not a promise: such a file is published as bytes
+            continue
+        except UserInputError as exc:
+            raise UserInputError(f"publish: {name}: {exc}") from None
+        folder = name.rpartition("/")[0]
+        for data in pair[1:]:
+            data_name = f"{folder}/{data.name}" if folder else data.name
+            listed = local.get(data_name)
+            if listed is None or not _same_bytes(listed, data):
+                raise UserInputError(f"publish: {name} keeps its weights in {data.name}, but the bundle has "
+                                     f"{'no ' + data_name if listed is None else 'another file as ' + data_name}")
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    from bertbuild.hashing import sha256_file
+
+    if os.path.samefile(a, b):
+        return True
+    return a.stat().st_size == b.stat().st_size and sha256_file(a) == sha256_file(b)
 
 
 def _store_blobs_then_manifest(store: ArtifactStore, local: dict[str, Path], manifest: Manifest, dest: str,

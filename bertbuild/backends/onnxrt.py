@@ -8,20 +8,23 @@ The engine of the CPU and CUDA backends is ORT's optimized model. The
 TensorRT provider compiles subgraphs into nodes that ORT cannot save, so its
 engine is the source ONNX file itself; TensorRT's compiled engines and timing
 cache go to the cache root instead, where later sessions reuse them.
+
+A source with external data (past protobuf's 2 GB limit, or external by
+choice) gives an engine with external data too: `<engine>.data` beside it,
+the location the engine file records (`bertbuild.onnx_files`).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from bertbuild import onnx_files
 from bertbuild.backends.base import Backend, Engine, Profile, Runner, profiles_from_metadata, read_metadata
 from bertbuild.backends.gpu import gpu_info
 from bertbuild.errors import MissingDependency
-from bertbuild.hashing import sha256_file
 from bertbuild.model.signature import INPUT_NAMES
 
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
@@ -149,12 +152,19 @@ class OnnxRuntimeBackend(Backend):
         options = session_options(self.threads, "all")
         # ORT warns that a saved graph is hardware specific; that is the documented point above.
         options.log_severity_level = 3
+        external = onnx_files.is_external(onnx_path)  # also checks that its data files are there
         if self.compiles:
             engine_path = out_dir / f"{Path(onnx_path).stem}.{self.name}.onnx"
-            shutil.copyfile(onnx_path, engine_path)
+            onnx_files.copy(onnx_path, engine_path)  # with its data, renamed after the engine
         else:
             engine_path = out_dir / f"{Path(onnx_path).stem}.ort.onnx"
             options.optimized_model_filepath = str(engine_path)
+            onnx_files.data_path(engine_path).unlink(missing_ok=True)
+            if external:  # ORT cannot save a model past 2 GB in one file; the engine stays a pair
+                options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                                 onnx_files.data_path(engine_path).name)
+                options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
+                                                 str(onnx_files.INLINE_BYTES))
         providers = self._session_providers(profiles)
         # One session now: it optimizes (or, with TensorRT, compiles and caches) before any timing.
         session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
@@ -166,7 +176,7 @@ class OnnxRuntimeBackend(Backend):
         engine = Engine(engine_path, self.name, precision, {
             "onnxruntime": ort.__version__, "providers": session.get_providers(), "graph_optimization": "all",
             **saved, "threads": options.intra_op_num_threads, "profiles": [p.to_json() for p in profiles],
-            "source_onnx": str(onnx_path), "source_sha256": sha256_file(onnx_path),
+            "source_onnx": str(onnx_path), "source_sha256": onnx_files.files_digest(onnx_path),
             **(gpu_info() if self.needs_gpu else {}),
         })
         engine.save_metadata()

@@ -8,6 +8,10 @@ against the installed version's ONNX parser before anything is built.
 
 Nothing imports `tensorrt` at module level. This file imports on any host,
 and the package is loaded when an engine is built or run.
+
+The ONNX file is parsed by its path (Polygraphy's `NetworkFromOnnxPath` calls
+the parser's `parse_from_file`), so TensorRT finds a file's external data
+beside it; `check_onnx` has checked that data to be there before anything is built.
 """
 
 from __future__ import annotations
@@ -116,7 +120,8 @@ class TensorRTBackend(Backend):
         from bertbuild.trt_check import check_onnx, matrix_version_for
 
         trt = require("tensorrt")
-        # Before the GPU is touched: a file TensorRT's parser would reject fails here, one line per node.
+        # Before the GPU is touched: a file TensorRT's parser would reject fails here, one line per node
+        # (and a missing or misplaced external data file, in one line).
         readiness = check_onnx(onnx_path, matrix_version_for(trt.__version__), profiles).require_ready()
         from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath
 

@@ -2,6 +2,10 @@
 
 Same real SQuAD feed for every model, one model loaded at a time; the table's
 last column is each row's speed-up over the first row at the median.
+
+`--lengths heldout` times whole passes over held-out windows instead, batched
+as the scorer batches them, once per `--length-bucket` (repeatable; 0 is the
+padded baseline) and model, in windows/s and real tokens/s.
 """
 
 from __future__ import annotations
@@ -25,6 +29,14 @@ def add_parser(sub) -> None:
     parser.add_argument("--vocab", type=Path, help="vocab.txt for tokenizing (default: the bundled uncased vocab)")
     parser.add_argument("--cased", action="store_true", help="the vocab is cased (do not lower-case)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--lengths", choices=("fixed", "heldout"), default="fixed",
+                        help="fixed: one batch x seq feed timed per call (default); heldout: whole passes over "
+                             "held-out windows batched as the scorer does, in windows/s and real tokens/s")
+    parser.add_argument("--length-bucket", type=int, action="append", metavar="N",
+                        help="with --lengths heldout: trim batches to multiples of N tokens; repeatable, one pass "
+                             "per value and model; 0 pads to --seq (default: 0 and eval.length_bucket's default)")
+    parser.add_argument("--limit", type=int,
+                        help="with --lengths heldout: only the first N held-out questions (default: all)")
     parser.set_defaults(handler=run)
 
 
@@ -41,9 +53,13 @@ def run(args) -> int:
     if not 32 <= args.seq <= 512 or args.batch < 1:
         raise UserInputError(f"--seq must be in 32..512 and --batch >= 1 (got seq {args.seq}, batch {args.batch})")
     note = machine_note()
-    feed = squad_feed(args.batch, args.seq, args.vocab, lower_case=not args.cased)
     threads = args.threads or os.cpu_count() or 1
     names = [p.name if [q.name for q in args.onnx].count(p.name) == 1 else str(p) for p in args.onnx]
+    if args.lengths == "heldout":
+        return _heldout_passes(args, names, threads, note)
+    if args.length_bucket or args.limit is not None:
+        raise UserInputError("--length-bucket and --limit go with --lengths heldout")
+    feed = squad_feed(args.batch, args.seq, args.vocab, lower_case=not args.cased)
     rows, provider = [], args.provider
     for path, name in zip(args.onnx, names):
         runner = OnnxRuntimeRunner(path, providers=[provider], threads=threads, name=name)
@@ -55,5 +71,36 @@ def run(args) -> int:
     print(latency_table(rows))
     if args.json:
         args.json.write_text(json.dumps({"provider": provider, "threads": threads, "machine": note,
+                                         "rows": [r.to_dict() for r in rows]}, indent=2) + "\n")
+    return 0
+
+
+def _heldout_passes(args, names: list[str], threads: int, note: str) -> int:
+    """One timed pass per (model, length bucket) over the same held-out windows."""
+    import json
+
+    from bertbuild.backends.onnxrt import OnnxRuntimeRunner
+    from bertbuild.errors import UserInputError
+    from bertbuild.evaluation.latency import heldout_windows, measure_pass, pass_table
+    from bertbuild.squad.batching import DEFAULT_LENGTH_BUCKET
+
+    buckets = args.length_bucket or [0, DEFAULT_LENGTH_BUCKET]
+    if any(bucket < 0 for bucket in buckets) or (args.limit is not None and args.limit < 1):
+        raise UserInputError(f"--length-bucket must be >= 0 and --limit >= 1 (got {buckets}, {args.limit})")
+    windows = heldout_windows(args.seq, args.vocab, lower_case=not args.cased, limit=args.limit)
+    if len(windows) == 0:
+        raise UserInputError("no held-out windows to time")
+    rows = []
+    for path, name in zip(args.onnx, names):
+        runner = OnnxRuntimeRunner(path, providers=[args.provider], threads=threads, name=name)
+        with runner:  # one session per model, every bucket timed on it
+            rows += [measure_pass(runner, windows, args.batch, bucket, warmup=args.warmup > 0) for bucket in buckets]
+    print(f"ONNX Runtime {args.provider}, {threads} intra-op thread(s); {len(windows)} held-out windows at seq "
+          f"{args.seq} in batches of {args.batch}, batched as scoring does; seconds are inside infer(), summed "
+          f"over the pass (after one untimed call per batch shape); {note}.")
+    print(pass_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"provider": args.provider, "threads": threads, "machine": note,
+                                         "seq": args.seq, "lengths": "heldout",
                                          "rows": [r.to_dict() for r in rows]}, indent=2) + "\n")
     return 0

@@ -3,7 +3,8 @@
 Scores any ONNX file with the project's own SQuAD pipeline (features,
 post-processing, EM/F1: the ones every engine in a run is scored with), so a
 user's own quantization can be put beside the published files. `--json`
-also records each question's EM and F1; `--compare` reads such a file of
+also records each question's EM and F1 and the windows/s of the pass
+(`--length-bucket 0` gives the padded baseline); `--compare` reads such a file of
 another model on the same questions and prints ΔEM and ΔF1 with their paired
 bootstrap 95 % intervals.
 """
@@ -26,6 +27,9 @@ def add_parser(sub) -> None:
                         help="vocab.txt (default: beside the model or above it, else the bundled uncased vocab)")
     parser.add_argument("--cased", action="store_true", help="do not lower-case (default: read off the vocab)")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per inference call (default 8)")
+    parser.add_argument("--length-bucket", type=int, metavar="N",
+                        help="sort windows by real length and trim each batch to a multiple of N tokens "
+                             "(default: eval.length_bucket's default; 0: pad every window to 384, the old way)")
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all CPUs)")
     parser.add_argument("--json", type=Path, help="write the scores, with every question's EM and F1, here")
     parser.add_argument("--compare", type=Path, metavar="REF.json",
@@ -85,8 +89,11 @@ def run(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise UserInputError(f"--limit must be >= 1 (got {args.limit})")
     vocab, lower_case = _vocab(args)
+    if args.length_bucket is not None and args.length_bucket < 0:
+        raise UserInputError(f"--length-bucket must be >= 0 (got {args.length_bucket})")
+    bucket = {} if args.length_bucket is None else {"length_bucket": args.length_bucket}
     cfg = EvalConfig(dataset=args.dataset, split=args.split, limit=args.limit, offset=args.offset,
-                     batch_size=args.batch_size)
+                     batch_size=args.batch_size, **bucket)
     eval_set = scoring_set(cfg, vocab, lower_case)
     if not eval_set.examples:
         raise UserInputError(f"no questions in split {args.split!r} at offset {args.offset}")
@@ -99,6 +106,11 @@ def run(args) -> int:
               "per_question": {qid: list(pair) for qid, pair in per_question.items()}}
     print(f"{args.onnx.name}: EM {result.exact_match:.2f}  F1 {result.f1:.2f}  questions {result.questions} "
           f"(split {args.split}{'' if args.limit is None else f', first {args.limit}'}; {result.seconds:.1f} s)")
+    summary = result.summary()
+    if summary["windows_per_s"] is not None:
+        print(f"{result.windows} windows at {summary['windows_per_s']:.1f} windows/s, "
+              f"{summary['real_tokens_per_s']:.0f} real tokens/s (length bucket {cfg.length_bucket}"
+              f"{': padded to max_seq_length' if cfg.length_bucket == 0 else ''})")
     if args.compare is not None:
         print(_comparison(args.compare, record))
     if args.json is not None:

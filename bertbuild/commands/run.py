@@ -34,10 +34,24 @@ def preflight(cfg) -> None:
     """
     from bertbuild.backends.registry import get_backend
     from bertbuild.fetch import fetch_checkpoint
+    from bertbuild.memory_budget import check_memory
     from bertbuild.model.checkpoint import inspect_checkpoint
 
     get_backend(cfg.engines.backend)  # e.g. tensorrt on a host without it: one line, exit 2
-    inspect_checkpoint(fetch_checkpoint(cfg.model.source, sha256=cfg.model.sha256), cfg.model.lower_case)
+    info = inspect_checkpoint(fetch_checkpoint(cfg.model.source, sha256=cfg.model.sha256), cfg.model.lower_case)
+    _check_sequence_lengths(cfg, info)
+    if cfg.resources.check_memory:
+        check_memory(info.config, cfg.model.source)
+
+
+def _check_sequence_lengths(cfg, info) -> None:
+    """Each sequence length the run will feed must fit the model's position embeddings (some HF models have < 512)."""
+    from bertbuild.model.checkpoint import CONFIG_FILE, check_sequence_lengths
+
+    lengths = {"eval.max_seq_length": cfg.eval.max_seq_length, "benchmark.seq": cfg.benchmark.seq}
+    if "int8" in cfg.engines.precisions:
+        lengths["precision.int8.max_seq_length"] = cfg.precision.int8.max_seq_length
+    check_sequence_lengths(info.config, lengths, info.directory / CONFIG_FILE)
 
 
 def run(args) -> int:

@@ -5,7 +5,10 @@ timed call is one `runner.infer(feed)`: it includes the runner's host-side
 work (the int32 feed conversion, the copies into and out of the runtime), as
 an application would see it. The feed is the first `batch` held-out SQuAD
 windows, tokenized to `seq` (so padded to `seq` like a real request): real
-masks, real padding, never random ids.
+masks, real padding, never random ids. `measure_pass` instead times a whole
+pass over held-out windows batched as the scorer batches them (sorted by
+length, each batch trimmed: `bertbuild.squad.batching`), in windows/s and
+real tokens/s.
 """
 
 from __future__ import annotations
@@ -58,16 +61,25 @@ def feed_from(features: Features, batch: int) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(getattr(features, name)[rows], dtype=np.int32) for name in INPUT_NAMES}
 
 
-def squad_feed(batch: int, seq: int, vocab_path: Path | str | None = None, lower_case: bool = True,
-               dataset: str = "bundled") -> dict[str, np.ndarray]:
-    """The first `batch` held-out SQuAD windows tokenized at `seq` tokens, as an int32 feed."""
+def heldout_windows(seq: int, vocab_path: Path | str | None = None, lower_case: bool = True,
+                    dataset: str = "bundled", limit: int | None = None) -> Features:
+    """Windows of the first `limit` held-out SQuAD questions (None: all) tokenized at `seq` tokens.
+
+    At 384 the query length and stride are the scorer's defaults (64, 128), so
+    these are the windows a run scores.
+    """
     from bertbuild.data import UNCASED_VOCAB, bundled_file
     from bertbuild.squad.sets import featurize, first_questions
 
-    examples = first_questions(dataset, "heldout", limit=max(batch, 1))
-    windows = featurize(examples, vocab_path or bundled_file(UNCASED_VOCAB), lower_case, max_seq_length=seq,
-                        max_query_length=min(64, seq // 2), doc_stride=max(8, min(128, seq // 3)))
-    return feed_from(windows.features, batch)
+    examples = first_questions(dataset, "heldout", limit=limit)
+    return featurize(examples, vocab_path or bundled_file(UNCASED_VOCAB), lower_case, max_seq_length=seq,
+                     max_query_length=min(64, seq // 2), doc_stride=max(8, min(128, seq // 3))).features
+
+
+def squad_feed(batch: int, seq: int, vocab_path: Path | str | None = None, lower_case: bool = True,
+               dataset: str = "bundled") -> dict[str, np.ndarray]:
+    """The first `batch` held-out SQuAD windows tokenized at `seq` tokens, as an int32 feed."""
+    return feed_from(heldout_windows(seq, vocab_path, lower_case, dataset, limit=max(batch, 1)), batch)
 
 
 def measure(runner: Runner, feed: dict[str, np.ndarray], warmup: int = 5, iterations: int | None = None,
@@ -106,6 +118,83 @@ def measure(runner: Runner, feed: dict[str, np.ndarray], warmup: int = 5, iterat
                         float(p99), float(ms.mean()), float(ms.min()), float(ms.max()))
 
 
+@dataclass(frozen=True)
+class PassStats:
+    """One timed pass over a set of windows, batched as the scorer batches them."""
+
+    name: str
+    length_bucket: int  # 0: every window padded to max_seq_length
+    batch: int
+    windows: int
+    real_tokens: int  # input_mask ones: the work no batching can skip
+    fed_positions: int  # sequence positions fed, padding inside batches included
+    seconds: float  # inside infer(), summed over the pass
+
+    @property
+    def windows_per_s(self) -> float:
+        return self.windows / self.seconds if self.seconds > 0 else math.inf
+
+    @property
+    def real_tokens_per_s(self) -> float:
+        return self.real_tokens / self.seconds if self.seconds > 0 else math.inf
+
+    @property
+    def padding_fed(self) -> float:
+        """The share of fed positions that are padding."""
+        return 1.0 - self.real_tokens / self.fed_positions if self.fed_positions else 0.0
+
+    def to_dict(self) -> dict:
+        data = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        data.update(windows_per_s=round(self.windows_per_s, 2), real_tokens_per_s=round(self.real_tokens_per_s, 1),
+                    padding_fed=round(self.padding_fed, 4))
+        return data
+
+
+def measure_pass(runner: Runner, windows, batch: int, length_bucket: int, warmup: bool = True,
+                 name: str | None = None) -> PassStats:
+    """Time one pass over `windows` (Features or alike) cut by `bertbuild.squad.batching`, as scoring runs it.
+
+    With `warmup`, one untimed call per distinct batch shape first: ONNX Runtime
+    plans memory per shape, and a scoring pass pays that once, not per batch.
+    """
+    from bertbuild.squad.batching import plan_batches
+
+    plan = plan_batches(windows.input_mask, batch, length_bucket)
+    was_active = runner.is_active
+    runner.activate()
+    try:
+        if warmup:
+            seen = set()
+            for feed in plan.feeds(windows):
+                shape = feed[INPUT_NAMES[0]].shape
+                if shape not in seen:
+                    seen.add(shape)
+                    runner.infer(feed)
+        spent = 0.0
+        for feed in plan.feeds(windows):
+            start = time.perf_counter()
+            runner.infer(feed)
+            spent += time.perf_counter() - start
+    finally:
+        if not was_active:
+            runner.deactivate()
+    return PassStats(name or runner.name, length_bucket, batch, plan.windows,
+                     int(np.count_nonzero(windows.input_mask)), plan.fed_positions, spent)
+
+
+def pass_table(rows: list[PassStats]) -> str:
+    """Plain text; `vs padded` is each row's windows/s over its model's bucket-0 row, when there is one."""
+    padded = {r.name: r for r in rows if r.length_bucket == 0}
+    header = ("model", "bucket", "windows", "padding fed", "seconds", "windows/s", "real tok/s", "vs padded")
+    body = [
+        (r.name, "padded" if r.length_bucket == 0 else str(r.length_bucket), str(r.windows),
+         f"{100 * r.padding_fed:.1f} %", f"{r.seconds:.1f}", f"{r.windows_per_s:.2f}", f"{r.real_tokens_per_s:.0f}",
+         f"{r.windows_per_s / padded[r.name].windows_per_s:.2f}x" if r.name in padded else "-")
+        for r in rows
+    ]
+    return _plain_table(header, body)
+
+
 def compare(baseline: LatencyStats, candidate: LatencyStats) -> float:
     """Speed-up of `candidate` over `baseline` at the median: baseline p50 / candidate p50 (>1 = faster)."""
     return baseline.p50_ms / candidate.p50_ms
@@ -119,6 +208,11 @@ def latency_table(rows: list[LatencyStats]) -> str:
          f"{r.sequences_per_s:.1f}", str(r.iterations), f"{compare(rows[0], r):.2f}x")
         for r in rows
     ]
+    return _plain_table(header, body)
+
+
+def _plain_table(header: tuple, body: list[tuple]) -> str:
+    """Columns padded to their widest cell; the first left-aligned, the rest right-aligned."""
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
     def fmt(line) -> str:

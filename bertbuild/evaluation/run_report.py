@@ -45,10 +45,12 @@ def _png_data_uri(path: str) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def results_markdown(published: dict, rows: list[dict], plots: dict[str, str] | None = None) -> str:
-    """The run report: status, numbers per engine, gates, and the plots embedded as images.
+def results_markdown(published: dict, rows: list[dict], plots: dict[str, str] | None = None,
+                     steps: list[dict] | None = None) -> str:
+    """The run report: status, numbers per engine, gates, each step's time and memory, and the plots.
 
-    `plots` maps each plot's bundle name to its local PNG file.
+    `plots` maps each plot's bundle name to its local PNG file; `steps` are
+    `bertbuild.resources.read_journal` records.
     """
     from bertbuild.artifacts.publish import latencies
 
@@ -60,18 +62,27 @@ def results_markdown(published: dict, rows: list[dict], plots: dict[str, str] | 
         f"Run `{published['run_id']}`: **{status}**" + ("; `latest` now points here." if published["latest"] else "."),
         f"Bundle: `{published['url']}`",
         "",
-        f"| engine | EM | F1 | ΔF1 vs TF [95% CI] | max abs dlogit vs TF | {label} | questions |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| engine | EM | F1 | ΔF1 vs TF [95% CI] | max abs dlogit vs TF | {label} | eval windows/s | "
+        "eval real tokens/s | questions |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r, ms in zip(rows, latency):
         lines.append(f"| {r.get('engine', '-')} | {_fmt(r.get('exact_match'), '.2f')} | {_fmt(r.get('f1'), '.2f')} | "
                      f"{_delta(r)} | {_fmt(r.get('max_abs_dlogit'), '.2e')} | {_fmt(ms, '.1f')} | "
+                     f"{_fmt(r.get('windows_per_s'), '.1f')} | {_fmt(r.get('real_tokens_per_s'), '.0f')} | "
                      f"{_fmt(r.get('questions'), 'd')} |")
     if published.get("gates"):
         lines += ["", "| gate | result | value | threshold |", "| --- | --- | ---: | ---: |"]
         for g in published["gates"]:
             lines.append(f"| {_gate_name(g)} | {'pass' if g.get('passed') else '**FAIL**'} | "
                          f"{_fmt(g.get('value', g.get('measured')), '.4g')} | {_fmt(g.get('threshold'), '.4g')} |")
+    if steps:
+        lines += ["", "## Time and memory per step", "", "| step | seconds | peak RSS MiB | measured in | cached |",
+                  "| --- | ---: | ---: | --- | --- |"]
+        for step in steps:
+            cached = {True: "yes", False: "no"}.get(step.get("cached"), "-")
+            lines.append(f"| {step['step']}{' (failed)' if step.get('failed') else ''} | {step['seconds']:.1f} | "
+                         f"{step['peak_rss_mb']:.0f} | {step['measured_in']} | {cached} |")
     if plots:
         lines += ["", "## Plots", ""]
         for name in sorted(plots):

@@ -17,6 +17,7 @@ import numpy as np
 from bertbuild.arrays import load_npz
 from bertbuild.backends.base import Runner
 from bertbuild.config import EvalConfig
+from bertbuild.squad.batching import DEFAULT_LENGTH_BUCKET, plan_batches
 from bertbuild.squad.features import Features
 from bertbuild.squad.metrics import score
 from bertbuild.squad.sets import SquadSet, featurize, first_questions
@@ -35,12 +36,22 @@ class EvalResult:
     start_logits: np.ndarray = field(repr=False)
     end_logits: np.ndarray = field(repr=False)
     predictions: dict[str, str] = field(repr=False)
+    windows: int = 0
+    real_tokens: int = 0  # input_mask ones over every window: the work a padding-free engine cannot skip
+    length_bucket: int = 0
 
     def summary(self) -> dict:
         return {
             "engine": self.name, "exact_match": round(self.exact_match, 2), "f1": round(self.f1, 2),
-            "questions": self.questions, "seconds": round(self.seconds, 2),
+            "questions": self.questions, "seconds": round(self.seconds, 2), "windows": self.windows,
+            "windows_per_s": _rate(self.windows, self.seconds), "real_tokens_per_s": _rate(self.real_tokens, self.seconds),
+            "length_bucket": self.length_bucket,
         }
+
+
+def _rate(count: int, seconds: float) -> float | None:
+    """`count` per second of `infer` time, None when nothing was timed."""
+    return round(count / seconds, 2) if seconds > 0 else None
 
 
 def scoring_set(cfg: EvalConfig, vocab_path: Path | str, lower_case: bool) -> SquadSet:
@@ -87,30 +98,39 @@ class Progress:
         self.bar.close()
 
 
-def run_logits(runner: Runner, features: Features, batch_size: int,
-               log: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """All start/end logits for `features`, and the seconds spent in `infer` (`log`: where progress lines go)."""
+def run_logits(runner: Runner, features: Features, batch_size: int, log: Callable[[str], None] | None = None,
+               length_bucket: int = DEFAULT_LENGTH_BUCKET) -> tuple[np.ndarray, np.ndarray, float]:
+    """All start/end logits for `features`, and the seconds spent in `infer` (`log`: where progress lines go).
+
+    Batches are cut by `bertbuild.squad.batching` (`length_bucket` 0: padded to
+    max_seq_length in file order); the logits come back [windows,
+    max_seq_length] in the features' order, PAD_LOGIT past each window's real tokens.
+    """
+    plan = plan_batches(features.input_mask, batch_size, length_bucket)
     starts, ends, spent = [], [], 0.0
     with runner, Progress(len(features), runner.name, log) as progress:
-        for feed in features.batches(batch_size):
+        for feed in plan.feeds(features):
             begin = time.perf_counter()
             out = runner.infer(feed)
             spent += time.perf_counter() - begin
             starts.append(out["start_logits"])
             ends.append(out["end_logits"])
             progress.update(len(feed["input_ids"]))
-    return np.concatenate(starts), np.concatenate(ends), spent
+    return plan.restore(starts), plan.restore(ends), spent
 
 
 def evaluate(runner: Runner, eval_set: SquadSet, cfg: EvalConfig, log: Callable[[str], None] | None = None) -> EvalResult:
-    start, end, seconds = run_logits(runner, eval_set.features, cfg.batch_size, log)
+    features = eval_set.features
+    start, end, seconds = run_logits(runner, features, cfg.batch_size, log, cfg.length_bucket)
     predictions = predictions_from_logits(
-        eval_set.examples, eval_set.features, start, end,
+        eval_set.examples, features, start, end,
         n_best=cfg.n_best, max_answer_length=cfg.max_answer_length,
     )
     scores = score(eval_set.examples, predictions)
     return EvalResult(
-        runner.name, scores["exact_match"], scores["f1"], scores["count"], seconds, start, end, predictions
+        runner.name, scores["exact_match"], scores["f1"], scores["count"], seconds, start, end, predictions,
+        windows=len(features), real_tokens=int(np.count_nonzero(features.input_mask)),
+        length_bucket=cfg.length_bucket,
     )
 
 

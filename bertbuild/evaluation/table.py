@@ -1,4 +1,4 @@
-"""The results table printed at the end of a run (plain text, fixed columns)."""
+"""The tables printed at the end of a run (plain text, fixed columns): engines, and steps."""
 
 from __future__ import annotations
 
@@ -11,9 +11,22 @@ COLUMNS = (
     ("max_abs_dlogit", "max|Δlogit| vs TF", "{:.2e}"),
     ("argmax_agreement", "argmax agree", "{:.2%}"),
     ("seq_per_s", "seq/s", "{:.1f}"),
+    # the scoring pass's own rate over the held-out windows (length-bucketed, engines side by side), beside
+    # the benchmark's seq/s (one engine alone, one fixed batch)
+    ("windows_per_s", "eval win/s", "{:.1f}"),
     ("p50_ms", "p50 ms", "{:.1f}"),
     ("questions", "questions", "{}"),
     ("gates", "gates", "{}"),
+)
+
+
+# One row per step of the run (`bertbuild.resources.read_journal` records).
+STEP_COLUMNS = (
+    ("step", "step", "{}"),
+    ("seconds", "seconds", "{:.1f}"),
+    ("peak_rss_mb", "peak RSS MiB", "{:.0f}"),
+    ("measured_in", "measured in", "{}"),
+    ("cached", "cached", "{}"),
 )
 
 
@@ -26,9 +39,9 @@ def _cell(row: dict, key: str, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def format_table(rows: list[dict]) -> str:
-    header = [title for _, title, _ in COLUMNS]
-    body = [[_cell(row, key, fmt) for key, _, fmt in COLUMNS] for row in rows]
+def format_table(rows: list[dict], columns: tuple = COLUMNS) -> str:
+    header = [title for _, title, _ in columns]
+    body = [[_cell(row, key, fmt) for key, _, fmt in columns] for row in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
     def line(cells):

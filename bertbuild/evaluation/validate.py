@@ -91,6 +91,18 @@ def argmax_agreement(ref: dict, cand: dict, mask: np.ndarray) -> tuple[int, int]
     return agree, total
 
 
+def validation_feeds(features, batch_size: int, length_bucket: int, batches: int) -> list[dict]:
+    """The SQuAD batches engines are validated on: `batches` of the scoring pass's own, spread over it.
+
+    The one place they are made: TensorFlow's RunResults are saved on them in
+    the reference step and every engine is compared on them later, so both
+    must cut the very same batches (`bertbuild.squad.batching`).
+    """
+    from bertbuild.squad.batching import plan_batches
+
+    return list(plan_batches(features.input_mask, batch_size, length_bucket).sample(batches).feeds(features))
+
+
 def reference_results(reference: Runner, feeds: list[dict], path: Path | str) -> Path:
     """Run the reference (TensorFlow FP32) on `feeds` and save its outputs as Polygraphy RunResults."""
     from polygraphy.comparator import Comparator

@@ -17,6 +17,11 @@ Usage::
 file. Both cache by (source, sha256 pin) under ``$BERTBUILD_CACHE`` or
 ``~/.cache/bertbuild``, so a repeated call makes no request at all.
 
+A Hugging Face ``BertForQuestionAnswering`` folder (``config.json`` +
+``model.safetensors``), local or inside an archive, is converted once into a
+Google-layout checkpoint in the cache, keyed by the content of the files the
+conversion reads, and that directory is returned.
+
 Failures raise `FetchError` (or `UserInputError` for a malformed source or
 pin) with a one-line message naming the source and the cause; the cache is
 left as it was. The NGC API key travels only in a request header and never
@@ -89,21 +94,47 @@ def fetch_checkpoint(
         if isinstance(src, Generated):
             return _generated(src, cache_dir)
         if isinstance(src, LocalDir):
-            # A directory that is itself a checkpoint is used as it is: the loader's
-            # errors (exit 2) name the file that is wrong. Nested ones are located.
-            found = src.path if (src.path / "bert_config.json").is_file() else find_checkpoint_dir(src.path)
+            # A directory that is itself a checkpoint (Google's, or an HF folder: it has a config.json)
+            # is used as it is: the loader's errors (exit 2) name the file that is wrong. Nested ones are located.
+            at_top = any((src.path / name).is_file() for name in ("bert_config.json", "config.json"))
+            found = src.path if at_top else find_checkpoint_dir(src.path)
             if pin:
                 check_sha256(tree_sha256(found), pin, "the checkpoint directory")
-            return found
+            return _google_layout(found, cache_dir)
         entry = _entry("ckpt", source, pin, src, cache_dir)
         if (hit := entry.hit()) is not None:
-            return find_checkpoint_dir(hit)
+            return _google_layout(find_checkpoint_dir(hit), cache_dir)
         with _cleanup_on_error(entry):
             archive = _obtain(src, entry, pin, api_key, progress, endpoints, retry)
             unpacked = extract_archive(archive, entry.scratch("unpacked"), limits or Limits())
-            find_checkpoint_dir(unpacked)  # never cache a tree without a checkpoint
+            found = find_checkpoint_dir(unpacked)  # never cache a tree without a checkpoint
+            # Nor an HF folder that cannot be converted: convert before publishing (the key is content, not place).
+            converted = _google_layout(found, cache_dir)
             final = entry.publish(unpacked)
-        return find_checkpoint_dir(final)
+        return converted if converted != found else find_checkpoint_dir(final)
+
+
+def _google_layout(found: Path, cache_dir: Path | None) -> Path:
+    """`found` itself if it is a Google checkpoint; an HF folder is converted once into the cache.
+
+    The entry is keyed by the sha256 of the files the conversion reads and the converter's version,
+    and named from the content too, so the same model, wherever it lies (a local folder, an archive, a URL),
+    is converted once.
+    """
+    from bertbuild.model import hf_import
+
+    if not (found / "config.json").is_file() or (found / "bert_config.json").is_file():
+        return found
+    digest = hf_import.source_sha256(found)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    entry = CacheEntry(root, cache_key("hf", digest, None, hf_import.cache_label(found),
+                                       str(hf_import.CONVERTER_VERSION)))
+    if (hit := entry.hit()) is not None:
+        return hit
+    with _cleanup_on_error(entry):
+        root.mkdir(parents=True, exist_ok=True)
+        staged = hf_import.import_hf_qa(found, entry.scratch("converted"), digest=digest)
+        return entry.publish(staged)
 
 
 def _generated(src: Generated, cache_dir: Path | None) -> Path:

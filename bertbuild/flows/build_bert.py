@@ -19,6 +19,9 @@ from prefect import flow, get_run_logger
 from bertbuild.config import ConfigParameter, with_overrides
 from bertbuild.evaluation.gates import finish_row
 from bertbuild.flows.int8 import choose_int8
+from bertbuild.memory_budget import check_memory, engine_groups, side_by_side
+from bertbuild.model.export import weight_bytes
+from bertbuild.model.checkpoint import CONFIG_FILE, read_config
 from bertbuild.flows.publishing import current_run_id, engine_files, outcome, publish_run, tensorrt_files
 from bertbuild.precision import Precision
 from bertbuild.runs import open_run
@@ -42,18 +45,23 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
     threads, precisions = cfg.engines.threads, cfg.engines.precisions
 
     model = fetch_model(cfg.model, cfg.model_name)
+    model_config = read_config(Path(model.checkpoint_dir) / CONFIG_FILE)
+    if cfg.resources.check_memory:  # before any heavy step: refuse a build that clearly cannot fit
+        check_memory(model_config, cfg.model.source)
     squad = featurize_squad(model, cfg.eval, run)
     exported = export_onnx(model, cfg.export, run)
     reference = tensorflow_reference.submit(model, squad, cfg.eval, cfg.validation, run)
+    if not side_by_side(weight_bytes(model_config)):
+        reference.wait()  # a big model: the TensorFlow child and the flow's heavy steps never hold memory at once
     onnx = {Precision.FP32: exported["path"]}
     files = {"model-fp32.onnx": exported["path"], "vocab.txt": model.vocab_path}
     reports, gates = {"export": exported}, []
     if set(precisions) - {Precision.FP32}:
-        fused = fuse(exported, model, run)
+        fused = fuse(exported, model, run, cfg.export.external_data)
         onnx[Precision.FUSED_FP32], files["model-fused.onnx"], reports["fusion"] = fused["path"], fused["path"], \
             fused["report"]
         if Precision.FP16 in precisions:
-            reports["fp16"] = fp16_onnx(fused, cfg.precision.fp16, run)
+            reports["fp16"] = fp16_onnx(fused, cfg.precision.fp16, run, cfg.export.external_data)
             onnx[Precision.FP16] = files["model-fp16.onnx"] = reports["fp16"]["path"]
         if Precision.INT8 in precisions:
             variant = "s8s8" if backend in TENSORRT_BACKENDS else cfg.precision.int8.variant  # TensorRT: signed only
@@ -67,11 +75,13 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
 
     reports["trt_ready"] = check_tensorrt_ready(tensorrt_files(files), cfg.engines.profiles,
                                                 backend in TENSORRT_BACKENDS, run)
-    engines = {p: build_engine.with_options(tags=["tensorrt"] if backend in TENSORRT_BACKENDS else [])
-               .submit(backend, onnx[p], p, cfg.engines.profiles, run, threads) for p in precisions}
-    scoring = {p: score_engine.submit(engines[p], squad, reference, cfg.eval, cfg.validation.batches,
-                                      cfg.tolerance_for(p), cfg.gate_for(p), run, threads) for p in precisions}
-    scored = {p: future.result() for p, future in scoring.items()}  # all scoring done before any timing
+    scored = {}  # all scoring done before any timing; `at_once` engines are held in memory together
+    for group in engine_groups(precisions, cfg.engines.concurrent, weight_bytes(model_config)):
+        engines = {p: build_engine.with_options(tags=["tensorrt"] if backend in TENSORRT_BACKENDS else [])
+                   .submit(backend, onnx[p], p, cfg.engines.profiles, run, threads) for p in group}
+        scoring = {p: score_engine.submit(engines[p], squad, reference, cfg.eval, cfg.validation.batches,
+                                          cfg.tolerance_for(p), cfg.gate_for(p), run, threads) for p in group}
+        scored |= {p: future.result() for p, future in scoring.items()}
     reference = reference.result()
     rows, decided = [], gates  # `decided`: gates made before scoring (the INT8 tune gate)
     gates = []
@@ -89,7 +99,8 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
         reports.setdefault("outputs", {})[row["engine"]] = {"logits": result["files"]["logits"], **result["engine"]}
         logger.info(result["files"]["validation_text"])
 
-    reference_row = {k: reference[k] for k in ("engine", "exact_match", "f1", "questions", "seconds")}
+    reference_row = {k: reference.get(k) for k in ("engine", "exact_match", "f1", "questions", "seconds",
+                                                   "windows_per_s", "real_tokens_per_s")}
     all_rows = [reference_row | {"precision": "fp32 (reference)"}, *rows]
     files[f"predictions-{reference['engine']}.json"] = reference["predictions"]
     result = publish_run(cfg, run, all_rows, files, reports, gates)

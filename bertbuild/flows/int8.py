@@ -29,18 +29,23 @@ def choose_int8(fused: dict, model: ModelInfo, cfg: BuildConfig, run: RunContext
     logger = get_run_logger()
     precision, threads = cfg.precision, cfg.engines.threads
     int8_cfg, dataset = precision.int8, cfg.eval.dataset
-    source = prepare_int8_source(fused, model, int8_cfg, dataset, run, threads)  # smoothed / outlier-split FP32
-    calibration = calibrate_int8(source, model, int8_cfg, dataset, run, threads)
+    external = cfg.export.external_data  # how every written file keeps its weights (None: as its input)
+    bucket = cfg.eval.length_bucket  # every pass over SQuAD here is batched as scoring batches
+    source = prepare_int8_source(fused, model, int8_cfg, dataset, run, threads, external,
+                                 length_bucket=bucket)  # smoothed / outlier-split
+    calibration = calibrate_int8(source, model, int8_cfg, dataset, run, threads, length_bucket=bucket)
     tune = tune_windows(model, precision.tune, calibration, cfg.eval, run)
     written: dict[str, dict] = {}
 
     def quantize(excluded: list[str]) -> str:
-        result = int8_onnx(source, calibration, model, int8_cfg, dataset, excluded, run, threads)
+        result = int8_onnx(source, calibration, model, int8_cfg, dataset, excluded, run, threads, external,
+                           length_bucket=bucket)
         written[result["paths"][variant]] = result
         return result["paths"][variant]
 
     def judge(path: str) -> dict:
-        tried = tune_try(path, tune, fused["path"], cfg.eval.batch_size, cfg.benchmark, run, threads)
+        tried = tune_try(path, tune, fused["path"], cfg.eval.batch_size, cfg.benchmark, run, threads,
+                         length_bucket=bucket)
         return {**tried["signal"], "p50_ms": tried["p50_ms"]}
 
     def passes(metrics: dict) -> bool:
@@ -55,7 +60,7 @@ def choose_int8(fused: dict, model: ModelInfo, cfg: BuildConfig, run: RunContext
     if not passes(first) and precision.fallback.enabled:
         ranking = [node for node, _ in rank_int8_sensitivity(
             source, calibration, model, int8_cfg, dataset, "u8s8" if variant == "ort" else variant,
-            precision.fallback.sensitivity_batches, run, threads)]
+            precision.fallback.sensitivity_batches, run, threads, length_bucket=bucket)]
         if exclusion_schedule(ranking, precision.fallback):
             fallback = run_fallback(quantize, judge, passes, ranking, precision.fallback)
             report["fallback"] = {**fallback.to_json(), "pareto": [

@@ -16,7 +16,8 @@ from bertbuild.config import BuildConfig
 from bertbuild.errors import GateFailed
 from bertbuild.evaluation.gates import enforce
 from bertbuild.evaluation.table import format_table
-from bertbuild.runs import RunContext, materialize
+from bertbuild.resources import read_journal
+from bertbuild.runs import RunContext, materialize, onnx_companions
 from bertbuild.artifacts.store import default_store
 from bertbuild.tasks.publish import (compare_with_last_release, current_run_id, publish, render_plots,
                                      report_artifacts)
@@ -62,7 +63,11 @@ def engine_files(scored: dict, bench: dict) -> dict[str, str]:
 
 def publish_run(cfg: BuildConfig, run: RunContext, rows: list[dict], files: dict[str, str], reports: dict,
                 gates: list[dict]) -> dict:
-    """Write results.json and the plots, lay the bundle out in the run directory, publish it when enabled."""
+    """Write results.json and the plots, lay the bundle out in the run directory, publish it when enabled.
+
+    Every ONNX file in `files` brings its external data files (`onnx_companions`), added to `files` here.
+    """
+    files.update(onnx_companions(files))  # before anything is compared, laid out or published
     title = (f"{cfg.model_name}: {rows[0]['questions']} SQuAD v1.1 {cfg.eval.split} questions, "
              f"backend {cfg.engines.backend}")
     store = cfg.publish.store or default_store()
@@ -72,6 +77,7 @@ def publish_run(cfg: BuildConfig, run: RunContext, rows: list[dict], files: dict
         reports["regression"] = regression["summary"]
         _mark_failed_rows(rows, gates)
     table = format_table(rows)
+    reports["steps"] = read_journal(run.run_dir)  # every step's wall time and peak memory, so far
     meta = {"model": cfg.model_name, "run_id": run.run_id, "config": cfg.model_dump(mode="json"),
             "results": rows, "gates": gates, "trt_ready": reports.get("trt_ready", {})}
     results = run.path("results.json")
@@ -83,7 +89,7 @@ def publish_run(cfg: BuildConfig, run: RunContext, rows: list[dict], files: dict
     if cfg.publish.enabled:
         published = publish(store, cfg.model_name, bundle,
                             {k: v for k, v in meta.items() if k != "gates"}, _gate_records(gates), run_id=run.run_id)
-        report_artifacts(published, rows, plots)
+        report_artifacts(published, rows, plots, reports["steps"])
         outcome["published"] = published
     return outcome
 

@@ -15,10 +15,15 @@ order passes run in is the explicit `DEFAULT_ORDER`, never import order.
 4. export, drop stale value_info, strict shape inference and
    `onnx.checker.check_model(full_check=True)`, and check that the named
    dynamic axes (`batch`, `seq`) of the inputs and outputs survived.
+
+The version converter, shape inference and the checker run through
+`bertbuild.onnx_files`, on the model without its weights' bytes, so a model
+past protobuf's 2 GB limit (external data) is fused like any other.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -27,6 +32,7 @@ from typing import Callable, Iterable
 
 import onnx
 
+from bertbuild import onnx_files
 from bertbuild.errors import UserInputError, ValidationError
 from bertbuild.fuse.report import FusionReport
 
@@ -70,7 +76,7 @@ def _load(model_or_path) -> onnx.ModelProto:
     path = Path(model_or_path)
     if not path.is_file():
         raise UserInputError(f"ONNX model not found: {path}")
-    return onnx.load(str(path))
+    return onnx_files.load(path)
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
@@ -89,26 +95,31 @@ def _prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     if opset < TARGET_OPSET:
         from onnx import version_converter
 
-        model = version_converter.convert_version(model, TARGET_OPSET)
+        # The converter serializes its input: it gets the weightless skeleton, the weights are put back after.
+        model = onnx_files.reattach(version_converter.convert_version(onnx_files.skeleton(model), TARGET_OPSET),
+                                    model)
     del model.graph.value_info[:]
-    return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    return onnx_files.infer_shapes(model, data_prop=True)
+
+
+def _import(model: onnx.ModelProto):
+    """`model` (owned: it is rewritten) as the graph every pass sees."""
+    import onnx_graphsurgeon as gs
+
+    return gs.import_onnx(_prepare(model))
 
 
 def load_graph(model_or_path):
     """The graph every pass sees: opset 23, shapes inferred (data propagation on), as a gs.Graph."""
-    import onnx_graphsurgeon as gs
-
-    return gs.import_onnx(_prepare(_load(model_or_path)))
+    return _import(_load(model_or_path))
 
 
 def _finish(graph) -> onnx.ModelProto:
-    import onnx_graphsurgeon as gs
-
     graph.opset = TARGET_OPSET
-    model = gs.export_onnx(graph)
+    model = onnx_files.export_graph(graph)
     del model.graph.value_info[:]  # stale after rewriting; re-inferred below
-    model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
-    onnx.checker.check_model(model, full_check=True)
+    model = onnx_files.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    onnx_files.check(model, full_check=True)
     return model
 
 
@@ -126,7 +137,8 @@ def run_passes(
     model = _load(model_or_path)
     dims_before = _io_dims(model)
     nodes_before = len(model.graph.node)
-    graph = load_graph(model)
+    graph = _import(model)  # `model` is ours (loaded or copied): no second copy of a 2 GB model
+    del model
     counts: dict[str, int] = {}
     for name in order:
         if name in disabled:
@@ -138,6 +150,10 @@ def run_passes(
     removed = remove_noops(graph)
     graph.fold_constants(error_ok=False).cleanup().toposort()
     fused = _finish(graph)
+    # graphsurgeon's graph is a web of cycles (tensors <-> nodes), freed only by the cycle collector:
+    # collect now, or the model it was imported from (2 GB and more) stays in memory beside `fused`.
+    del graph
+    gc.collect()
     dims_after = _io_dims(fused)
     if dims_after != dims_before:
         raise ValidationError(f"fusion changed the model's input/output shapes: {dims_before} -> {dims_after}")

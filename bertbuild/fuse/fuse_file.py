@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import onnx
-
+from bertbuild import onnx_files
 from bertbuild.fuse.driver import DEFAULT_ORDER, run_passes
 from bertbuild.fuse.report import FusionReport, check_fusion_counts
 
@@ -13,11 +12,16 @@ from bertbuild.fuse.report import FusionReport, check_fusion_counts
 def fuse_onnx(
     in_path: Path | str, out_path: Path | str, num_layers: int,
     order: tuple[str, ...] = DEFAULT_ORDER, disabled: tuple[str, ...] = (),
+    external_data: bool | None = None,
 ) -> FusionReport:
-    """Fuse `in_path` into `out_path`; raises ValidationError (and writes nothing) on wrong counts."""
+    """Fuse `in_path` into `out_path`; raises ValidationError (and writes nothing) on wrong counts.
+
+    `external_data`: how `out_path` keeps its weights (`onnx_files.save`); None
+    follows `in_path` (`onnx_files.external_like`): external when it is and it
+    was a choice, else by size.
+    """
+    external = onnx_files.external_like(in_path, external_data)
     model, report = run_passes(in_path, order=order, disabled=disabled)
     check_fusion_counts(report, num_layers)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(out_path))
+    onnx_files.save(model, out_path, external)
     return report

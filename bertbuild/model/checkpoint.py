@@ -19,6 +19,9 @@ from bertbuild.errors import CheckpointError
 
 CONFIG_FILE = "bert_config.json"
 VOCAB_FILE = "vocab.txt"
+# Written beside a converted checkpoint (e.g. from a Hugging Face folder): facts Google's layout has no place
+# for, above all the tokenizer's casing, {"format": ..., "lower_case": true|false, ...}.
+SOURCE_FILE = "bertbuild-source.json"
 
 # Optimizer state and bookkeeping that fine-tuning leaves in a checkpoint.
 _IGNORED = re.compile(r"(/adam_[mv]$|/lamb_[mv]$|^global_step$|/Momentum$|^bad_steps$|^loss_scale$)")
@@ -152,9 +155,39 @@ def vocab_size_of(path: Path) -> int:
 
 
 def vocab_and_case(checkpoint_dir: Path | str, lower_case: bool | None = None) -> tuple[Path, bool]:
-    """The checkpoint's vocab file and whether text is lower-cased (read off the vocab when not given)."""
-    vocab = Path(checkpoint_dir) / VOCAB_FILE
-    return vocab, vocab_is_uncased(vocab) if lower_case is None else lower_case
+    """The checkpoint's vocab file and whether text is lower-cased (see `checkpoint_casing`)."""
+    return Path(checkpoint_dir) / VOCAB_FILE, checkpoint_casing(checkpoint_dir, lower_case)
+
+
+def checkpoint_casing(checkpoint_dir: Path | str, lower_case: bool | None = None) -> bool:
+    """Whether text is lower-cased for this checkpoint: the user's `lower_case` when set, else the casing
+    `SOURCE_FILE` records (a converted model's tokenizer said so), else read off the vocab."""
+    if lower_case is not None:
+        return lower_case
+    recorded = Path(checkpoint_dir) / SOURCE_FILE
+    if recorded.is_file():
+        try:
+            raw = json.loads(recorded.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{recorded}: not valid JSON ({exc})") from None
+        value = raw.get("lower_case") if isinstance(raw, dict) else None
+        if not isinstance(value, bool):
+            raise CheckpointError(f"{recorded}: 'lower_case' must be true or false, got {value!r}")
+        return value
+    return vocab_is_uncased(Path(checkpoint_dir) / VOCAB_FILE)
+
+
+def check_sequence_lengths(config: BertConfig, lengths: dict[str, int], where: Path | str) -> None:
+    """Every sequence length a run feeds needs a position embedding; name the setting that asks for more.
+
+    Without this a too-long setting fails deep inside TensorFlow with a broadcast error.
+    """
+    for setting, length in lengths.items():
+        if length > config.max_position_embeddings:
+            raise CheckpointError(
+                f"{where}: max_position_embeddings is {config.max_position_embeddings}, below {setting} "
+                f"{length}; set {setting} to at most {config.max_position_embeddings}"
+            )
 
 
 def vocab_is_uncased(path: Path) -> bool:
@@ -193,7 +226,8 @@ class Checkpoint(CheckpointInfo):
     weights: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
-def _open_reader(prefix: Path):
+def open_reader(prefix: Path):
+    """TensorFlow's checkpoint reader for `prefix`; a file TF cannot read is one `CheckpointError`."""
     from bertbuild._lazy import import_tensorflow
 
     tf = import_tensorflow()
@@ -216,7 +250,7 @@ def _checked(directory: Path | str, lower_case: bool | None):
             f"{vocab_path}: has {n_vocab} tokens but {CONFIG_FILE} says vocab_size {config.vocab_size}"
         )
     prefix = checkpoint_prefix(directory)
-    reader = _open_reader(prefix)
+    reader = open_reader(prefix)
     stored = {k: tuple(v) for k, v in reader.get_variable_to_shape_map().items() if not _IGNORED.search(k)}
     for name, shape in expected_shapes(config).items():
         if name not in stored:
@@ -226,9 +260,7 @@ def _checked(directory: Path | str, lower_case: bool | None):
                 f"{prefix}: variable '{name}' has shape {list(stored[name])}, "
                 f"but {CONFIG_FILE} implies {list(shape)}"
             )
-    if lower_case is None:
-        lower_case = vocab_is_uncased(vocab_path)
-    return CheckpointInfo(directory, prefix, config, vocab_path, lower_case), reader
+    return CheckpointInfo(directory, prefix, config, vocab_path, checkpoint_casing(directory, lower_case)), reader
 
 
 def inspect_checkpoint(directory: Path | str, lower_case: bool | None = None) -> CheckpointInfo:

@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from bertbuild import onnx_files
 from bertbuild.precision.calibration import Calibration, CalibrationSet, activation_session
 from bertbuild.precision.sensitivity import fake_quantize_activation, fake_quantize_weight
 
@@ -52,10 +53,15 @@ def bias_of(model: onnx.ModelProto, matmul: onnx.NodeProto) -> str | None:
 
 
 def correct_biases(fp32_onnx: Path | str, out_path: Path | str, calibration: Calibration, samples: CalibrationSet,
-                   variant: str, batches: int, batch_size: int, threads: int | None = None) -> BiasCorrectionReport:
-    """Write `out_path`: `fp32_onnx` with each quantized MatMul's bias shifted by minus its mean INT8 error."""
+                   variant: str, batches: int, batch_size: int, threads: int | None = None,
+                   external_data: bool | None = None) -> BiasCorrectionReport:
+    """Write `out_path`: `fp32_onnx` with each quantized MatMul's bias shifted by minus its mean INT8 error.
+
+    `external_data`: how `out_path` keeps its weights; None follows `fp32_onnx` (`onnx_files.external_like`).
+    """
     start = time.perf_counter()
-    model = onnx.load(str(fp32_onnx))
+    external = onnx_files.external_like(fp32_onnx, external_data)
+    model = onnx_files.load(fp32_onnx)
     nodes = {node.name: node for node in model.graph.node}
     inits = {init.name: init for init in model.graph.initializer}
     plan = []  # (activation, weight name, bias name)
@@ -86,8 +92,6 @@ def correct_biases(fp32_onnx: Path | str, out_path: Path | str, calibration: Cal
         value = numpy_helper.to_array(inits[b]).astype(np.float32)
         inits[b].CopyFrom(numpy_helper.from_array(value - mean, b))
         report.corrected[b] = float(np.abs(mean).max())
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(out_path))
+    onnx_files.save(model, out_path, external)
     report.seconds = round(time.perf_counter() - start, 2)
     return report

@@ -7,7 +7,10 @@ we observe. ONNX Runtime's own calibrators observe every input and output of
 every MatMul, including the [batch, heads, seq, seq] attention scores; that is
 what made calibrating a 6-layer H384 model peak at 6.8 GB. Here the session
 outputs just those few tensors, and statistics are folded in batch by batch,
-so memory is one batch of them whatever the sample count.
+so memory is one batch of them whatever the sample count. Batches are cut as
+scoring cuts them (sorted by length, trimmed: `bertbuild.squad.batching`), and
+the padding still inside a batch is masked out of the statistics: ranges are
+of what the model computes at real tokens.
 
 Statistics per tensor: min, max, and a histogram of |x| (`num_bins` bins over
 [0, edge]; when a later batch exceeds the edge, the edge doubles and adjacent
@@ -25,7 +28,12 @@ One calibration serves both INT8 variants: symmetric S8 activations use
 the asymmetric reach of e.g. GELU outputs (>= -0.17) for the unsigned type.
 
 Results are cached as JSON under a caller-given directory, keyed by the
-model's sha256, the method and its parameters, and the exact sample set.
+model's sha256 (with its external data files, if any), the method and its
+parameters, and the exact sample set.
+
+A model past protobuf's 2 GB limit (external data) is never read into Python
+whole: the session gets its structure as bytes and reads the weights itself
+(`onnx_files.session_source`), and inference runs on the weightless skeleton.
 """
 
 from __future__ import annotations
@@ -41,14 +49,14 @@ from typing import Iterator
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
-from bertbuild.hashing import sha256_file
+from bertbuild import onnx_files
 from bertbuild.precision.config import Int8Config
+from bertbuild.squad.batching import DEFAULT_LENGTH_BUCKET, plan_batches, real_positions
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: statistics over real tokens only (padding positions masked out)
 QUANTIZED_LEVELS = 128  # positive levels of symmetric INT8, as the entropy search quantizes to
 
 
@@ -64,6 +72,7 @@ class CalibrationSet:
     input_mask: np.ndarray
     question_ids: tuple[str, ...]
     split: str = "train"
+    length_bucket: int = DEFAULT_LENGTH_BUCKET  # how `batches` trims (bertbuild.squad.batching); 0: padded
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -73,13 +82,8 @@ class CalibrationSet:
         return int(self.input_ids.shape[1])
 
     def batches(self, batch_size: int, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-        """Consecutive input batches of `batch_size` rows (at most `limit` batches)."""
-        for number, start in enumerate(range(0, len(self), batch_size)):
-            if limit is not None and number >= limit:
-                return
-            stop = start + batch_size
-            yield {"input_ids": self.input_ids[start:stop], "segment_ids": self.segment_ids[start:stop],
-                   "input_mask": self.input_mask[start:stop]}
+        """Input batches of `batch_size` rows cut as scoring cuts them (`limit`: that many, spread over all)."""
+        return plan_batches(self.input_mask, batch_size, self.length_bucket).sample(limit).feeds(self)
 
     @property
     def fingerprint(self) -> str:
@@ -93,7 +97,8 @@ class CalibrationSet:
 
 
 def calibration_set(cfg: Int8Config, vocab_path: Path | str, lower_case: bool, dataset: str = "bundled",
-                    doc_stride: int = 128, max_query_length: int = 64) -> CalibrationSet:
+                    doc_stride: int = 128, max_query_length: int = 64,
+                    length_bucket: int = DEFAULT_LENGTH_BUCKET) -> CalibrationSet:
     """`cfg.samples` feature rows from questions of the TRAIN half of the article split.
 
     Questions are drawn in a seeded random order; all windows of each drawn
@@ -110,7 +115,7 @@ def calibration_set(cfg: Int8Config, vocab_path: Path | str, lower_case: bool, d
                         max_query_length=max_query_length).first_windows(cfg.samples)
     f = windows.features
     return CalibrationSet(input_ids=f.input_ids, segment_ids=f.segment_ids, input_mask=f.input_mask,
-                          question_ids=tuple(windows.question_ids))
+                          question_ids=tuple(windows.question_ids), length_bucket=length_bucket)
 
 
 # --------------------------------------------------------------------------- which tensors
@@ -152,7 +157,7 @@ def quantization_targets(model: onnx.ModelProto, cfg: Int8Config) -> list[QuantT
 def _head_nodes(model: onnx.ModelProto) -> set[str]:
     from bertbuild.precision.fp16 import _Graph, _logits_head
 
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx_files.inferred_skeleton(model)  # types only: no weight is copied
     g = _Graph(inferred)
     indexes = _logits_head(g, [value.name for value in model.graph.output])
     return {g.nodes[i].name for i in indexes if g.nodes[i].op_type in ("MatMul", "Gemm")}
@@ -247,8 +252,10 @@ def activation_session(model_path: Path | str, tensors: list[str], threads: int 
     """An ONNX Runtime session of the FP32 model that can also return the named inner tensors."""
     import onnxruntime as ort
 
-    model = onnx.load(str(model_path))
-    inferred = onnx.shape_inference.infer_shapes(model)
+    model_path = Path(model_path)
+    # External weights stay on disk: ORT reads them from the model's folder.
+    model = onnx_files.load(model_path, load_external_data=False)
+    inferred = onnx_files.inferred_skeleton(model)
     known = {value.name: value for value in list(inferred.graph.value_info) + list(inferred.graph.output)}
     present = {value.name for value in model.graph.output}
     for name in tensors:
@@ -260,7 +267,8 @@ def activation_session(model_path: Path | str, tensors: list[str], threads: int 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    return ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+    source = onnx_files.session_source(model, options, model_path.parent)
+    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def _collect_statistics(model_path: Path, tensors: list[str], samples: CalibrationSet, cfg: Int8Config,
@@ -276,6 +284,7 @@ def _collect_statistics(model_path: Path, tensors: list[str], samples: Calibrati
     ignored = ignored_channels or {}
     for feed in samples.batches(cfg.batch_size):
         for name, value in zip(tensors, session.run(tensors, feed)):
+            value = real_positions(value, feed["input_mask"])  # what the model computes at padding is no range
             if name in ignored:
                 value = np.delete(value, ignored[name], axis=-1)
             stats[name].add(value)
@@ -358,7 +367,7 @@ def calibrate(model_path: Path | str, samples: CalibrationSet, cfg: Int8Config,
               cache_dir: Path | str | None = None, threads: int | None = None) -> Calibration:
     """Activation ranges of `model_path`'s quantization targets; from the cache when possible."""
     model_path = Path(model_path)
-    model_sha = sha256_file(model_path)
+    model_sha = onnx_files.files_digest(model_path)
     cache_path = None
     if cache_dir is not None:
         cache_path = Path(cache_dir) / f"calibration-{cache_key(model_sha, samples, cfg)[:32]}.json"
@@ -370,7 +379,8 @@ def calibrate(model_path: Path | str, samples: CalibrationSet, cfg: Int8Config,
             except (ValueError, TypeError, KeyError) as error:
                 log.warning("calibration: ignoring unreadable cache %s (%s)", cache_path, error)
     start = time.perf_counter()
-    model = onnx.load(str(model_path))
+    # The structure is what targets and readers need; a Gather table is read alone, below.
+    model = onnx_files.load(model_path, load_external_data=False)
     targets = quantization_targets(model, cfg)
     tables = {init.name: init for init in model.graph.initializer}
     tensors = list(dict.fromkeys(t.activation for t in targets if t.op_type != "Gather"))
@@ -380,7 +390,7 @@ def calibrate(model_path: Path | str, samples: CalibrationSet, cfg: Int8Config,
     ranges = {}
     for target in targets:
         if target.op_type == "Gather":
-            table = numpy_helper.to_array(tables[target.activation])
+            table = onnx_files.array(tables[target.activation], model_path)
             low, high = float(table.min()), float(table.max())
             ranges[target.activation] = TensorRange(low, high, max(abs(low), abs(high)))
     del tables

@@ -26,6 +26,10 @@ The conversion itself is small once the islands are known:
 
 The same file runs on ONNX Runtime (CPU) and is what TensorRT builds a strongly
 typed FP16 network from: the precision is in the graph, not in builder flags.
+
+Files are read and written through `bertbuild.onnx_files`: an input past
+protobuf's 2 GB limit (external data) works, and the FP16 file, half the
+size, is written inline unless it is still too big or the input was external by choice.
 """
 
 from __future__ import annotations
@@ -40,13 +44,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from bertbuild.errors import UserInputError
+from bertbuild import onnx_files
 from bertbuild.precision.config import Fp16Config
 
 log = logging.getLogger(__name__)
 
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 FP16_MAX = float(np.finfo(np.float16).max)  # 65504
+CHUNK = 1 << 22  # elements converted at a time: a 2 GB table never needs a second FP32 copy
 
 MEAN_OPS = {"ReduceMean", "GlobalAveragePool"}
 # Ops an unfused LayerNorm is built from (tf2onnx writes mean as GlobalAveragePool).
@@ -77,12 +82,16 @@ def _node_name(node: onnx.NodeProto, index: int) -> str:
 
 
 class _Graph:
-    """Read-only indexes over a (shape-inferred) graph."""
+    """Read-only indexes over a (shape-inferred) graph.
 
-    def __init__(self, model: onnx.ModelProto):
+    `weights`: the model whose initializers hold the data, when `model` is an
+    inferred skeleton (`onnx_files.inferred_skeleton`), which has none.
+    """
+
+    def __init__(self, model: onnx.ModelProto, weights: onnx.ModelProto | None = None):
         graph = model.graph
         self.nodes = list(graph.node)
-        self.initializers = {init.name: init for init in graph.initializer}
+        self.initializers = {init.name: init for init in (weights or model).graph.initializer}
         self.producer: dict[str, int] = {}
         self.consumers: dict[str, list[int]] = defaultdict(list)
         for index, node in enumerate(self.nodes):
@@ -194,8 +203,14 @@ def _fp32_node_set(g: _Graph, outputs: list[str], cfg: Fp16Config) -> tuple[set[
 
 
 def _to_half(array: np.ndarray) -> tuple[np.ndarray, int]:
-    clipped = int(np.count_nonzero(np.abs(array) > FP16_MAX))
-    return np.clip(array, -FP16_MAX, FP16_MAX).astype(np.float16), clipped
+    flat = array.reshape(-1)
+    half = np.empty(flat.shape, np.float16)
+    clipped = 0
+    for start in range(0, flat.size, CHUNK):
+        part = flat[start:start + CHUNK]
+        clipped += int(np.count_nonzero(np.abs(part) > FP16_MAX))
+        half[start:start + CHUNK] = np.clip(part, -FP16_MAX, FP16_MAX)
+    return half.reshape(array.shape), clipped
 
 
 def _half_tensor(tensor: TensorProto, name: str) -> tuple[TensorProto, int]:
@@ -203,20 +218,20 @@ def _half_tensor(tensor: TensorProto, name: str) -> tuple[TensorProto, int]:
     return numpy_helper.from_array(array, name), clipped
 
 
-def _load(path: Path) -> onnx.ModelProto:
-    try:
-        return onnx.load(str(path))
-    except FileNotFoundError:
-        raise UserInputError(f"ONNX file not found: {path}") from None
+def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config | None = None,
+                    external_data: bool | None = None) -> Fp16Report:
+    """Write `out_path`: `in_path` in FP16 except LayerNorms, `cfg.keep_fp32_ops` and the QA head.
 
-
-def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config | None = None) -> Fp16Report:
-    """Write `out_path`: `in_path` in FP16 except LayerNorms, `cfg.keep_fp32_ops` and the QA head."""
+    `external_data`: how `out_path` keeps its weights; None follows `in_path`
+    (`onnx_files.external_like`).
+    """
     cfg = cfg or Fp16Config()
     start = time.perf_counter()
-    model = _load(Path(in_path))
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    g = _Graph(inferred)
+    external = onnx_files.external_like(in_path, external_data)
+    model = onnx_files.load(Path(in_path))
+    # Types and shapes only: the skeleton's inference copies no weight.
+    inferred = onnx_files.inferred_skeleton(model, strict_mode=True)
+    g = _Graph(inferred, weights=model)
     graph = model.graph
     outputs = [value.name for value in graph.output]
     keep, n_islands = _fp32_node_set(g, outputs, cfg)
@@ -287,18 +302,21 @@ def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config |
         for original, half in renamed.items():
             new_nodes.append(helper.make_node("Cast", [half], [original], to=FLOAT, name=f"{original}__cast_fp32"))
 
-    kept_inits = [init for init in graph.initializer if not (init.name in half_init_names
-                                                              and half_init_names[init.name] == init.name)]
-    del graph.initializer[:]
-    graph.initializer.extend(kept_inits + new_inits)
+    # Kept initializers stay where they are (re-adding them would copy each through protobuf's
+    # serializer, impossible for one tensor past 2 GB); the converted ones go, the FP16 ones come last.
+    for index in reversed(range(len(graph.initializer))):
+        if half_init_names.get(graph.initializer[index].name) == graph.initializer[index].name:
+            del graph.initializer[index]
+    for converted in new_inits:
+        graph.initializer.add().CopyFrom(converted)
+    del new_inits
     del graph.node[:]
     graph.node.extend(new_nodes)
     del graph.value_info[:]
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    onnx.checker.check_model(model, full_check=True)
+    model = onnx_files.infer_shapes(model, strict_mode=True)
+    onnx_files.check(model, full_check=True)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(out_path))
+    onnx_files.save(model, out_path, external)
     n_casts = len(casts) + len(renamed)
     report = Fp16Report(
         path=str(out_path), seconds=round(time.perf_counter() - start, 3), nodes=len(graph.node),

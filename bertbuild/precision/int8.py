@@ -21,6 +21,11 @@ Our own calibration (calibration.py) is handed to it through its public
 calibrator: the ranges in the graph are exactly the ones we computed, cached
 and tested. Quantize our graph (exported or fused), never ORT's optimized
 output: ORT's fused Gemm/FusedMatMul nodes fail bias quantization.
+
+An input with external data (past protobuf's 2 GB limit, or external by
+choice) is quantized with ORT's `use_external_data_format`, which ORT needs to
+write it at all; the file is then re-written through `bertbuild.onnx_files`,
+inline if the INT8 weights brought it under the limit.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from typing import Iterable
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto
 
+from bertbuild import onnx_files
 from bertbuild.precision.calibration import Calibration
 from bertbuild.precision.config import Int8Config
 
@@ -86,8 +92,12 @@ def _tensors_data(calibration: Calibration, variant: str, names: Iterable[str]):
 
 
 def quantize_variant(fp32_onnx: Path | str, out_path: Path | str, calibration: Calibration, cfg: Int8Config,
-                     variant: str, nodes_to_exclude: Iterable[str] = ()) -> list[str]:
-    """Write one INT8 variant; return the names of the nodes that were quantized."""
+                     variant: str, nodes_to_exclude: Iterable[str] = (),
+                     external_data: bool | None = None) -> list[str]:
+    """Write one INT8 variant; return the names of the nodes that were quantized.
+
+    `external_data`: how `out_path` keeps its weights; None follows `fp32_onnx` (`onnx_files.external_like`).
+    """
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_static,
                                           save_tensors_data)
 
@@ -101,6 +111,10 @@ def quantize_variant(fp32_onnx: Path | str, out_path: Path | str, calibration: C
     names = {t["activation"] for t in targets}
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    external = onnx_files.external_like(fp32_onnx, external_data)
+    # ORT keeps a model in one protobuf message unless told otherwise: past 2 GB that cannot be written.
+    big = onnx_files.is_external(fp32_onnx)
+    onnx_files.data_path(out_path).unlink(missing_ok=True)  # ORT appends to a data file that is already there
     extra_options = {
         "MatMulConstBOnly": True,
         # Only MatMul inputs: the output stays float for the bias Add, LayerNorm and GELU.
@@ -112,22 +126,25 @@ def quantize_variant(fp32_onnx: Path | str, out_path: Path | str, calibration: C
     with tempfile.TemporaryDirectory(prefix="bertbuild-int8-") as scratch:
         ranges_file = Path(scratch) / "ranges.json"
         save_tensors_data(_tensors_data(calibration, variant, names), ranges_file)
+        source = onnx_files.unlinked(fp32_onnx, scratch) if big else fp32_onnx  # ORT reads data with onnx's reader
         with _quiet_ort_quantizer():
             quantize_static(
-                str(fp32_onnx), str(out_path), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+                str(source), str(out_path), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=sorted({t["op_type"] for t in targets}),
                 nodes_to_quantize=[t["node"] for t in targets],
                 per_channel=cfg.per_channel, reduce_range=False,
                 activation_type=QuantType.QInt8 if variant == "s8s8" else QuantType.QUInt8,
                 weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                 calibration_cache_path=str(ranges_file), extra_options=extra_options,
+                use_external_data_format=big,
             )
     quantized = [t["node"] for t in targets]
-    model = onnx.load(str(out_path))
+    model = onnx_files.load(out_path)
     rewired = _float_path_for_other_consumers(model, set(quantized))
-    if rewired:
-        onnx.save(model, str(out_path))
-    onnx.checker.check_model(str(out_path))
+    if rewired or big or external is not None:  # also: ORT's external layout -> ours (or inline, if it now fits)
+        onnx_files.save(model, out_path, external)
+    del model
+    onnx_files.check(out_path)
     return quantized
 
 
@@ -141,7 +158,7 @@ def _check_prepared(fp32_onnx: Path | str, cfg: Int8Config) -> None:
     from bertbuild.precision.outliers import outlier_channels
     from bertbuild.precision.smoothing import SMOOTH_SUFFIX
 
-    model = onnx.load(str(fp32_onnx), load_external_data=False)
+    model = onnx_files.load(fp32_onnx, load_external_data=False)
     missing = []
     if cfg.smoothing_alpha is not None and not any(n.output[0].endswith(SMOOTH_SUFFIX) for n in model.graph.node):
         missing.append(f"smoothing (alpha {cfg.smoothing_alpha})")
@@ -185,7 +202,7 @@ def _float_path_for_other_consumers(model: onnx.ModelProto, quantized: set[str])
 
 def qdq_summary(path: Path | str) -> dict[str, int]:
     """Counts of QuantizeLinear / DequantizeLinear nodes and of each INT8 element type used."""
-    model = onnx.load(str(path))
+    model = onnx_files.load(path, load_external_data=False)  # types and nodes only
     counts = {"QuantizeLinear": 0, "DequantizeLinear": 0, "int8_tensors": 0, "uint8_tensors": 0}
     for node in model.graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
@@ -200,7 +217,7 @@ def qdq_summary(path: Path | str) -> dict[str, int]:
 
 def zero_points(path: Path | str, activations_only: bool = False) -> dict[str, np.ndarray]:
     """Zero-point initializers of every Q/DQ node (by the node's name)."""
-    model = onnx.load(str(path))
+    model = onnx_files.load(path, load_external_data=False)  # only the zero points are read
     inits = {init.name: init for init in model.graph.initializer}
     found = {}
     for node in model.graph.node:
@@ -209,19 +226,20 @@ def zero_points(path: Path | str, activations_only: bool = False) -> dict[str, n
         if activations_only and node.input[0] in inits:  # DQ of a stored weight
             continue
         if node.input[2] in inits:
-            found[node.name] = numpy_helper.to_array(inits[node.input[2]])
+            found[node.name] = onnx_files.array(inits[node.input[2]], path)
     return found
 
 
 def quantize_int8(fp32_onnx: Path | str, out_dir: Path | str, calibration: Calibration, cfg: Int8Config,
-                  nodes_to_exclude: Iterable[str] = (), stem: str = "model") -> Int8Result:
+                  nodes_to_exclude: Iterable[str] = (), stem: str = "model",
+                  external_data: bool | None = None) -> Int8Result:
     """Write `<stem>.int8-s8s8.onnx` (TensorRT) and `<stem>.int8-u8s8.onnx` (ONNX Runtime) into `out_dir`."""
     start = time.perf_counter()
     excluded = sorted(set(nodes_to_exclude))
     paths, counts, quantized = {}, {}, []
     for variant in VARIANTS:
         path = Path(out_dir) / f"{stem}.int8-{variant}.onnx"
-        quantized = quantize_variant(fp32_onnx, path, calibration, cfg, variant, excluded)
+        quantized = quantize_variant(fp32_onnx, path, calibration, cfg, variant, excluded, external_data)
         paths[variant] = str(path)
         counts[variant] = qdq_summary(path)
     return Int8Result(paths=paths, quantized_nodes=quantized, excluded_nodes=excluded,

@@ -31,6 +31,7 @@ TensorRT-bound file stays standard ONNX (int8.py).
 
 from __future__ import annotations
 
+import gc
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from bertbuild import onnx_files
 from bertbuild.fuse import match as m
 from bertbuild.model.signature import INPUT_NAMES
 from bertbuild.precision.calibration import Calibration
@@ -191,8 +193,8 @@ def to_flash_attention(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
 
 
 def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
-    """graphsurgeon's export, keeping the model's metadata (outliers.py records its channels there)."""
-    out = gs.export_onnx(graph)
+    """graphsurgeon's export (any size), keeping the model's metadata (outliers.py records its channels there)."""
+    out = onnx_files.export_graph(graph)
     out.metadata_props.extend(original.metadata_props)
     return out
 
@@ -249,28 +251,36 @@ def unfuse_layernorm(graph: gs.Graph) -> int:
 
 
 def write_ort_int8(fp32_onnx: Path | str, out_path: Path | str, calibration: Calibration, cfg: Int8Config,
-                   nodes_to_exclude: Iterable[str] = ()) -> OrtInt8Report:
+                   nodes_to_exclude: Iterable[str] = (), external_data: bool | None = None) -> OrtInt8Report:
     """Write the ONNX-Runtime-only u8s8 file from the fused (or smoothed) FP32 graph `fp32_onnx`.
 
     `calibration` is the one made for `fp32_onnx` (calibration.calibrate); the
     excluded nodes are names of that graph's MatMuls, as for quantize_int8.
+    `external_data`: how `out_path` keeps its weights; None follows `fp32_onnx` (`onnx_files.external_like`).
     """
     start = time.perf_counter()
     excluded = sorted(set(nodes_to_exclude))
-    flash, moved = to_flash_attention(onnx.load(str(fp32_onnx)))
+    external = onnx_files.external_like(fp32_onnx, external_data)
+    flash, moved = to_flash_attention(onnx_files.load(fp32_onnx))
+    # graphsurgeon's graph is a web of cycles that only the cycle collector frees: collect now, or
+    # the model it was imported from (2 GB and more) stays in memory while the next copy is made.
+    gc.collect()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bertbuild-ort-int8-") as scratch:
         staged = Path(scratch) / "flash-fp32.onnx"
-        onnx.save(flash, str(staged))
-        quantized = quantize_variant(staged, out_path, calibration, cfg, "u8s8", excluded)
-    quantized_model = onnx.load(str(out_path))
+        onnx_files.save(flash, staged, external)
+        del flash  # a 2 GB model is held once at a time
+        quantized = quantize_variant(staged, out_path, calibration, cfg, "u8s8", excluded, external)
+    quantized_model = onnx_files.load(out_path)
     graph = gs.import_onnx(quantized_model)
     unfused = unfuse_layernorm(graph)
     graph.cleanup().toposort()
     model = _export(graph, quantized_model)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(out_path))
+    del graph, quantized_model
+    gc.collect()  # as after to_flash_attention
+    onnx_files.check(model)
+    onnx_files.save(model, out_path, external)
     return OrtInt8Report(path=str(out_path), flash_attention=moved, layernorms_unfused=unfused,
                          quantized_nodes=quantized, excluded_nodes=excluded,
                          seconds=round(time.perf_counter() - start, 2))

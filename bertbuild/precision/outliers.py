@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from bertbuild import onnx_files
 from bertbuild.precision.calibration import CalibrationSet
 from bertbuild.precision.config import Int8Config
 from bertbuild.precision.graph_edit import add_nodes
@@ -60,12 +61,16 @@ def outlier_channels(model: onnx.ModelProto) -> dict[str, list[int]]:
 
 
 def split_outliers(fp32_onnx: Path | str, out_path: Path | str, samples: CalibrationSet, cfg: Int8Config,
-                   threads: int | None = None) -> OutlierReport:
+                   threads: int | None = None, external_data: bool | None = None) -> OutlierReport:
     """Write `out_path`: `fp32_onnx` with the top `cfg.outlier_channels` input channels of each
-    MatMul after `cfg.outlier_after` ops moved to a side MatMul of their own."""
+    MatMul after `cfg.outlier_after` ops moved to a side MatMul of their own.
+
+    `external_data`: how `out_path` keeps its weights; None follows `fp32_onnx` (`onnx_files.external_like`).
+    """
     if cfg.outlier_channels < 1:
         raise ValueError("outlier decomposition is off (Int8Config.outlier_channels is 0)")
     start = time.perf_counter()
+    external = onnx_files.external_like(fp32_onnx, external_data)
     model, groups, peaks = groups_with_peaks(fp32_onnx, tuple(cfg.outlier_after), samples, cfg.batch_size, threads)
     inits = {init.name: init for init in model.graph.initializer}
     report = OutlierReport(path=str(out_path))
@@ -96,10 +101,8 @@ def split_outliers(fp32_onnx: Path | str, out_path: Path | str, samples: Calibra
                                                                 value=json.dumps(chosen)))
         report.channels[activation] = chosen
     add_nodes(model, new_nodes)
-    onnx.checker.check_model(model)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(out_path))
+    onnx_files.check(model)
+    onnx_files.save(model, out_path, external)
     report.side_macs_share = side_macs / max(total_macs, 1)
     report.seconds = round(time.perf_counter() - start, 2)
     return report

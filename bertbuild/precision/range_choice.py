@@ -18,13 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
+from bertbuild import onnx_files
 from bertbuild.precision.calibration import (
     CalibrationSet, TensorRange, _AbsHistogram, _amax_entropy, _amax_minmax, _amax_percentile, activation_session,
 )
 from bertbuild.precision.sensitivity import fake_quantize_activation, fake_quantize_weight
+from bertbuild.squad.batching import real_positions
 
 CHOICE_BATCHES = 4  # calibration batches the candidates are tried on
 
@@ -47,9 +47,10 @@ def choose_ranges(model_path: Path | str, stats: dict[str, _AbsHistogram], reade
                   samples: CalibrationSet, variant: str, batches: int, batch_size: int,
                   threads: int | None = None) -> dict[str, tuple[str, TensorRange]]:
     """activation -> (winning candidate, its range); `readers` maps activation -> its weight names."""
-    model = onnx.load(str(model_path))
-    weights = {init.name: numpy_helper.to_array(init).astype(np.float32) for init in model.graph.initializer
-               if any(init.name in names for names in readers.values())}
+    # Structure only, then just the weights the tensors' MatMuls read (external data stays on disk).
+    model = onnx_files.load(model_path, load_external_data=False)
+    weights = {init.name: onnx_files.array(init, model_path).astype(np.float32)
+               for init in model.graph.initializer if any(init.name in names for names in readers.values())}
     del model
     quantized_weights = {name: fake_quantize_weight(w) for name, w in weights.items()}
     tensors = list(stats)
@@ -60,6 +61,7 @@ def choose_ranges(model_path: Path | str, stats: dict[str, _AbsHistogram], reade
     session = activation_session(model_path, tensors, threads)
     for feed in samples.batches(batch_size, limit=batches):
         for name, x in zip(tensors, session.run(tensors, feed)):
+            x = real_positions(x, feed["input_mask"])  # errors at padding positions are nobody's
             exact = {w: x @ weights[w] for w in readers[name]}
             for w, y in exact.items():
                 signal[w] += float(np.sum(y.astype(np.float64) ** 2))

@@ -12,6 +12,10 @@ files with other exclusions from the same prepared source and calibration;
 `build_int8` chains them for scripts (benchmarks/int8_techniques.py), so what
 is measured is exactly what is built. The prepared FP32 files are kept in
 `out_dir` for inspection; each is FP32-equivalent to the fused graph.
+
+`external_data` (every call): how the written files keep their weights
+(`bertbuild.onnx_files`); None, the default, follows each step's input: a
+model past protobuf's 2 GB limit stays external while it is over it.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ class Int8Files:
 
 
 def prepare_source(fused_onnx: Path | str, out_dir: Path | str, samples: CalibrationSet, cfg: Int8Config,
-                   threads: int | None = None) -> tuple[Path, dict]:
+                   threads: int | None = None, external_data: bool | None = None) -> tuple[Path, dict]:
     """The FP32 file to calibrate and quantize: `fused_onnx`, smoothed and outlier-split when configured.
 
     Returns the file and a record of the rewrites applied (empty: the fused file itself).
@@ -60,12 +64,13 @@ def prepare_source(fused_onnx: Path | str, out_dir: Path | str, samples: Calibra
     if cfg.smoothing_alpha is not None:
         from bertbuild.precision.smoothing import smooth
 
-        report = smooth(source, Path(out_dir) / "model-smoothed.onnx", samples, cfg, threads)
+        report = smooth(source, Path(out_dir) / "model-smoothed.onnx", samples, cfg, threads, external_data)
         source, techniques["smoothing"] = Path(report.path), report.to_json()
     if cfg.outlier_channels:
         from bertbuild.precision.outliers import split_outliers
 
-        report = split_outliers(source, Path(out_dir) / f"{source.stem}-outliers.onnx", samples, cfg, threads)
+        report = split_outliers(source, Path(out_dir) / f"{source.stem}-outliers.onnx", samples, cfg, threads,
+                                external_data)
         source, techniques["outliers"] = Path(report.path), report.to_json()
     return source, techniques
 
@@ -73,7 +78,7 @@ def prepare_source(fused_onnx: Path | str, out_dir: Path | str, samples: Calibra
 def write_int8_files(source: Path | str, out_dir: Path | str, calibration: Calibration, cfg: Int8Config,
                      samples: CalibrationSet | None = None, nodes_to_exclude: Iterable[str] = (),
                      variants: Iterable[str] = ALL_VARIANTS, stem: str = "model",
-                     threads: int | None = None) -> Int8Files:
+                     threads: int | None = None, external_data: bool | None = None) -> Int8Files:
     """Write `<stem>.int8-<variant>.onnx` for each variant into `out_dir`.
 
     `source` comes from `prepare_source` and `calibration` from calibrating it;
@@ -88,15 +93,16 @@ def write_int8_files(source: Path | str, out_dir: Path | str, calibration: Calib
     paths, counts, quantized, techniques = {}, {}, [], {}
     for variant in variants:
         activation = "u8s8" if variant == ORT_VARIANT else variant
-        variant_source = _bias_corrected(source, out_dir, calibration, samples, cfg, activation, techniques, threads)
+        variant_source = _bias_corrected(source, out_dir, calibration, samples, cfg, activation, techniques, threads,
+                                         external_data)
         path = out_dir / f"{stem}.int8-{variant}.onnx"
         if variant == ORT_VARIANT:
-            report = write_ort_int8(variant_source, path, calibration, cfg, excluded)
+            report = write_ort_int8(variant_source, path, calibration, cfg, excluded, external_data)
             quantized = report.quantized_nodes
             techniques["ort"] = {k: v for k, v in report.to_json().items()
                                  if k not in ("quantized_nodes", "excluded_nodes")}
         else:
-            quantized = quantize_variant(variant_source, path, calibration, cfg, variant, excluded)
+            quantized = quantize_variant(variant_source, path, calibration, cfg, variant, excluded, external_data)
         paths[variant] = str(path)
         counts[variant] = qdq_summary(path)
     return Int8Files(paths=paths, source=str(source), quantized_nodes=quantized, excluded_nodes=excluded,
@@ -106,18 +112,20 @@ def write_int8_files(source: Path | str, out_dir: Path | str, calibration: Calib
 
 def build_int8(fused_onnx: Path | str, out_dir: Path | str, samples: CalibrationSet, cfg: Int8Config,
                cache_dir: Path | str | None = None, nodes_to_exclude: Iterable[str] = (),
-               variants: Iterable[str] = ALL_VARIANTS, threads: int | None = None) -> Int8Files:
+               variants: Iterable[str] = ALL_VARIANTS, threads: int | None = None,
+               external_data: bool | None = None) -> Int8Files:
     """prepare_source -> calibrate -> write_int8_files, in one call."""
-    source, prepared = prepare_source(fused_onnx, out_dir, samples, cfg, threads)
+    source, prepared = prepare_source(fused_onnx, out_dir, samples, cfg, threads, external_data)
     calibration = calibrate(source, samples, cfg, cache_dir, threads)
     files = write_int8_files(source, out_dir, calibration, cfg, samples, nodes_to_exclude, variants,
-                             threads=threads)
+                             threads=threads, external_data=external_data)
     files.techniques = {**prepared, **files.techniques}
     return files
 
 
 def _bias_corrected(source: Path, out_dir: Path, calibration: Calibration, samples: CalibrationSet | None,
-                    cfg: Int8Config, variant: str, techniques: dict, threads: int | None) -> Path:
+                    cfg: Int8Config, variant: str, techniques: dict, threads: int | None,
+                    external_data: bool | None = None) -> Path:
     """`source` with biases corrected for `variant` when configured (made once per variant)."""
     if not cfg.bias_correction:
         return source
@@ -129,7 +137,7 @@ def _bias_corrected(source: Path, out_dir: Path, calibration: Calibration, sampl
     key = f"bias_correction_{variant}"
     if key not in techniques:
         report = correct_biases(source, path, calibration, samples, variant, cfg.bias_correction_batches,
-                                cfg.batch_size, threads)
+                                cfg.batch_size, threads, external_data)
         techniques[key] = {"variant": variant, "biases": len(report.corrected), "seconds": report.seconds,
                            "largest_shift": max(report.corrected.values(), default=0.0)}
     return path

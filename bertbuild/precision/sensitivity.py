@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
+from bertbuild import onnx_files
 from bertbuild.precision.calibration import Calibration, CalibrationSet, activation_session
+from bertbuild.squad.batching import real_positions
 
 INT8_LIMIT = 127  # symmetric INT8 uses [-127, 127], as onnxruntime.quantization does
 UINT8_MAX = 255
@@ -55,10 +55,10 @@ def fake_quantize_weight(w: np.ndarray) -> np.ndarray:
 def rank_sensitivity(fp32_onnx: Path | str, calibration: Calibration, samples: CalibrationSet, variant: str,
                      batches: int = 2, batch_size: int = 8, threads: int | None = None) -> list[NodeSensitivity]:
     """Every MatMul target of the calibration, most sensitive first."""
-    model = onnx.load(str(fp32_onnx))
+    # Structure only: each weight is read when its MatMul is reached (external data stays on disk till then).
+    model = onnx_files.load(fp32_onnx, load_external_data=False)
     weights = {init.name: init for init in model.graph.initializer}
     weight_of = {node.name: node.input[1] for node in model.graph.node if node.op_type == "MatMul"}
-    del model
     targets = [t for t in calibration.targets if t["op_type"] == "MatMul"]
     tensors = list(dict.fromkeys(t["activation"] for t in targets))
     session = activation_session(fp32_onnx, tensors, threads)
@@ -66,7 +66,9 @@ def rank_sensitivity(fp32_onnx: Path | str, calibration: Calibration, samples: C
     signal = {t["node"]: 0.0 for t in targets}
     weight_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for feed in samples.batches(batch_size, limit=batches):
-        activations = dict(zip(tensors, session.run(tensors, feed)))
+        # real tokens only: what the model computes at padding positions reaches no answer
+        activations = {name: real_positions(value, feed["input_mask"])
+                       for name, value in zip(tensors, session.run(tensors, feed))}
         quantized = {}
         for target in targets:
             name, node = target["activation"], target["node"]
@@ -76,7 +78,7 @@ def rank_sensitivity(fp32_onnx: Path | str, calibration: Calibration, samples: C
                 quantized[name] = fake_quantize_activation(activations[name], low, high, variant)
             weight_name = weight_of[node]
             if weight_name not in weight_cache:
-                w = numpy_helper.to_array(weights[weight_name]).astype(np.float32)
+                w = onnx_files.array(weights[weight_name], fp32_onnx).astype(np.float32)
                 weight_cache[weight_name] = (w, fake_quantize_weight(w))
             w, w_q = weight_cache[weight_name]
             exact = activations[name] @ w

@@ -35,6 +35,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from bertbuild import onnx_files
 from bertbuild.precision.calibration import CalibrationSet, _head_nodes, activation_session
 from bertbuild.precision.config import Int8Config
 from bertbuild.precision.graph_edit import add_nodes
@@ -87,7 +88,7 @@ def channel_absmax(model_path: Path | str, tensors: list[str], samples: Calibrat
 def groups_with_peaks(fp32_onnx: Path | str, producer_ops: tuple[str, ...], samples: CalibrationSet,
                       batch_size: int, threads: int | None = None):
     """(model, activation -> its weight MatMuls, activation -> channel peaks) for activations of `producer_ops`."""
-    model = onnx.load(str(fp32_onnx))
+    model = onnx_files.load(fp32_onnx)
     groups = smoothing_groups(model, producer_ops)
     return model, groups, channel_absmax(fp32_onnx, list(groups), samples, batch_size, threads)
 
@@ -104,11 +105,15 @@ def smoothing_scales(activation_peak: np.ndarray, weight_peak: np.ndarray, alpha
 
 
 def smooth(fp32_onnx: Path | str, out_path: Path | str, samples: CalibrationSet, cfg: Int8Config,
-           threads: int | None = None) -> SmoothingReport:
-    """Write `out_path`: `fp32_onnx` with the activations of `cfg.smoothing_after` ops smoothed."""
+           threads: int | None = None, external_data: bool | None = None) -> SmoothingReport:
+    """Write `out_path`: `fp32_onnx` with the activations of `cfg.smoothing_after` ops smoothed.
+
+    `external_data`: how `out_path` keeps its weights; None follows `fp32_onnx` (`onnx_files.external_like`).
+    """
     if cfg.smoothing_alpha is None:
         raise ValueError("smoothing is off (Int8Config.smoothing_alpha is None)")
     start = time.perf_counter()
+    external = onnx_files.external_like(fp32_onnx, external_data)
     model, groups, peaks = groups_with_peaks(fp32_onnx, tuple(cfg.smoothing_after), samples, cfg.batch_size, threads)
     weights = {init.name: init for init in model.graph.initializer}
     report = SmoothingReport(path=str(out_path), alpha=cfg.smoothing_alpha)
@@ -129,10 +134,8 @@ def smooth(fp32_onnx: Path | str, out_path: Path | str, samples: CalibrationSet,
         report.tensors.append(activation)
         all_scales.append(scales)
     add_nodes(model, divisions)
-    onnx.checker.check_model(model)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(out_path))
+    onnx_files.check(model)
+    onnx_files.save(model, out_path, external)
     if all_scales:
         joined = np.concatenate(all_scales)
         report.max_scale, report.min_scale = float(joined.max()), float(joined.min())

@@ -81,13 +81,15 @@ class Features:
     def max_seq_length(self) -> int:
         return int(self.input_ids.shape[1])
 
-    def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-        """Yield consecutive {input_ids, segment_ids, input_mask} int32 batches."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        for start in range(0, len(self), batch_size):
-            stop = start + batch_size
-            yield {name: getattr(self, name)[start:stop] for name in MODEL_INPUT_NAMES}
+    def batches(self, batch_size: int, length_bucket: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        """Yield {input_ids, segment_ids, input_mask} int32 batches (`bertbuild.squad.batching`).
+
+        `length_bucket` 0: consecutive windows padded to max_seq_length; else
+        longest first, each batch trimmed to a multiple of `length_bucket`.
+        """
+        from bertbuild.squad.batching import plan_batches
+
+        return plan_batches(self.input_mask, batch_size, length_bucket).feeds(self)
 
 
 def window_starts(n_tokens: int, window_length: int, stride: int) -> list[int]:

@@ -14,6 +14,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from bertbuild.config import BenchmarkConfig, EvalConfig, GateConfig, ProfileConfig, Tolerance
+from bertbuild.resources import measured
 from bertbuild.runs import RunContext
 
 
@@ -32,6 +33,7 @@ def _runner(engine: dict, threads: int | None):
 
 
 @task(name="build-engine", cache_policy=NO_CACHE)
+@measured("build-engine")
 def build_engine(backend: str, onnx_path: str, precision: str, profiles: tuple[ProfileConfig, ...],
                  run: RunContext, threads: int | None) -> dict:
     """{"path", "backend", "precision", "onnx", "metadata"}: an engine for this kind of host."""
@@ -51,6 +53,7 @@ def build_engine(backend: str, onnx_path: str, precision: str, profiles: tuple[P
 
 
 @task(name="score-engine", cache_policy=NO_CACHE)
+@measured("score-engine")
 def score_engine(engine: dict, squad: dict, reference: dict, eval_cfg: EvalConfig, batches: int,
                  tolerance: Tolerance, gate: GateConfig, run: RunContext, threads: int | None) -> dict:
     """One engine's results row, its Polygraphy validation against TensorFlow, and its accuracy gates.
@@ -68,7 +71,7 @@ def score_engine(engine: dict, squad: dict, reference: dict, eval_cfg: EvalConfi
         eval_set = SquadSet.load(squad["path"])
         runner = _runner(engine, threads)
         result = score.save_outputs(score.evaluate(runner, eval_set, eval_cfg, get_run_logger().info), out, runner.name)
-        feeds = list(eval_set.batches(eval_cfg.batch_size, limit=batches))
+        feeds = validate.validation_feeds(eval_set.features, eval_cfg.batch_size, eval_cfg.length_bucket, batches)
         report = validate.validate(reference["run_results"], runner, feeds, tolerance.atol, tolerance.rtol,
                                    tolerance.error_stat)
         stem = out / f"validation-{runner.name}"
@@ -90,6 +93,9 @@ def score_engine(engine: dict, squad: dict, reference: dict, eval_cfg: EvalConfi
         "max_abs_dlogit": score.max_abs_logit_diff(reference["logits"], scored["logits"]),
         "argmax_agreement": validation["argmax_agreement"], "validation_passed": validation["passed"],
         "questions": scored["questions"], "seconds": scored["seconds"],
+        # the scoring pass's rate on the run's held-out windows, batched as eval.length_bucket says; engines
+        # score side by side (engines.concurrent), so it is a rate under contention: seq/s is the benchmark
+        "windows_per_s": scored.get("windows_per_s"), "real_tokens_per_s": scored.get("real_tokens_per_s"),
     }
     gates = check_engine(row, reference, gate)
     return {"row": row, "gates": [g.to_json() for g in gates], "files": scored, "engine": engine}
@@ -108,6 +114,7 @@ def paired_delta(squad_path: str, reference_predictions: str, predictions: str) 
 
 
 @task(name="benchmark-engine", cache_policy=NO_CACHE)
+@measured("benchmark-engine")
 def benchmark_engine(engine: dict, squad: dict, bench: BenchmarkConfig, eval_cfg: EvalConfig, model_vocab: str,
                      lower_case: bool, run: RunContext, threads: int | None) -> dict:
     """Latency and throughput on real held-out SQuAD windows at the benchmark shape.
@@ -138,6 +145,7 @@ def benchmark_engine(engine: dict, squad: dict, bench: BenchmarkConfig, eval_cfg
 
 
 @task(name="check-tensorrt-ready", cache_policy=NO_CACHE)
+@measured("check-tensorrt-ready")
 def check_tensorrt_ready(onnx_files: dict[str, str], profiles: tuple[ProfileConfig, ...], required: bool,
                          run: RunContext) -> dict[str, dict]:
     """The static TensorRT readiness of every TensorRT-bound file: bundle name -> report (`trt_ready`).

@@ -16,9 +16,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from bertbuild.config import EvalConfig, ExportConfig, ModelSource, ValidationConfig
+from bertbuild.resources import current_meter, measured
 from bertbuild.runs import RunContext
 
 NGC_SECRET_BLOCK = "ngc-api-key"
+# What the TensorFlow steps run in their child processes (`bertbuild.isolation`).
+EXPORT_TARGET = "bertbuild.model.export:export_main"
+REFERENCE_TARGET = "bertbuild.backends.tf_reference:reference_main"
 
 
 @dataclass(frozen=True)
@@ -51,51 +55,68 @@ def ngc_api_key() -> str | None:
 def fetch_model(source: ModelSource, name: str) -> ModelInfo:
     """The checkpoint directory (downloads are cached by `bertbuild.fetch`), its vocab and casing."""
     from bertbuild.fetch import fetch_checkpoint
-    from bertbuild.model.checkpoint import CONFIG_FILE, VOCAB_FILE, read_config, vocab_is_uncased
+    from bertbuild.model.checkpoint import CONFIG_FILE, VOCAB_FILE, checkpoint_casing, read_config
 
     key = ngc_api_key() if source.source.startswith("ngc://") else None
     directory = fetch_checkpoint(source.source, sha256=source.sha256, api_key=key)
     vocab = directory / VOCAB_FILE
-    lower = vocab_is_uncased(vocab) if source.lower_case is None else source.lower_case
+    lower = checkpoint_casing(directory, source.lower_case)
     return ModelInfo(name, str(directory), str(vocab), lower, read_config(directory / CONFIG_FILE).num_hidden_layers)
 
 
 @task(name="export-onnx", cache_policy=NO_CACHE)
+@measured("export-onnx")
 def export_onnx(model: ModelInfo, export_cfg: ExportConfig, run: RunContext) -> dict:
-    """tf2onnx export with dynamic batch/seq axes: {"path", "nodes", "seconds", "opset"}."""
-    from bertbuild.model import checkpoint, export
+    """tf2onnx export with dynamic batch/seq axes, in a child process: {"path", "nodes", "seconds", "opset"}."""
+    from bertbuild.model import bert_graph, checkpoint, export
     from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
-        result = export.export_onnx(checkpoint.load_checkpoint(model.checkpoint_dir, model.lower_case),
-                                    out / "model-fp32.onnx", opset=export_cfg.opset)
-        return {"path": str(result.path), "seconds": round(result.seconds, 2), "nodes": result.nodes,
-                "opset": export_cfg.opset}
+        kwargs = {"checkpoint_dir": model.checkpoint_dir, "lower_case": model.lower_case,
+                  "out_path": str(out / "model-fp32.onnx"), "opset": export_cfg.opset,
+                  "external_data": export_cfg.external_data}
+        return _in_child("export-onnx", EXPORT_TARGET, kwargs, model)
 
     key = step_key("export", files=[model.checkpoint_dir], fields=export_cfg.model_dump(mode="json"),
-                   modules=[export, checkpoint])
+                   modules=[export, bert_graph, checkpoint])
     return run.cache.run("export", key, produce)
 
 
 @task(name="tensorflow-reference", cache_policy=NO_CACHE)
+@measured("tensorflow-reference")
 def tensorflow_reference(model: ModelInfo, squad: dict, eval_cfg: EvalConfig, validation: ValidationConfig,
                          run: RunContext) -> dict:
-    """The FP32 TensorFlow scores, logits and predictions, and its Polygraphy RunResults on the validation batches."""
+    """The FP32 TensorFlow scores, logits and predictions, and its Polygraphy RunResults on the validation batches.
+
+    Run in a child process, like the export: TensorFlow's memory goes back to the OS when it ends.
+    """
     from bertbuild.backends import tf_reference
     from bertbuild.evaluation import score, validate
     from bertbuild.model import bert_graph, checkpoint
-    from bertbuild.squad.sets import SquadSet
     from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
-        runner = tf_reference.TensorFlowRunner(checkpoint.load_checkpoint(model.checkpoint_dir, model.lower_case))
-        eval_set = SquadSet.load(squad["path"])
-        result = score.evaluate(runner, eval_set, eval_cfg, get_run_logger().info)
-        feeds = list(eval_set.batches(eval_cfg.batch_size, limit=validation.batches))
-        results = validate.reference_results(runner, feeds, out / "reference-tensorflow.polygraphy.json")
-        return {**score.save_outputs(result, out, "tensorflow-fp32"), "run_results": str(results)}
+        kwargs = {"checkpoint_dir": model.checkpoint_dir, "lower_case": model.lower_case,
+                  "squad_path": squad["path"], "eval_cfg": eval_cfg.model_dump(mode="json"),
+                  "validation_batches": validation.batches, "out_dir": str(out)}
+        return _in_child("tensorflow-reference", REFERENCE_TARGET, kwargs, model)
 
     fields = {"eval": eval_cfg.model_dump(mode="json"), "validation_batches": validation.batches}
     key = step_key("reference", files=[model.checkpoint_dir, squad["path"]], fields=fields,
                    modules=[tf_reference, score, validate, bert_graph, checkpoint])
     return run.cache.run("reference", key, produce)
+
+
+def _in_child(step: str, target: str, kwargs: dict, model: ModelInfo) -> dict:
+    """Run a TensorFlow step in a child process; its peak memory goes to this step's meter."""
+    from bertbuild.isolation import run_in_child
+    from bertbuild.memory_budget import estimate
+    from bertbuild.model.checkpoint import CONFIG_FILE, read_config
+
+    needed = estimate(read_config(Path(model.checkpoint_dir) / CONFIG_FILE))
+    hint = (f"{model.name} is estimated to need {needed.describe()} for a whole build: "
+            "free memory or use a bigger host")
+    child = run_in_child(step, target, kwargs, log=get_run_logger().info, hint=hint)
+    if (meter := current_meter()) is not None:
+        meter.child(child.peak_rss_bytes, child.seconds)
+    return child.value

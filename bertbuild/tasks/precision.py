@@ -4,6 +4,11 @@ Each is a thin wrapper over `bertbuild.fuse` / `bertbuild.precision`, cached by
 content: the key holds the input file's sha256 and the config fields the step
 reads, so a rerun with an unchanged model reuses every file, and changing only
 a gate threshold rebuilds nothing.
+
+`external_data` (the config's `export.external_data`): how the written files
+keep their weights (`bertbuild.onnx_files`). None, the default, follows each
+step's input: a model past protobuf's 2 GB limit stays external while it is
+over it, and an input external by choice keeps its outputs external.
 """
 
 from __future__ import annotations
@@ -14,104 +19,133 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from bertbuild.precision.config import Fp16Config, Int8Config
+from bertbuild.squad.batching import DEFAULT_LENGTH_BUCKET
+from bertbuild.resources import measured
 from bertbuild.runs import RunContext
 from bertbuild.tasks.model import ModelInfo
 
 
+def _external(external_data: bool | None) -> dict:
+    """The cache-key field for `external_data`: none when unset, so existing keys stay valid."""
+    return {} if external_data is None else {"external_data": external_data}
+
+
 @task(name="fuse-onnx", cache_policy=NO_CACHE)
-def fuse(exported: dict, model: ModelInfo, run: RunContext) -> dict:
+@measured("fuse-onnx")
+def fuse(exported: dict, model: ModelInfo, run: RunContext, external_data: bool | None = None) -> dict:
     """{"path": fused file, "report": FusionReport}; a wrong fusion count fails the task."""
     from bertbuild import fuse as fusion
+    from bertbuild import onnx_files
     from bertbuild.step_cache import package_modules, step_key
 
     def produce(out: Path) -> dict:
-        report = fusion.fuse_onnx(exported["path"], out / "model-fused.onnx", model.num_layers)
+        report = fusion.fuse_onnx(exported["path"], out / "model-fused.onnx", model.num_layers,
+                                  external_data=external_data)
         return {"path": str(out / "model-fused.onnx"), "report": report.to_dict()}
 
-    key = step_key("fuse", files=[exported["path"]], fields={"layers": model.num_layers},
-                   modules=package_modules(fusion))
+    key = step_key("fuse", files=[exported["path"]], fields={"layers": model.num_layers, **_external(external_data)},
+                   modules=[*package_modules(fusion), onnx_files])
     return run.cache.run("fuse", key, produce)
 
 
 @task(name="fp16-onnx", cache_policy=NO_CACHE)
-def fp16_onnx(fused: dict, fp16_cfg: Fp16Config, run: RunContext) -> dict:
+@measured("fp16-onnx")
+def fp16_onnx(fused: dict, fp16_cfg: Fp16Config, run: RunContext, external_data: bool | None = None) -> dict:
     """FP16 file with FP32 islands; the Fp16Report as a dict (with "path")."""
+    from bertbuild import onnx_files
     from bertbuild.precision import fp16
     from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
-        return fp16.convert_to_fp16(fused["path"], out / "model-fp16.onnx", fp16_cfg).to_json()
+        return fp16.convert_to_fp16(fused["path"], out / "model-fp16.onnx", fp16_cfg, external_data).to_json()
 
-    key = step_key("fp16", files=[fused["path"]], fields=fp16_cfg.model_dump(mode="json"), modules=[fp16])
+    fields = {**fp16_cfg.model_dump(mode="json"), **_external(external_data)}
+    key = step_key("fp16", files=[fused["path"]], fields=fields, modules=[fp16, onnx_files])
     return run.cache.run("fp16", key, produce)
 
 
-def calibration_windows(model: ModelInfo, int8_cfg: Int8Config, dataset: str):
-    """The train-half windows calibration reads (seeded; no held-out question is read)."""
+def calibration_windows(model: ModelInfo, int8_cfg: Int8Config, dataset: str,
+                        length_bucket: int = DEFAULT_LENGTH_BUCKET):
+    """The train-half windows calibration reads (seeded; no held-out question is read), batched by `length_bucket`."""
     from bertbuild.precision.calibration import calibration_set
 
-    return calibration_set(int8_cfg, model.vocab_path, model.lower_case, dataset)
+    return calibration_set(int8_cfg, model.vocab_path, model.lower_case, dataset, length_bucket=length_bucket)
 
 
-def _int8_fields(int8_cfg: Int8Config, dataset: str, model: ModelInfo) -> dict:
-    return {"int8": int8_cfg.model_dump(mode="json"), "dataset": dataset, "lower_case": model.lower_case}
+def _int8_fields(int8_cfg: Int8Config, dataset: str, model: ModelInfo,
+                 length_bucket: int = DEFAULT_LENGTH_BUCKET) -> dict:
+    return {"int8": int8_cfg.model_dump(mode="json"), "dataset": dataset, "lower_case": model.lower_case,
+            "length_bucket": length_bucket}
 
 
 @task(name="prepare-int8-source", cache_policy=NO_CACHE)
+@measured("prepare-int8-source")
 def prepare_int8_source(fused: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str, run: RunContext,
-                        threads: int | None) -> dict:
+                        threads: int | None, external_data: bool | None = None,
+                        length_bucket: int = DEFAULT_LENGTH_BUCKET) -> dict:
     """The FP32 file INT8 is written from: the fused graph, smoothed and outlier-split when configured."""
+    from bertbuild import onnx_files
     from bertbuild.precision import outliers, recipe, smoothing
     from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
-        source, techniques = recipe.prepare_source(fused["path"], out, calibration_windows(model, int8_cfg, dataset),
-                                                   int8_cfg, threads)
+        source, techniques = recipe.prepare_source(fused["path"], out,
+                                                   calibration_windows(model, int8_cfg, dataset, length_bucket),
+                                                   int8_cfg, threads, external_data)
         return {"path": str(source), "techniques": techniques}
 
-    key = step_key("int8", files=[fused["path"], model.vocab_path], fields=_int8_fields(int8_cfg, dataset, model),
-                   modules=[recipe, smoothing, outliers])
+    key = step_key("int8", files=[fused["path"], model.vocab_path],
+                   fields={**_int8_fields(int8_cfg, dataset, model, length_bucket), **_external(external_data)},
+                   modules=[recipe, smoothing, outliers, onnx_files])
     return run.cache.run("int8", key, produce)
 
 
 @task(name="calibrate-int8", cache_policy=NO_CACHE)
+@measured("calibrate-int8")
 def calibrate_int8(source: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str, run: RunContext,
-                   threads: int | None) -> dict:
+                   threads: int | None, length_bucket: int = DEFAULT_LENGTH_BUCKET) -> dict:
     """Activation ranges of the prepared file from train-half windows; the summary, ranges file as "cache_path"."""
     from bertbuild.precision import calibration, range_choice
     from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
-        samples = calibration_windows(model, int8_cfg, dataset)
+        samples = calibration_windows(model, int8_cfg, dataset, length_bucket)
         return calibration.calibrate(source["path"], samples, int8_cfg, out, threads).summary()
 
     key = step_key("calibration", files=[source["path"], model.vocab_path],
-                   fields=_int8_fields(int8_cfg, dataset, model), modules=[calibration, range_choice])
+                   fields=_int8_fields(int8_cfg, dataset, model, length_bucket), modules=[calibration, range_choice])
     return run.cache.run("calibration", key, produce)
 
 
 @task(name="int8-onnx", cache_policy=NO_CACHE)
+@measured("int8-onnx")
 def int8_onnx(source: dict, calibration: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str,
-              excluded: list[str], run: RunContext, threads: int | None) -> dict:
+              excluded: list[str], run: RunContext, threads: int | None, external_data: bool | None = None,
+              length_bucket: int = DEFAULT_LENGTH_BUCKET) -> dict:
     """Every INT8 file (s8s8 for TensorRT, u8s8, and ONNX Runtime's own) with `excluded` nodes left in FP32."""
+    from bertbuild import onnx_files
     from bertbuild.precision import bias_correction, int8, ort_int8, recipe
     from bertbuild.precision import calibration as calibrating
     from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
-        samples = calibration_windows(model, int8_cfg, dataset) if int8_cfg.bias_correction else None
+        samples = calibration_windows(model, int8_cfg, dataset, length_bucket) if int8_cfg.bias_correction else None
         return recipe.write_int8_files(source["path"], out, calibrating.load_calibration(calibration["cache_path"]),
-                                       int8_cfg, samples, excluded, threads=threads).to_json()
+                                       int8_cfg, samples, excluded, threads=threads,
+                                       external_data=external_data).to_json()
 
-    fields = {**_int8_fields(int8_cfg, dataset, model), "excluded": sorted(excluded)}
+    fields = {**_int8_fields(int8_cfg, dataset, model, length_bucket), "excluded": sorted(excluded),
+              **_external(external_data)}
     key = step_key("int8", files=[source["path"], calibration["cache_path"]], fields=fields,
-                   modules=[recipe, int8, ort_int8, bias_correction])
+                   modules=[recipe, int8, ort_int8, bias_correction, onnx_files])
     return run.cache.run("int8", key, produce)
 
 
 @task(name="rank-int8-sensitivity", cache_policy=NO_CACHE)
+@measured("rank-int8-sensitivity")
 def rank_int8_sensitivity(source: dict, calibration: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str,
-                          variant: str, batches: int, run: RunContext, threads: int | None) -> list[list]:
+                          variant: str, batches: int, run: RunContext, threads: int | None,
+                          length_bucket: int = DEFAULT_LENGTH_BUCKET) -> list[list]:
     """[node, noise-to-signal] for every INT8 MatMul, most sensitive first (train-half windows only)."""
     from bertbuild.precision import calibration as calibrating
     from bertbuild.precision import sensitivity
@@ -119,17 +153,19 @@ def rank_int8_sensitivity(source: dict, calibration: dict, model: ModelInfo, int
 
     def produce(out: Path) -> dict:
         ranked = sensitivity.rank_sensitivity(source["path"], calibrating.load_calibration(calibration["cache_path"]),
-                                              calibration_windows(model, int8_cfg, dataset), variant, batches,
+                                              calibration_windows(model, int8_cfg, dataset, length_bucket),
+                                              variant, batches,
                                               int8_cfg.batch_size, threads)
         return {"ranking": [[s.node, s.noise_to_signal] for s in ranked]}
 
-    fields = {**_int8_fields(int8_cfg, dataset, model), "variant": variant, "batches": batches}
+    fields = {**_int8_fields(int8_cfg, dataset, model, length_bucket), "variant": variant, "batches": batches}
     key = step_key("sensitivity", files=[source["path"], calibration["cache_path"], model.vocab_path],
                    fields=fields, modules=[sensitivity])
     return run.cache.run("sensitivity", key, produce)["ranking"]
 
 
 @task(name="tune-windows", cache_policy=NO_CACHE)
+@measured("tune-windows")
 def tune_windows(model: ModelInfo, tune_cfg, calibration: dict, eval_cfg, run: RunContext) -> dict:
     """The tune split as a `SquadSet` file: seeded train-half questions that calibration did not read."""
     from bertbuild.precision import calibration as calibrating
@@ -153,8 +189,9 @@ def tune_windows(model: ModelInfo, tune_cfg, calibration: dict, eval_cfg, run: R
 
 
 @task(name="tune-try", cache_policy=NO_CACHE)
+@measured("tune-try")
 def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, bench, run: RunContext,
-             threads: int | None) -> dict:
+             threads: int | None, length_bucket: int = DEFAULT_LENGTH_BUCKET) -> dict:
     """A candidate file on the tune windows: agreement with the FP32 file, and its latency there.
 
     The agreement is cached by content. The latency is cached per host kind and
@@ -173,7 +210,8 @@ def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, b
     windows = SquadSet.load(tune["path"])
 
     def logits(path: str) -> tuple:
-        start, end, _ = score.run_logits(OnnxRuntimeRunner(path, threads=threads), windows.features, batch_size)
+        start, end, _ = score.run_logits(OnnxRuntimeRunner(path, threads=threads), windows.features, batch_size,
+                                         length_bucket=length_bucket)
         return start, end
 
     def reference(out: Path) -> dict:  # the FP32 logits, once per (file, tune split)
@@ -183,7 +221,8 @@ def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, b
 
     def agreement(out: Path) -> dict:
         saved = load_npz(run.cache.run("tune", step_key("tune", files=[reference_onnx, tune["path"]],
-                                                       fields={"batch": batch_size}, modules=[score]),
+                                                       fields={"batch": batch_size, "length_bucket": length_bucket},
+                                                       modules=[score]),
                                       reference)["path"])
         return tuning.compare(windows, (saved["start"], saved["end"]), logits(onnx_path)).to_json()
 
@@ -194,7 +233,8 @@ def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, b
         return {"p50_ms": round(stats.p50_ms, 2)}
 
     files = [onnx_path, reference_onnx, tune["path"]]
-    signal = run.cache.run("tune", step_key("tune", files=files, fields={"batch": batch_size},
+    signal = run.cache.run("tune", step_key("tune", files=files, fields={"batch": batch_size,
+                                                                       "length_bucket": length_bucket},
                                            modules=[tuning, score]), agreement)
     timed = run.timing_cache(bench.reuse)
     fields = {"batch": batch_size, "warmup": bench.warmup, "iterations": bench.iterations, "threads": threads}

@@ -79,7 +79,8 @@ def publish(store: str, model: str, files: dict[str, str], meta: dict, gates: li
 
 
 @task(name="report-artifacts", cache_policy=NO_CACHE)
-def report_artifacts(published: dict, rows: list[dict], plots: dict[str, str] | None = None) -> dict[str, str]:
+def report_artifacts(published: dict, rows: list[dict], plots: dict[str, str] | None = None,
+                     steps: list[dict] | None = None) -> dict[str, str]:
     """Keyed table (history per model), markdown report with the plots embedded, and a link to the bundle."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
@@ -91,7 +92,7 @@ def report_artifacts(published: dict, rows: list[dict], plots: dict[str, str] | 
         description=f"build-bert results for {model}, one version per run",
     )
     markdown = create_markdown_artifact(
-        markdown=results_markdown(published, rows, plots), key=artifact_key(model, "report"),
+        markdown=results_markdown(published, rows, plots, steps), key=artifact_key(model, "report"),
         description=f"build-bert report for {model} run {published['run_id']}",
     )
     link = create_link_artifact(

@@ -12,11 +12,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from bertbuild.config import EvalConfig
+from bertbuild.resources import measured
 from bertbuild.runs import RunContext
 from bertbuild.tasks.model import ModelInfo
 
 
 @task(name="featurize-squad", cache_policy=NO_CACHE)
+@measured("featurize-squad")
 def featurize_squad(model: ModelInfo, eval_cfg: EvalConfig, run: RunContext) -> dict:
     """The scoring subset as a `SquadSet` file: {"path", "questions", "windows"}."""
     from bertbuild.evaluation import score

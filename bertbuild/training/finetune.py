@@ -130,7 +130,7 @@ def load_initial_weights(directory: Path | str, seed: int) -> tuple[BertConfig, 
     The head gets N(0, initializer_range) weights and zero bias, as Google's
     run_squad does.
     """
-    from bertbuild.model.checkpoint import _open_reader
+    from bertbuild.model.checkpoint import open_reader
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -140,7 +140,7 @@ def load_initial_weights(directory: Path | str, seed: int) -> tuple[BertConfig, 
     if not vocab_path.is_file():
         raise CheckpointError(f"{vocab_path}: missing (a BERT checkpoint needs {VOCAB_FILE})")
     prefix = checkpoint_prefix(directory)
-    reader = _open_reader(prefix)
+    reader = open_reader(prefix)
     stored = {k: tuple(v) for k, v in reader.get_variable_to_shape_map().items()}
     weights = {}
     for name, shape in expected_shapes(config).items():
@@ -160,11 +160,11 @@ def load_initial_weights(directory: Path | str, seed: int) -> tuple[BertConfig, 
 
 def _read_resume_state(out_dir: Path, names: Sequence[str]):
     """(weights, m, v, step) from the checkpoint in out_dir, or None when there is none."""
-    from bertbuild.model.checkpoint import _open_reader
+    from bertbuild.model.checkpoint import open_reader
 
     if not any(out_dir.glob("model.ckpt-*.index")):
         return None
-    reader = _open_reader(checkpoint_prefix(out_dir))
+    reader = open_reader(checkpoint_prefix(out_dir))
     stored = reader.get_variable_to_shape_map()
     for name in names:
         for key in (name, f"{name}/adam_m", f"{name}/adam_v"):

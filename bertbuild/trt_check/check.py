@@ -34,7 +34,7 @@ def check_onnx(path: Path | str, trt_version: str = DEFAULT_VERSION, profiles: S
     UserInputError (one line) for a missing file or one that is not ONNX.
     """
     matrix = load_matrix(trt_version)
-    view = GraphView(load_model(path))
+    view = GraphView(load_model(path), path)
     issues = [finding for rule in NODE_RULES for finding in rule(view, matrix)]
     issues += check_dynamic_axes(view, profiles if profiles is not None else default_profiles())
     return ReadinessReport(path=str(path), tensorrt=matrix.tensorrt, source=matrix.citation,

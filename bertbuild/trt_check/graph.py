@@ -3,6 +3,10 @@
 Shapes and element types come from ONNX shape inference (with data propagation,
 so Reshape targets are known); constants are the initializers and `Constant`
 nodes. Nested graphs (If/Loop bodies) are walked too, so no node escapes the rules.
+
+A file with external data is read without its weights (`bertbuild.onnx_files`):
+the rules need types and shapes, and the few constants they read (Q/DQ
+scales, zero points) are read from the data file one by one.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from typing import Iterator
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
-from onnx import numpy_helper, shape_inference
+from onnx import shape_inference
 
+from bertbuild import onnx_files
 from bertbuild.errors import UserInputError
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -41,20 +45,13 @@ def _info(value_info: onnx.ValueInfoProto) -> TensorInfo:
 
 
 def load_model(path: Path | str) -> onnx.ModelProto:
-    """The model, or a one-line UserInputError for a missing file or one that is not ONNX."""
+    """The model, its external data left on disk; a one-line UserInputError for a missing file, one that
+    is not ONNX, or one whose data is missing or outside its folder."""
     path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such file")
-    try:
-        model = onnx.load(str(path))
-    except (DecodeError, ValueError, OSError) as exc:
-        raise UserInputError(f"{path}: not an ONNX model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    model = onnx_files.load(path, load_external_data=False)
     if not model.graph.node and not model.graph.input:
         raise UserInputError(f"{path}: not an ONNX model (no graph)")
     return model
-
-
-_PAYLOAD_BYTES = 1024  # initializers above this size are weights; smaller ones may be shapes that inference reads
 
 
 def _subgraphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
@@ -67,32 +64,25 @@ def _subgraphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
 
 
 def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model after shape inference, run without the weights' bytes.
+    """The model's skeleton after shape inference: dims and types, none of the weights' bytes.
 
     Inference needs initializers' dims and types only, and a model over 2 GB
-    cannot be passed to it at all; the small ones stay, since data propagation
-    reads Reshape targets from them. The payloads are put back afterwards.
+    cannot be passed to it at all (`onnx_files.inferred_skeleton`).
     """
-    stashed = []
-    for init in model.graph.initializer:
-        if len(init.raw_data) > _PAYLOAD_BYTES:
-            stashed.append((init, init.raw_data))
-            init.ClearField("raw_data")
     try:
         # strict_mode off: a node ONNX cannot infer must not hide the others from the rules.
-        return shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        return onnx_files.inferred_skeleton(model, strict_mode=False, data_prop=True)
     except (shape_inference.InferenceError, ValueError):
         return model  # not inferable: the declared value_info is all there is
-    finally:
-        for init, data in stashed:
-            init.raw_data = data
 
 
 class GraphView:
     """Read-only queries over a model: its nodes, inferred tensor types and shapes, and constant values."""
 
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model: onnx.ModelProto, path: Path | str | None = None):
+        """`path`: the model's file, beside which its external data is read."""
         self.model = model
+        self._path = path
         self.graph = model.graph
         self.opsets = {o.domain: o.version for o in model.opset_import}
         self._constants: dict[str, onnx.TensorProto] = {}
@@ -122,7 +112,7 @@ class GraphView:
 
     def constant(self, name: str) -> np.ndarray | None:
         tensor = self._constants.get(name)
-        return None if tensor is None else numpy_helper.to_array(tensor)
+        return None if tensor is None else onnx_files.array(tensor, self._path)
 
 
 def attribute(node: onnx.NodeProto, name: str, default=None):
