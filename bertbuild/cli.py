@@ -15,6 +15,7 @@ import os
 import sys
 
 from bertbuild import __version__
+from bertbuild.commands.arguments import OneLineParser
 from bertbuild.errors import BertbuildError
 
 # Explicit, ordered list: adding a command is one file plus one name here.
@@ -22,7 +23,7 @@ COMMANDS = ("run", "finetune", "ask", "eval", "fetch", "artifacts", "bench", "pa
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(  # subcommands' parsers are of the same class
         prog="bertbuild",
         description="Turn a BERT SQuAD checkpoint into validated, gated inference engines.",
     )
@@ -33,10 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def prefect_environment() -> None:
+    """Prefect settings every command wants, set before Prefect is first imported (commands import it lazily)."""
     # Prefect's temporary server sends telemetry unless told not to; build hosts are often offline.
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # bertbuild.* loggers get Prefect's handlers, so their lines reach the run's log (and the UI), not only stderr.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "bertbuild")
+
+
+def main(argv: list[str] | None = None) -> int:
+    prefect_environment()
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)

@@ -150,6 +150,24 @@ class EngineConfig(_Section):
     concurrent: int | None = Field(default=None, ge=1)
 
 
+def _merged_into(defaults: dict) -> BeforeValidator:
+    """For a field holding one section per key (gates, tolerances): what a config gives is merged into the
+    defaults field by field, so `--set gates.int8.max_f1_drop=2` changes that one threshold and keeps the
+    rest of the INT8 gate (and every other precision's) as the project sets it. An explicit null for a
+    field still turns that field off."""
+
+    def merge(value):
+        if not isinstance(value, dict):
+            return value  # pydantic says what is wrong with it
+        merged = {str(key): section.model_dump() for key, section in defaults.items()}
+        for key, given in value.items():
+            base = merged.get(str(key))
+            merged[str(key)] = {**base, **given} if isinstance(base, dict) and isinstance(given, dict) else given
+        return merged
+
+    return BeforeValidator(merge)
+
+
 class Tolerance(_Section):
     """Polygraphy's comparison thresholds. `error_stat` is what is held to them:
     every element ("elemwise"), or the "mean", "median" or "max" error of each output.
@@ -160,18 +178,21 @@ class Tolerance(_Section):
     error_stat: Literal["elemwise", "mean", "median", "max"] = "elemwise"
 
 
+_DEFAULT_TOLERANCES = {
+    Precision.FP32: Tolerance(atol=1e-4, rtol=1e-3),
+    Precision.FUSED_FP32: Tolerance(atol=1e-4, rtol=1e-3),
+    Precision.FP16: Tolerance(atol=0.05, rtol=0.02),
+    # INT8 moves single logits by several units on a real model (max 3-6 on the embedded
+    # one) while answers hold; the mean error is what separates a sound INT8 file from a broken one.
+    Precision.INT8: Tolerance(atol=0.5, rtol=0.5, error_stat="mean"),
+}
+
+
 class ValidationConfig(_Section):
     """Polygraphy comparison of each engine with the FP32 ONNX reference."""
 
     batches: int = Field(default=4, ge=1)  # SQuAD feature batches of eval.batch_size
-    tolerances: dict[Precision, Tolerance] = {
-        Precision.FP32: Tolerance(atol=1e-4, rtol=1e-3),
-        Precision.FUSED_FP32: Tolerance(atol=1e-4, rtol=1e-3),
-        Precision.FP16: Tolerance(atol=0.05, rtol=0.02),
-        # INT8 moves single logits by several units on a real model (max 3-6 on the embedded
-        # one) while answers hold; the mean error is what separates a sound INT8 file from a broken one.
-        Precision.INT8: Tolerance(atol=0.5, rtol=0.5, error_stat="mean"),
-    }
+    tolerances: Annotated[dict[Precision, Tolerance], _merged_into(_DEFAULT_TOLERANCES)] = _DEFAULT_TOLERANCES
 
 
 class GateConfig(_Section):
@@ -250,7 +271,7 @@ class BuildConfig(_Section):
     parity: ParityConfig = ParityConfig()
     engines: EngineConfig = EngineConfig()
     validation: ValidationConfig = ValidationConfig()
-    gates: dict[Precision, GateConfig] = _DEFAULT_GATES
+    gates: Annotated[dict[Precision, GateConfig], _merged_into(_DEFAULT_GATES)] = _DEFAULT_GATES
     benchmark: BenchmarkConfig = BenchmarkConfig()
     precision: PrecisionConfig = PrecisionConfig()
     publish: PublishConfig = PublishConfig()
@@ -291,10 +312,10 @@ class BuildConfig(_Section):
         return self
 
     def gate_for(self, precision: str) -> GateConfig:
-        return self.gates.get(precision) or _DEFAULT_GATES[precision]
+        return self.gates[precision]  # every precision has one: given fields merge into the defaults
 
     def tolerance_for(self, precision: str) -> Tolerance:
-        return self.validation.tolerances.get(precision) or ValidationConfig().tolerances[precision]
+        return self.validation.tolerances[precision]
 
     @property
     def model_name(self) -> str:
@@ -337,7 +358,16 @@ def parse_config(raw: dict, origin: str = "config") -> BuildConfig:
     try:
         return BuildConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{origin}: {_describe(exc.errors()[0])}") from None
+        # Every problem at once, on one line: a user fixing a config should not discover them one run at a time.
+        raise ConfigError(f"{origin}: " + "; ".join(_describe(error) for error in exc.errors())) from None
+
+
+def build_section(section: type[BaseModel], origin: str, /, **values):
+    """`section(**values)`, with every problem in one ConfigError line (`origin`: where the values came from)."""
+    try:
+        return section(**values)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: " + "; ".join(_describe(error) for error in exc.errors())) from None
 
 
 def _read_yaml(path: Path) -> dict:

@@ -6,7 +6,10 @@
 The run id is the one the store publishes under (`20261201T020000Z-1a2b3c4d`:
 the flow run's scheduled start and id), so a local directory and its bundle
 carry the same name. The directory is created exclusively: two runs can never
-share one, and no file of an earlier run can end up in a later bundle.
+share one, and no file of an earlier run can end up in a later bundle. A
+retry of the same flow run (same run id, a later attempt) moves the failed
+attempt's directory aside to `.<run id>.attempt-<n>` and starts clean, so
+its partial files cannot reach the bundle either.
 Expensive outputs live in the step cache and are linked in (see `materialize`).
 """
 
@@ -42,18 +45,47 @@ class RunContext:
 
 
 def open_run(output_dir: str | os.PathLike, model: str, run_id: str, *, cache_enabled: bool = True,
-             cache_dir: str | None = None, refresh: tuple[str, ...] = ()) -> RunContext:
-    """Create `<output_dir>/<model>/<run_id>/` (it must not exist) and point `latest` at it."""
+             cache_dir: str | None = None, refresh: tuple[str, ...] = (), attempt: int = 1) -> RunContext:
+    """Create `<output_dir>/<model>/<run_id>/` and point `latest` at it.
+
+    On a first attempt the directory must not exist (FileExistsError: another
+    run owns it). On a retry (`attempt` > 1) an earlier attempt's directory is
+    moved aside first.
+    """
     from bertbuild.artifacts.store import check_model, check_run_id
 
     parent = Path(output_dir).expanduser().resolve() / check_model(model)
     run_dir = parent / check_run_id(run_id)
     parent.mkdir(parents=True, exist_ok=True)
-    run_dir.mkdir()  # FileExistsError: another run owns this directory
+    if attempt > 1 and run_dir.is_dir():
+        _set_aside(run_dir)
+    run_dir.mkdir()
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_root()
     cache = StepCache(root=root if cache_enabled else None, scratch=run_dir / ".scratch", refresh=frozenset(refresh))
     _point_latest(parent, run_dir)
     return RunContext(run_id, run_dir, cache)
+
+
+def check_commit(expected: str) -> None:
+    """Refuse to build unless the code running is git commit `expected` (a prefix will do) with no local edits."""
+    from bertbuild.artifacts.manifest import git_info
+    from bertbuild.errors import UserInputError
+
+    here = git_info()
+    if not here["commit"] or not here["commit"].startswith(expected.strip().lower()) or here["dirty"]:
+        state = "not a git checkout" if not here["commit"] else \
+            f"at {here['commit'][:12]}{' with local edits' if here['dirty'] else ''}"
+        raise UserInputError(f"require_commit {expected[:12]}: this worker's code is {state}; update its checkout "
+                             f"(git fetch && git checkout {expected[:12]}) before gating that commit")
+
+
+def _set_aside(run_dir: Path) -> Path:
+    """Rename a failed attempt's directory to the first free `.<run id>.attempt-<n>` (kept for a post-mortem)."""
+    n = 1
+    while (aside := run_dir.parent / f".{run_dir.name}.attempt-{n}").exists():
+        n += 1
+    run_dir.rename(aside)
+    return aside
 
 
 def _point_latest(parent: Path, run_dir: Path) -> None:

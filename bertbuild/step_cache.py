@@ -1,7 +1,9 @@
 """A content-keyed cache for the expensive steps of a build: a step reruns only when what it reads changed.
 
 The key of a step is the sha256 of:
-- the step's name and its code version (the bytes of the modules that do its work),
+- the step's name and its code version: the bytes of every module of this package that the
+  calling task module and the step's own modules can import, followed transitively
+  (`bertbuild.code_closure`), so no list kept by hand can leave a dependency out,
 - the versions of the libraries that shape its output (ONNX, ONNX Runtime, TensorFlow, ...),
 - the sha256 of every input file (a directory: every file in it; an ONNX file with
   external data: its data files too, since the .onnx only records where the weights are),
@@ -15,6 +17,14 @@ relative to the entry. An entry is written into a hidden temporary directory and
 renamed into place, so it is complete or absent; two runs computing the same
 entry at once both succeed and one copy is kept. A hit whose files (or the
 external data files of its ONNX files) have gone missing is recomputed.
+
+Run directories hard-link an entry's files (no copy of a 1 GB engine per run),
+so a file edited in a run directory is edited in the entry too. Every entry
+therefore records the sha256 of each of its files (`digests.json`), and a hit
+re-hashes them: an entry whose bytes changed is no hit and is rebuilt. One
+sha256 pass over a hit's files is far cheaper than copying them into every
+run directory (measured in the issue #23 note), and it also catches a disk
+that flipped a bit.
 
 Why not Prefect's own task caching: it would cache the returned dict of paths,
 and has no way to know the files behind them were deleted or changed; and the
@@ -37,6 +47,7 @@ from typing import Any, Callable, Iterable
 from bertbuild.hashing import sha256_bytes, sha256_file
 
 RESULT_FILE = "result.json"
+DIGESTS_FILE = "digests.json"  # entry-relative path -> sha256 of every file the step wrote
 _PATH_PREFIX = "@entry/"  # marks a stored path as relative to its entry
 # Libraries whose version can change what a step writes or measures.
 LIBRARIES = ("bertbuild", "numpy", "onnx", "onnx-graphsurgeon", "onnxruntime", "onnxruntime-gpu", "polygraphy",
@@ -82,8 +93,14 @@ def package_modules(package: ModuleType) -> list[ModuleType]:
 
 
 def code_version(modules: Iterable[ModuleType]) -> str:
-    """sha256 over the source of the modules a step runs: editing them invalidates its entries."""
-    return sha256_bytes(b"\0".join(Path(m.__file__).read_bytes() for m in modules))
+    """sha256 over every source file the modules can import from their package (each named by its path
+    in the package, so a moved file counts): editing any of them invalidates the step's entries."""
+    from bertbuild.code_closure import source_closure
+
+    files = source_closure(modules)
+    root = Path(__file__).resolve().parent.parent
+    parts = [f"{p.relative_to(root) if p.is_relative_to(root) else p}".encode() + b"\0" + p.read_bytes() for p in files]
+    return sha256_bytes(b"\0\0".join(parts))
 
 
 @lru_cache(maxsize=256)
@@ -140,9 +157,16 @@ def input_digest(path: Path | str) -> str:
 
 def step_key(step: str, *, files: Iterable[Path | str] = (), fields: Any = None,
              modules: Iterable[ModuleType] = (), host: bool = False) -> str:
-    """The one key function: see the module docstring for what goes in."""
+    """The one key function: see the module docstring for what goes in.
+
+    `modules`: modules the step's work runs, beside the module that calls this (always a root of the
+    code version): each brings every module of the package it can import.
+    """
+    import sys
+
+    caller = sys.modules.get(sys._getframe(1).f_globals.get("__name__", ""))
     record = {
-        "step": step, "code": code_version(modules), "libraries": library_versions(),
+        "step": step, "code": code_version([*modules, *([caller] if caller is not None else [])]), "libraries": library_versions(),
         "inputs": [input_digest(f) for f in files], "fields": fields, "host": host_kind() if host else None,
     }
     return sha256_bytes(json.dumps(record, sort_keys=True, default=str).encode())
@@ -176,13 +200,36 @@ def _stored_paths(value: Any) -> list[str]:
     return [value[len(_PATH_PREFIX):]] if isinstance(value, str) and value.startswith(_PATH_PREFIX) else []
 
 
+def _entry_files(entry: Path) -> list[Path]:
+    return sorted(p for p in entry.rglob("*") if p.is_file() and p.name not in (RESULT_FILE, DIGESTS_FILE))
+
+
+def _write_digests(entry: Path) -> None:
+    digests = {p.relative_to(entry).as_posix(): sha256_file(p) for p in _entry_files(entry)}
+    (entry / DIGESTS_FILE).write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
+
+
+def _intact(entry: Path) -> bool:
+    """Every file the step wrote is there with the bytes it had (and nothing was added)."""
+    try:
+        recorded = json.loads((entry / DIGESTS_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    present = {p.relative_to(entry).as_posix(): p for p in _entry_files(entry)}
+    if set(present) != set(recorded):
+        return False
+    return all(_one_file(path) == recorded[name] for name, path in present.items())
+
+
 def _complete(entry: Path) -> dict | None:
-    """An entry's result (paths made absolute) if its result and every file it names are there."""
+    """An entry's result (paths made absolute) if its result and every file it names are there, unchanged."""
     try:
         stored = json.loads((entry / RESULT_FILE).read_text())
     except (OSError, ValueError):
         return None
     if not all((entry / rel).is_file() for rel in _stored_paths(stored)):
+        return None
+    if not _intact(entry):
         return None
     from bertbuild.errors import UserInputError
 
@@ -229,6 +276,7 @@ class StepCache:
         work.mkdir(parents=True)
         try:
             result = produce(work)
+            _write_digests(work)
             (work / RESULT_FILE).write_text(json.dumps(_relativize(result, work), indent=1, default=str) + "\n")
             # A refresh replaces the entry; so does a run finding one whose files went missing.
             self._install(work, final, replace=step in self.refresh or (final.exists() and not _complete(final)))

@@ -222,6 +222,8 @@ def test_cli_prune_is_a_dry_run_unless_yes(tmp_path, capsys):
 
 
 def test_cli_prune_errors_are_one_line(tmp_path, capsys):
-    assert main(["artifacts", "prune", "--store", str(tmp_path), "--model", "tiny", "--keep", "-1"]) == 2
+    with pytest.raises(SystemExit) as stop:  # argparse refuses it: one line, exit 2
+        main(["artifacts", "prune", "--store", str(tmp_path), "--model", "tiny", "--keep", "-1"])
     err = capsys.readouterr().err
-    assert err.startswith("bertbuild: error: --keep") and err.count("\n") == 1
+    assert stop.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("bertbuild artifacts prune: error: argument --keep: must be >= 0 (got -1)")

@@ -63,3 +63,14 @@ def test_bad_config_exits_2(tmp_path, capsys):
     path.write_text(json.dumps({"model": {"source": "generated:tiny"}, "eval": {"limt": 3}}))
     assert main(["run", "--config", str(path)]) == 2
     assert "eval.limt: unknown key" in capsys.readouterr().err
+
+
+def test_bertbuild_log_lines_get_prefects_handlers_so_they_reach_the_run_log():
+    # In a fresh process: Prefect reads PREFECT_LOGGING_EXTRA_LOGGERS when it first sets up logging.
+    code = ("import os, logging; os.environ.pop('PREFECT_LOGGING_EXTRA_LOGGERS', None)\n"
+            "from bertbuild.cli import prefect_environment; prefect_environment()\n"
+            "from prefect import flow  # noqa: F401 - sets up Prefect's logging\n"
+            "from prefect.logging.handlers import APILogHandler\n"
+            "print(any(isinstance(h, APILogHandler) for h in logging.getLogger('bertbuild').handlers))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "True"

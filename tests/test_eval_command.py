@@ -63,5 +63,7 @@ def test_length_bucket_zero_is_the_padded_baseline_with_the_same_answers(tiny_on
 
 
 def test_a_negative_length_bucket_is_a_user_error(tiny_onnx, capsys):
-    assert main(["eval", "--onnx", str(tiny_onnx["fused"]), "--limit", "1", "--length-bucket", "-1"]) == 2
-    assert "--length-bucket must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # argparse refuses it: one line, exit 2
+        main(["eval", "--onnx", str(tiny_onnx["fused"]), "--limit", "1", "--length-bucket", "-1"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "argument --length-bucket: must be >= 0 (got -1)" in err and err.count("\n") == 1

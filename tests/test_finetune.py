@@ -258,3 +258,8 @@ def test_flow(prefect_harness, pretrained, train_json, tmp_path):
                                            max_query_length=16, batch_size=4, epochs=1, max_steps=2,
                                            onednn=False, export_fp16=str(tmp_path / "fp16")))
     assert summary["step"] == 2 and summary["export_fp16"] == str(tmp_path / "fp16")
+
+
+def test_a_diverging_loss_stops_with_one_line_naming_the_learning_rate(pretrained, train_json, tmp_path):
+    with pytest.raises(UserInputError, match=r"diverged: the loss became .* lower the learning rate \(--lr\)"):
+        finetune_run(pretrained, train_json, tmp_path / "run", lr=1e30, epochs=3, save_every_steps=0)

@@ -70,6 +70,13 @@ def test_flow_exports_evaluates_validates_and_reports(tmp_path, prefect_harness)
     # The run directory holds exactly the bundle (plus hidden scratch), and the bundle exactly the run's files.
     on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and ".scratch" not in p.parts}
     assert on_disk == set(result["files"]) == set(_manifest(result))
+    # The release names exactly the weights it was built from.
+    from bertbuild.artifacts.store import ArtifactStore
+    from bertbuild.fetch.verify import tree_sha256
+
+    published = result["published"]
+    source = ArtifactStore(published["store"]).read_manifest(published["model"], published["run_id"]).source
+    assert source["checkpoint_sha256"] == tree_sha256(Path(result["checkpoint_dir"])) is not None
 
 
 def test_parity_gate_fails_the_flow_run(tmp_path, prefect_harness):

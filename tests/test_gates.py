@@ -77,3 +77,14 @@ def test_finish_row_adds_throughput_parity_and_earlier_gates():
     assert finished["gates"] == "FAIL" and [c["passed"] for c in checks] == [True, False, False]
     ok, _ = finish_row(_row(max_abs_dlogit=5e-5), REFERENCE, GateConfig(min_throughput=10), [], 1e-4, [])
     assert ok["gates"] == "PASS"
+
+
+def test_a_configured_gate_with_nothing_measured_fails_naming_it():
+    row = _row()
+    del row["argmax_agreement"], row["seq_per_s"], row["validation_passed"]
+    results = check_engine(row, REFERENCE, GateConfig(min_argmax_agreement=0.9, min_throughput=10))
+    assert {r.gate for r in failures(results)} == {"argmax_agreement", "throughput_seq_per_s", "polygraphy_parity"}
+    with pytest.raises(GateFailed) as info:
+        enforce(results)
+    assert "onnxruntime-int8: argmax_agreement was not measured (gate >= 0.9)" in str(info.value)
+    assert not check_parity({"engine": "e", "max_abs_dlogit": None}, 1e-4).passed

@@ -10,7 +10,8 @@ import onnxruntime as ort
 import pytest
 
 from bertbuild.precision.calibration import (
-    _AbsHistogram, _amax_entropy, _amax_percentile, calibrate, calibration_set, quantization_targets,
+    _AbsHistogram, _amax_entropy, _amax_percentile, calibrate, calibration_set, load_calibration,
+    quantization_targets,
 )
 from bertbuild.precision.config import Int8Config
 from bertbuild.precision.int8 import quantize_int8, zero_points
@@ -88,6 +89,8 @@ def test_cache_hit_on_same_model_and_samples_miss_on_other_settings(tiny_onnx, s
     cache_dir = calibration.cache_path.rsplit("/", 1)[0]
     hit = calibrate(tiny_onnx["fused"], samples, CFG, cache_dir=cache_dir)
     assert hit.from_cache and hit.cache_path == calibration.cache_path
+    # A task reading back the file this run wrote is not a cache hit (the report says which it was).
+    assert not load_calibration(calibration.cache_path).from_cache
     assert {k: dataclasses.asdict(v) for k, v in hit.ranges.items()} == \
         {k: dataclasses.asdict(v) for k, v in calibration.ranges.items()}
     other = calibrate(tiny_onnx["fused"], samples, CFG.model_copy(update={"percentile": 99.9}), cache_dir=cache_dir)

@@ -239,9 +239,10 @@ def test_batches_cover_all_rows(tokenizer):
 
 
 def test_impossible_lengths_are_rejected(tokenizer):
-    with pytest.raises(ValueError, match="no room"):
+    # Settings a user picks: one-line user errors (exit 2 at the CLI), not tracebacks.
+    with pytest.raises(UserInputError, match="no room.*use a max_seq_length above 11"):
         build_features([make_example("x")], tokenizer, max_seq_length=10, max_query_length=8)
-    with pytest.raises(ValueError):
+    with pytest.raises(UserInputError, match="doc_stride must be >= 1"):
         build_features([make_example("x")], tokenizer, doc_stride=0)
 
 

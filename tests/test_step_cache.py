@@ -114,3 +114,23 @@ def test_a_squad_set_round_trips_through_its_file(tmp_path, vocab_path):
     assert int(first.features.example_index.max()) == len(first.examples) - 1
     np.testing.assert_array_equal(first.features.input_ids, original.features.input_ids[:3])
     assert json.loads(json.dumps(first.origin))["windows"] == 3
+
+
+def test_a_file_edited_through_a_run_directory_does_not_poison_the_cache(tmp_path):
+    cache = StepCache(root=tmp_path / "cache", scratch=tmp_path / "scratch")
+    calls = []
+
+    def produce(out):
+        calls.append(1)
+        (out / "engine.onnx").write_bytes(b"engine bytes")
+        return {"path": str(out / "engine.onnx")}
+
+    first = cache.run("engine", "k", produce)
+    run = open_run(tmp_path / "runs", "model", "r1", cache_enabled=False)
+    placed = materialize({"engine.onnx": first["path"]}, run.run_dir)  # a hard link into the entry
+    with open(placed["engine.onnx"], "r+b") as handle:  # edited in place, as a user's tool might
+        handle.write(b"E")
+    again = cache.run("engine", "k", produce)
+    assert len(calls) == 2 and not again["cached"]  # the changed entry is no hit: it was rebuilt
+    assert open(again["path"], "rb").read() == b"engine bytes"
+    assert cache.run("engine", "k", produce)["cached"] and len(calls) == 2

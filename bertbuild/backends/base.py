@@ -91,6 +91,11 @@ class Engine:
         self.metadata_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
+def engine_name(backend: str, precision: str) -> str:
+    """An engine's name in rows, gates and reports (`onnxruntime-int8`): made here only, so names always match."""
+    return f"{backend}-{precision}"
+
+
 def metadata_path(engine_path: Path | str) -> Path:
     """`<engine file>.json`: where an engine's build record lives."""
     path = Path(engine_path)

@@ -43,8 +43,11 @@ def session_options(threads: int | None = None, optimization: str = "all"):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    cores = os.cpu_count() or 1
+    options.intra_op_num_threads = threads or cores
     options.inter_op_num_threads = 1
+    if options.intra_op_num_threads < cores:  # a share of the host, beside other work: waiting threads sleep
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = _levels()[optimization]
     return options
 
@@ -89,11 +92,18 @@ class OnnxRuntimeRunner(Runner):
 
     def _activate_impl(self) -> None:
         import onnxruntime as ort
+        from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidProtobuf, NoSuchFile
 
-        self._session = ort.InferenceSession(
-            str(self.model_path), sess_options=session_options(self.threads, self.optimization),
-            providers=self.providers or default_providers(),
-        )
+        from bertbuild.errors import UserInputError
+
+        try:
+            self._session = ort.InferenceSession(
+                str(self.model_path), sess_options=session_options(self.threads, self.optimization),
+                providers=self.providers or default_providers(),
+            )
+        except (Fail, InvalidArgument, InvalidProtobuf, NoSuchFile) as error:  # a file that is not a model we can run
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserInputError(f"{self.model_path}: ONNX Runtime cannot load it ({reason})") from None
         self._outputs = [o.name for o in self._session.get_outputs()]
 
     def _infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

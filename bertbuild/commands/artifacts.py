@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bertbuild.commands.arguments import at_least
+
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("artifacts", help="list, download, chart and prune published bundles")
@@ -50,7 +52,7 @@ def add_parser(sub) -> None:
 
     prune = actions.add_parser("prune", help="remove old runs and unreferenced blobs (dry run unless --yes)")
     common(prune, model_required=True)
-    prune.add_argument("--keep", type=int, required=True,
+    prune.add_argument("--keep", type=at_least(0), required=True,
                        help="released runs to keep (newest first; latest is always kept); failed runs likewise")
     prune.add_argument("--yes", action="store_true", help="really remove (default: only list what would go)")
     prune.set_defaults(handler=run_prune)

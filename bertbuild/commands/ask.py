@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bertbuild.commands.arguments import at_least
+
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("ask", help="answer a question over a context with a built engine")
@@ -14,8 +16,8 @@ def add_parser(sub) -> None:
     group.add_argument("--context-file", type=Path, help="a UTF-8 text file holding the passage")
     parser.add_argument("--vocab", type=Path, help="the model's vocab.txt (default: found beside the engine)")
     parser.add_argument("--cased", action="store_true", help="the model is cased (default: uncased)")
-    parser.add_argument("--max-seq-length", type=int, default=384)
-    parser.add_argument("--doc-stride", type=int, default=128)
+    parser.add_argument("--max-seq-length", type=at_least(32), default=384)
+    parser.add_argument("--doc-stride", type=at_least(1), default=128)
     parser.set_defaults(handler=run)
 
 

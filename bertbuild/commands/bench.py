@@ -13,17 +13,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from bertbuild.commands.arguments import at_least
+
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("bench", help="measure ONNX Runtime latency of one or more .onnx files on SQuAD windows")
     parser.add_argument("--onnx", action="append", required=True, type=Path, metavar="MODEL.onnx",
                         help="a model to time (repeatable; the first row is the baseline)")
-    parser.add_argument("--batch", type=int, default=8, help="sequences per call (default 8)")
-    parser.add_argument("--seq", type=int, default=384, help="tokens per sequence, 32..512 (default 384)")
-    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all CPUs)")
-    parser.add_argument("--iterations", type=int, help="timed calls per model (default: as many as --min-seconds allows)")
-    parser.add_argument("--min-seconds", type=float, default=5.0, help="seconds per model without --iterations (default 5)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed calls first (default 5)")
+    parser.add_argument("--batch", type=at_least(1), default=8, help="sequences per call (default 8)")
+    parser.add_argument("--seq", type=at_least(32), default=384, help="tokens per sequence, 32..512 (default 384)")
+    parser.add_argument("--threads", type=at_least(1), help="ONNX Runtime intra-op threads (default: all CPUs)")
+    parser.add_argument("--iterations", type=at_least(1), help="timed calls per model (default: as many as --min-seconds allows)")
+    parser.add_argument("--min-seconds", type=at_least(0.0, float), default=5.0, help="seconds per model without --iterations (default 5)")
+    parser.add_argument("--warmup", type=at_least(0), default=5, help="untimed calls first (default 5)")
     parser.add_argument("--provider", default="CPUExecutionProvider",
                         help="ONNX Runtime execution provider (default CPUExecutionProvider)")
     parser.add_argument("--vocab", type=Path, help="vocab.txt for tokenizing (default: the bundled uncased vocab)")
@@ -32,10 +34,10 @@ def add_parser(sub) -> None:
     parser.add_argument("--lengths", choices=("fixed", "heldout"), default="fixed",
                         help="fixed: one batch x seq feed timed per call (default); heldout: whole passes over "
                              "held-out windows batched as the scorer does, in windows/s and real tokens/s")
-    parser.add_argument("--length-bucket", type=int, action="append", metavar="N",
+    parser.add_argument("--length-bucket", type=at_least(0), action="append", metavar="N",
                         help="with --lengths heldout: trim batches to multiples of N tokens; repeatable, one pass "
                              "per value and model; 0 pads to --seq (default: 0 and eval.length_bucket's default)")
-    parser.add_argument("--limit", type=int,
+    parser.add_argument("--limit", type=at_least(1),
                         help="with --lengths heldout: only the first N held-out questions (default: all)")
     parser.set_defaults(handler=run)
 
@@ -85,8 +87,6 @@ def _heldout_passes(args, names: list[str], threads: int, note: str) -> int:
     from bertbuild.squad.batching import DEFAULT_LENGTH_BUCKET
 
     buckets = args.length_bucket or [0, DEFAULT_LENGTH_BUCKET]
-    if any(bucket < 0 for bucket in buckets) or (args.limit is not None and args.limit < 1):
-        raise UserInputError(f"--length-bucket must be >= 0 and --limit >= 1 (got {buckets}, {args.limit})")
     windows = heldout_windows(args.seq, args.vocab, lower_case=not args.cased, limit=args.limit)
     if len(windows) == 0:
         raise UserInputError("no held-out windows to time")

@@ -14,23 +14,25 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from bertbuild.commands.arguments import at_least
+
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("eval", help="score any ONNX file on SQuAD with the project's evaluation")
     parser.add_argument("--onnx", required=True, type=Path, metavar="MODEL.onnx", help="the model to score")
     parser.add_argument("--split", choices=("heldout", "train", "all"), default="heldout",
                         help="article half of the dev set (default heldout: the questions the model never saw)")
-    parser.add_argument("--limit", type=int, help="only the first N questions of the split (default: all)")
-    parser.add_argument("--offset", type=int, default=0, help="skip this many questions first (default 0)")
+    parser.add_argument("--limit", type=at_least(1), help="only the first N questions of the split (default: all)")
+    parser.add_argument("--offset", type=at_least(0), default=0, help="skip this many questions first (default 0)")
     parser.add_argument("--dataset", default="bundled", help="SQuAD v1.1 JSON path or URL (default: the bundled dev set)")
     parser.add_argument("--vocab", type=Path,
                         help="vocab.txt (default: beside the model or above it, else the bundled uncased vocab)")
     parser.add_argument("--cased", action="store_true", help="do not lower-case (default: read off the vocab)")
-    parser.add_argument("--batch-size", type=int, default=8, help="sequences per inference call (default 8)")
-    parser.add_argument("--length-bucket", type=int, metavar="N",
+    parser.add_argument("--batch-size", type=at_least(1), default=8, help="sequences per inference call (default 8)")
+    parser.add_argument("--length-bucket", type=at_least(0), metavar="N",
                         help="sort windows by real length and trim each batch to a multiple of N tokens "
                              "(default: eval.length_bucket's default; 0: pad every window to 384, the old way)")
-    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all CPUs)")
+    parser.add_argument("--threads", type=at_least(1), help="ONNX Runtime intra-op threads (default: all CPUs)")
     parser.add_argument("--json", type=Path, help="write the scores, with every question's EM and F1, here")
     parser.add_argument("--compare", type=Path, metavar="REF.json",
                         help="a --json file of another model: print ΔEM/ΔF1 vs it with bootstrap 95%% intervals")
@@ -79,21 +81,17 @@ def run(args) -> int:
     import json
 
     from bertbuild.backends.onnxrt import OnnxRuntimeRunner
-    from bertbuild.config import EvalConfig
+    from bertbuild.config import EvalConfig, build_section
     from bertbuild.errors import UserInputError
     from bertbuild.evaluation.score import evaluate, scoring_set
     from bertbuild.squad.metrics import question_scores
 
     if not args.onnx.is_file():
         raise UserInputError(f"ONNX model not found: {args.onnx}")
-    if args.limit is not None and args.limit < 1:
-        raise UserInputError(f"--limit must be >= 1 (got {args.limit})")
     vocab, lower_case = _vocab(args)
-    if args.length_bucket is not None and args.length_bucket < 0:
-        raise UserInputError(f"--length-bucket must be >= 0 (got {args.length_bucket})")
     bucket = {} if args.length_bucket is None else {"length_bucket": args.length_bucket}
-    cfg = EvalConfig(dataset=args.dataset, split=args.split, limit=args.limit, offset=args.offset,
-                     batch_size=args.batch_size, **bucket)
+    cfg = build_section(EvalConfig, "eval", dataset=args.dataset, split=args.split, limit=args.limit,
+                        offset=args.offset, batch_size=args.batch_size, **bucket)
     eval_set = scoring_set(cfg, vocab, lower_case)
     if not eval_set.examples:
         raise UserInputError(f"no questions in split {args.split!r} at offset {args.offset}")

@@ -40,8 +40,24 @@ def preflight(cfg) -> None:
     get_backend(cfg.engines.backend)  # e.g. tensorrt on a host without it: one line, exit 2
     info = inspect_checkpoint(fetch_checkpoint(cfg.model.source, sha256=cfg.model.sha256), cfg.model.lower_case)
     _check_sequence_lengths(cfg, info)
+    _check_dataset_halves(cfg)
     if cfg.resources.check_memory:
         check_memory(info.config, cfg.model.source)
+
+
+def _check_dataset_halves(cfg) -> None:
+    """INT8 calibrates and tunes on the train half; the run scores `eval.split`: each must have questions."""
+    from bertbuild.errors import UserInputError
+    from bertbuild.squad.sets import load_split
+
+    needed = {"train": "INT8 calibration and tuning need"} if "int8" in cfg.engines.precisions else {}
+    needed.setdefault(cfg.eval.split, "scoring (eval.split) needs")
+    names = {"train": "its train half", "heldout": "its held-out half", "all": "it"}
+    for split, use in needed.items():
+        if not load_split(cfg.eval.dataset, split):
+            raise UserInputError(
+                f"eval.dataset {cfg.eval.dataset}: {names[split]} has no questions, and {use} them "
+                "(articles alternate between the train and held-out halves, so a dataset needs at least two)")
 
 
 def _check_sequence_lengths(cfg, info) -> None:

@@ -1,7 +1,9 @@
 """Accuracy and parity gates: nothing is published unless every gate passes.
 
 Each check is a `GateResult` (name, measured, threshold, passed); `enforce`
-raises `GateFailed` naming every failed gate and by how much.
+raises `GateFailed` naming every failed gate and by how much. A gate that is
+configured but has nothing to judge fails, naming what is missing: a gate
+that quietly vanished would publish numbers nobody checked.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from bertbuild.errors import GateFailed
 class GateResult:
     engine: str
     gate: str
-    measured: float
+    measured: float | None  # None: the run measured nothing for this gate (it fails)
     threshold: float
     passed: bool
     kind: str  # "min" or "max"
 
     def describe(self) -> str:
         relation = ">=" if self.kind == "min" else "<="
+        if self.measured is None:
+            return f"{self.engine}: {self.gate} was not measured (gate {relation} {self.threshold:.4g})"
         if self.passed:
             return f"{self.engine}: {self.gate} {self.measured:.4g} {relation} {self.threshold:.4g}"
         miss = abs(self.measured - self.threshold)
@@ -33,8 +37,11 @@ class GateResult:
 
 
 def _check(engine, gate, measured, threshold, kind) -> GateResult | None:
-    if threshold is None or measured is None:
+    """None when the gate is off; a failed result when it is on and nothing was measured."""
+    if threshold is None:
         return None
+    if measured is None:
+        return GateResult(engine, gate, None, float(threshold), False, kind)
     passed = measured >= threshold if kind == "min" else measured <= threshold
     return GateResult(engine, gate, float(measured), float(threshold), bool(passed), kind)
 
@@ -63,8 +70,9 @@ def check_engine(row: dict, reference: dict, gates) -> list[GateResult]:
         _check(engine, "argmax_agreement", row.get("argmax_agreement"), gates.min_argmax_agreement, "min"),
         _check(engine, "throughput_seq_per_s", row.get("seq_per_s"), gates.min_throughput, "min"),
     ]
-    if gates.require_validation and "validation_passed" in row:
-        checks.append(_check(engine, "polygraphy_parity", float(row["validation_passed"]), 1.0, "min"))
+    if gates.require_validation:
+        validated = row.get("validation_passed")
+        checks.append(_check(engine, "polygraphy_parity", None if validated is None else float(validated), 1.0, "min"))
     return [c for c in checks if c is not None]
 
 
@@ -79,6 +87,11 @@ def enforce(results: list[GateResult | dict], report: str | None = None) -> None
     failed = failures(results)
     if failed:
         raise GateFailed(f"{len(failed)} gate(s) failed: " + "; ".join(r.describe() for r in failed), report)
+
+
+def without_throughput(gate):
+    """The gate config less its throughput threshold: what scoring can judge before the engine is timed."""
+    return gate.model_copy(update=dict(min_throughput=None))
 
 
 def throughput_only(gate):

@@ -22,9 +22,12 @@ from bertbuild.flows.int8 import choose_int8
 from bertbuild.memory_budget import check_memory, engine_groups, side_by_side
 from bertbuild.model.export import weight_bytes
 from bertbuild.model.checkpoint import CONFIG_FILE, read_config
-from bertbuild.flows.publishing import current_run_id, engine_files, outcome, publish_run, tensorrt_files
+from bertbuild.flows.publishing import (current_attempt, current_run_id, engine_files, outcome, publish_run,
+                                        tensorrt_files)
 from bertbuild.precision import Precision
-from bertbuild.runs import open_run
+from bertbuild.runs import check_commit, open_run
+from bertbuild.sharing import threads_each
+from bertbuild.backends.base import engine_name
 from bertbuild.backends.registry import TENSORRT_BACKENDS, resolve_backend
 from bertbuild.tasks.engines import benchmark_engine, build_engine, check_tensorrt_ready, score_engine
 from bertbuild.tasks.model import export_onnx, fetch_model, tensorflow_reference
@@ -33,12 +36,19 @@ from bertbuild.tasks.squad import featurize_squad
 
 
 @flow(name="build-bert")
-def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list[str] | None = None) -> dict:
-    """Build, score, validate, gate and publish engines for one checkpoint; returns the results."""
+def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list[str] | None = None,
+               require_commit: str | None = None) -> dict:
+    """Build, score, validate, gate and publish engines for one checkpoint; returns the results.
+
+    `require_commit`: a CI gate's commit; the run refuses to start unless this code is that commit, clean
+    (a worker runs its own checkout, which need not be what was pushed).
+    """
+    if require_commit:
+        check_commit(require_commit)
     cfg = with_overrides(config, overrides or [])
     logger = get_run_logger()
     run = open_run(cfg.output_dir, cfg.model_name, current_run_id(), cache_enabled=cfg.cache.enabled,
-                   cache_dir=cfg.cache.dir, refresh=cfg.cache.refresh)
+                   cache_dir=cfg.cache.dir, refresh=cfg.cache.refresh, attempt=current_attempt())
     backend, why = resolve_backend(cfg.engines.backend)
     logger.info("run directory %s; backend %s (%s)", run.run_dir, backend, why)
     cfg = cfg.model_copy(update={"engines": cfg.engines.model_copy(update={"backend": backend})})
@@ -65,7 +75,7 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
             onnx[Precision.FP16] = files["model-fp16.onnx"] = reports["fp16"]["path"]
         if Precision.INT8 in precisions:
             variant = "s8s8" if backend in TENSORRT_BACKENDS else cfg.precision.int8.variant  # TensorRT: signed only
-            int8 = choose_int8(fused, model, cfg, run, variant, f"{backend}-int8")
+            int8 = choose_int8(fused, model, cfg, run, variant, engine_name(backend, Precision.INT8))
             written = int8["written"]
             onnx[Precision.INT8] = written["paths"][variant]
             files.update({f"int8/{Path(path).name}": path for path in written["paths"].values()})
@@ -79,8 +89,9 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
     for group in engine_groups(precisions, cfg.engines.concurrent, weight_bytes(model_config)):
         engines = {p: build_engine.with_options(tags=["tensorrt"] if backend in TENSORRT_BACKENDS else [])
                    .submit(backend, onnx[p], p, cfg.engines.profiles, run, threads) for p in group}
+        share = threads_each(threads, len(group))  # side by side: a share of the cores each, no spinning
         scoring = {p: score_engine.submit(engines[p], squad, reference, cfg.eval, cfg.validation.batches,
-                                          cfg.tolerance_for(p), cfg.gate_for(p), run, threads) for p in group}
+                                          cfg.tolerance_for(p), cfg.gate_for(p), run, share) for p in group}
         scored |= {p: future.result() for p, future in scoring.items()}
     reference = reference.result()
     rows, decided = [], gates  # `decided`: gates made before scoring (the INT8 tune gate)
@@ -99,10 +110,13 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
         reports.setdefault("outputs", {})[row["engine"]] = {"logits": result["files"]["logits"], **result["engine"]}
         logger.info(result["files"]["validation_text"])
 
+    orphans = [g for g in decided if g["engine"] not in {row["engine"] for row in rows}]
+    if orphans:  # a gate decided before scoring must judge an engine of this run, or it would vanish unseen
+        raise RuntimeError(f"gate(s) for engines this run did not score: {orphans}")
     reference_row = {k: reference.get(k) for k in ("engine", "exact_match", "f1", "questions", "seconds",
                                                    "windows_per_s", "real_tokens_per_s")}
     all_rows = [reference_row | {"precision": "fp32 (reference)"}, *rows]
     files[f"predictions-{reference['engine']}.json"] = reference["predictions"]
-    result = publish_run(cfg, run, all_rows, files, reports, gates)
+    result = publish_run(cfg, run, all_rows, files, reports, gates, checkpoint_dir=model.checkpoint_dir)
     logger.info("%s\n%s", result["title"], result["table"])
     return outcome(result, run.path("results.json"))  # Failed, naming each failed gate, if one failed

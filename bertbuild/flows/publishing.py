@@ -19,10 +19,10 @@ from bertbuild.evaluation.table import format_table
 from bertbuild.resources import read_journal
 from bertbuild.runs import RunContext, materialize, onnx_companions
 from bertbuild.artifacts.store import default_store
-from bertbuild.tasks.publish import (compare_with_last_release, current_run_id, publish, render_plots,
-                                     report_artifacts)
+from bertbuild.tasks.publish import (compare_with_last_release, current_attempt, current_run_id, publish,
+                                     render_plots, report_artifacts)
 
-__all__ = ["current_run_id", "engine_files", "outcome", "publish_run", "tensorrt_files"]
+__all__ = ["current_attempt", "current_run_id", "engine_files", "outcome", "publish_run", "tensorrt_files"]
 
 
 def outcome(result: dict, report: Path) -> dict | State:
@@ -62,8 +62,11 @@ def engine_files(scored: dict, bench: dict) -> dict[str, str]:
 
 
 def publish_run(cfg: BuildConfig, run: RunContext, rows: list[dict], files: dict[str, str], reports: dict,
-                gates: list[dict]) -> dict:
+                gates: list[dict], checkpoint_dir: str | None = None) -> dict:
     """Write results.json and the plots, lay the bundle out in the run directory, publish it when enabled.
+
+    `checkpoint_dir`: the fetched checkpoint the engines were built from; the manifest records its digest
+    (`source.checkpoint_sha256`), so a release names exactly the weights it came from.
 
     Every ONNX file in `files` brings its external data files (`onnx_companions`), added to `files` here.
     """
@@ -79,7 +82,8 @@ def publish_run(cfg: BuildConfig, run: RunContext, rows: list[dict], files: dict
     table = format_table(rows)
     reports["steps"] = read_journal(run.run_dir)  # every step's wall time and peak memory, so far
     meta = {"model": cfg.model_name, "run_id": run.run_id, "config": cfg.model_dump(mode="json"),
-            "results": rows, "gates": gates, "trt_ready": reports.get("trt_ready", {})}
+            "results": rows, "gates": gates, "trt_ready": reports.get("trt_ready", {}),
+            **({"checkpoint_dir": checkpoint_dir} if checkpoint_dir else {})}
     results = run.path("results.json")
     results.write_text(json.dumps({**meta, "reports": reports}, indent=2, default=str) + "\n")
     plots = render_plots(rows, str(run.run_dir))  # bundle name -> PNG in the run directory

@@ -109,7 +109,9 @@ def calibration_set(cfg: Int8Config, vocab_path: Path | str, lower_case: bool, d
 
     examples = load_split(dataset, "train")
     if not examples:
-        raise ValueError("the train half of the dataset has no questions to calibrate on")
+        from bertbuild.errors import UserInputError
+
+        raise UserInputError("the train half of the dataset has no questions to calibrate on")
     chosen = sample(examples, cfg.samples, cfg.seed)  # each question gives >= 1 window
     windows = featurize(chosen, vocab_path, lower_case, max_seq_length=cfg.max_seq_length, doc_stride=doc_stride,
                         max_query_length=max_query_length).first_windows(cfg.samples)
@@ -332,9 +334,11 @@ class Calibration:
         return record
 
     @classmethod
-    def from_json(cls, record: dict, cache_path: str | None = None) -> "Calibration":
+    def from_json(cls, record: dict, cache_path: str | None = None, from_cache: bool = False) -> "Calibration":
+        """`from_cache`: this run reused a calibration an earlier run wrote (what the report says), as opposed
+        to a task reading back the file this run's calibrate step just wrote."""
         ranges = {name: TensorRange(**value) for name, value in record.pop("ranges").items()}
-        return cls(**record, ranges=ranges, from_cache=True, cache_path=cache_path)
+        return cls(**record, ranges=ranges, from_cache=from_cache, cache_path=cache_path)
 
     def summary(self) -> dict:
         """Small, JSON-able: what a report needs (no per-tensor data, no question list)."""
@@ -343,9 +347,9 @@ class Calibration:
                 "seconds": round(self.seconds, 2), "from_cache": self.from_cache, "cache_path": self.cache_path}
 
 
-def load_calibration(cache_path: Path | str) -> Calibration:
+def load_calibration(cache_path: Path | str, from_cache: bool = False) -> Calibration:
     """A calibration written by `calibrate` (the flow passes its cache file between tasks)."""
-    return Calibration.from_json(json.loads(Path(cache_path).read_text()), str(cache_path))
+    return Calibration.from_json(json.loads(Path(cache_path).read_text()), str(cache_path), from_cache)
 
 
 def _method_params(cfg: Int8Config) -> dict:
@@ -373,7 +377,7 @@ def calibrate(model_path: Path | str, samples: CalibrationSet, cfg: Int8Config,
         cache_path = Path(cache_dir) / f"calibration-{cache_key(model_sha, samples, cfg)[:32]}.json"
         if cache_path.is_file():
             try:
-                calibration = load_calibration(cache_path)
+                calibration = load_calibration(cache_path, from_cache=True)
                 log.info("calibration: cache hit %s", cache_path)
                 return calibration
             except (ValueError, TypeError, KeyError) as error:

@@ -67,16 +67,24 @@ class Int8Result:
         return asdict(self)
 
 
+class _DropPreprocessingHint(logging.Filter):
+    """quantize_static logs a 'consider pre-processing' warning per call through the root logger (our files
+    are shape-inferred already). Filtering that one message on the root logger is thread-safe, unlike
+    raising the root logger's level around the call while other tasks' threads log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Please consider pre-processing", "Please consider to run pre-processing"))
+
+
+_HINT_FILTER = _DropPreprocessingHint()
+
+
 @contextmanager
 def _quiet_ort_quantizer():
-    """quantize_static logs a 'consider pre-processing' warning per call through the root logger."""
     root = logging.getLogger()
-    previous = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(previous)
+    if _HINT_FILTER not in root.filters:
+        root.addFilter(_HINT_FILTER)
+    yield
 
 
 def _tensors_data(calibration: Calibration, variant: str, names: Iterable[str]):

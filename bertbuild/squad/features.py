@@ -252,14 +252,16 @@ def _stack(rows: list[tuple], contexts: list[str], max_seq_length: int,
 
 
 def _check_lengths(max_seq_length: int, doc_stride: int, max_query_length: int) -> None:
+    """Window settings a user picks (ask, eval, finetune, configs): a bad set is one line, not a traceback."""
+    from bertbuild.errors import UserInputError
+
     if max_query_length < 1 or doc_stride < 1:
-        raise ValueError(
-            f"max_query_length and doc_stride must be >= 1, got {max_query_length}, {doc_stride}"
-        )
+        raise UserInputError(f"max_query_length and doc_stride must be >= 1, got {max_query_length}, {doc_stride}")
     if max_seq_length - max_query_length - 3 < 1:
-        raise ValueError(
+        raise UserInputError(
             f"max_seq_length {max_seq_length} leaves no room for context after a "
-            f"{max_query_length}-token question, [CLS] and two [SEP]"
+            f"{max_query_length}-token question, [CLS] and two [SEP]: use a max_seq_length above "
+            f"{max_query_length + 3}"
         )
 
 

@@ -49,6 +49,13 @@ def current_run_id() -> str:
     return make_run_id(flow_run.scheduled_start_time, flow_run.id)
 
 
+def current_attempt() -> int:
+    """1 for a flow run's first attempt, 2 for its first retry, ...: a retry reuses the run id."""
+    from prefect.runtime import flow_run
+
+    return max(1, int(flow_run.run_count or 1))
+
+
 @task(name="render-plots", cache_policy=NO_CACHE)
 def render_plots(rows: list[dict], out_dir: str) -> dict[str, str]:
     """Accuracy and latency PNGs under `<out_dir>/plots/`: bundle name -> local path."""

@@ -406,7 +406,8 @@ def _finetune(tf, cfg: FinetuneConfig, train, progress: bool, stop_after: int | 
                 np.int64(cfg.seed * 1_000_003 + step),
             ))
             if not math.isfinite(loss):
-                raise RuntimeError(f"loss became {loss} at step {step + 1}; lower the learning rate")
+                raise UserInputError(f"fine-tuning diverged: the loss became {loss} at step {step + 1}; "
+                                     "lower the learning rate (--lr)")
             losses.append(loss)
             reporter.update(step, loss, rate)
             done = step + 1
