@@ -31,11 +31,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# Re-resolve pyproject.toml (with the tf, dask and dev extras) into the lock,
+# Re-resolve pyproject.toml (with the tf, dask, s3 and dev extras) into the lock,
 # for every platform and supported Python. Keeps current versions unless told
 # otherwise: `make lock LOCK_ARGS="--upgrade-package sqlalchemy"` or LOCK_ARGS=--upgrade.
 lock: $(STAMP)
-	$(BIN)/uv pip compile pyproject.toml --extra tf --extra dask --extra dev --universal \
+	$(BIN)/uv pip compile pyproject.toml --extra tf --extra dask --extra s3 --extra dev --universal \
 		--generate-hashes --custom-compile-command "make lock" --quiet $(LOCK_ARGS) -o $(LOCK)
 
 clean:
