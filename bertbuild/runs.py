@@ -99,7 +99,7 @@ def _point_latest(parent: Path, run_dir: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def onnx_companions(files: dict[str, str]) -> dict[str, str]:
+def onnx_companions(files: dict[str, str], owners: dict[str, str] | None = None) -> dict[str, str]:
     """Bundle name -> file of every external data file the bundle's ONNX files read.
 
     The one place a bundle's ONNX file is expanded into the files it is made
@@ -107,7 +107,8 @@ def onnx_companions(files: dict[str, str]) -> dict[str, str]:
     file name the .onnx records (`<bundle name>.data` for a file written by
     `onnx_files.save` under its bundle name), so a download leaves a pair that
     loads. A file named .onnx that is not ONNX has none; an ONNX file whose data
-    is missing or points outside its folder is an error (one line).
+    is missing or points outside its folder is an error (one line). `owners`, when
+    given, is filled with data file name -> the bundle name of the ONNX file reading it.
     """
     from bertbuild import onnx_files
     from bertbuild.errors import UserInputError
@@ -127,6 +128,8 @@ def onnx_companions(files: dict[str, str]) -> dict[str, str]:
             if listed is not None and Path(listed).resolve() != data.resolve():
                 raise UserInputError(f"bundle: {data_name} is both {listed} and the external data of {name}")
             added[data_name] = str(data)
+            if owners is not None:
+                owners[data_name] = name
     return added
 
 

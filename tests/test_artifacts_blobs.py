@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 
 from bertbuild.artifacts.download import download
-from bertbuild.artifacts.publish import gate_result, publish_bundle
+from bertbuild.artifacts.publish import publish_bundle
+from bertbuild.evaluation.gates import GateResult
 from bertbuild.artifacts.store import ArtifactStore
 from bertbuild.errors import IntegrityError
 from bertbuild.hashing import sha256_bytes, sha256_file
 from bundlefiles import write_files
 
-PASS = [gate_result("parity", True, 1e-6, 1e-4)]
-FAIL = [gate_result("parity", False, 1.0, 1e-4)]
+PASS = [GateResult("e", "parity", 1e-6, 1e-4, True, "max")]
+FAIL = [GateResult("e", "parity", 1.0, 1e-4, False, "max")]
 
 
 def make_bundle(directory: Path, model_bytes: int = 1 << 20) -> dict[str, Path]:

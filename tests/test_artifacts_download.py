@@ -10,17 +10,22 @@ import pytest
 from bertbuild.artifacts.download import download, select_files, verify_dir
 from bertbuild.artifacts.manifest import Manifest
 from bertbuild.errors import IntegrityError
-from bertbuild.artifacts.publish import gate_result, publish_bundle
+from bertbuild.artifacts.publish import publish_bundle
+from bertbuild.evaluation.gates import GateResult
 from bertbuild.artifacts.store import ArtifactStore
 from bertbuild.cli import main
 from bertbuild.errors import UserInputError
 
-PASS = [gate_result("parity", True, 1e-6, 1e-4)]
+PASS = [GateResult("e", "parity", 1e-6, 1e-4, True, "max")]
 NAMES = ("model-fp32.onnx", "model-int8.onnx", "engines/int8/bert-b8.plan", "engines/fp16/bert-b8.plan",
          "results.json", "predictions-onnxruntime-fp32.json", "predictions-trt-int8.json", "plots/accuracy.png")
+# What the flow's `artifacts.layout.Bundle` records for these files (None: the whole run's).
+PRECISIONS = {"model-fp32.onnx": "fp32", "model-int8.onnx": "int8", "engines/int8/bert-b8.plan": "int8",
+              "engines/fp16/bert-b8.plan": "fp16", "predictions-onnxruntime-fp32.json": "fp32",
+              "predictions-trt-int8.json": "int8"}
 
 
-def publish(store, tmp_path, run_id="r1", model="tiny"):
+def publish(store, tmp_path, run_id="r1", model="tiny", precisions=PRECISIONS):
     src = tmp_path / f"src-{run_id}"
     src.mkdir()
     files = {}
@@ -28,7 +33,7 @@ def publish(store, tmp_path, run_id="r1", model="tiny"):
         path = src / name.replace("/", "__")
         path.write_bytes(os.urandom(1000) + name.encode())
         files[name] = path
-    publish_bundle(store, model, run_id, files, {}, PASS, True)
+    publish_bundle(store, model, run_id, files, {}, PASS, True, precisions=precisions)
     return files
 
 
@@ -84,8 +89,24 @@ def test_precision_selects_matching_files_plus_reports(store, tmp_path):
     assert not (tmp_path / "fp8").exists()
 
 
+def test_precision_comes_from_the_manifest_not_from_file_names(store, tmp_path):
+    """A file is selected by the precision recorded for it, whatever its name says."""
+    publish(store, tmp_path, precisions={**PRECISIONS, "engines/fp16/bert-b8.plan": "int8"})
+    download(store, "tiny", tmp_path / "int8", precision="int8")
+    assert (tmp_path / "int8" / "engines/fp16/bert-b8.plan").is_file()
+    assert store.read_manifest("tiny", "r1").precision_of("results.json") is None
+
+
+def test_a_bundle_that_recorded_no_precisions_is_downloaded_whole_only(store, tmp_path):
+    publish(store, tmp_path, precisions=None)
+    with pytest.raises(UserInputError, match="before bundles recorded each file's precision"):
+        download(store, "tiny", tmp_path / "int8", precision="int8")
+    assert not (tmp_path / "int8").exists()
+    assert len(download(store, "tiny", tmp_path / "all").files) == len(NAMES) + 1  # + manifest.json
+
+
 def test_select_files_without_precision_is_everything():
-    manifest = Manifest(model="m", run_id="r", passed=True, files={n: {"sha256": "0", "size": 0} for n in NAMES})
+    manifest = Manifest(model="m", run_id="r", passed=True, files={n: {"sha256": "0" * 64, "size": 0} for n in NAMES})
     assert select_files(manifest, None) == sorted(NAMES)
 
 
@@ -127,7 +148,7 @@ def test_cli_list_and_download(tmp_path, capsys):
     publish(store, tmp_path, "r1")
     publish(store, tmp_path, "r2")
     publish_bundle(store, "tiny", "r3", {"results.json": tmp_path / "src-r1" / "results.json"}, {},
-                   [gate_result("parity", False, 1.0, 1e-4)], False)
+                   [GateResult("e", "parity", 1.0, 1e-4, False, "max")], False)
     assert main(["artifacts", "list", "--store", str(tmp_path / "store")]) == 0
     out = capsys.readouterr().out
     assert "r2*" in out and "r1 " in out and "r3" not in out and "passed" in out

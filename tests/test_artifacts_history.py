@@ -8,7 +8,8 @@ import pytest
 
 from bertbuild.artifacts.history import history_table, precisions_in, read_history, write_trend_plot
 from bertbuild.artifacts.manifest import package_versions
-from bertbuild.artifacts.publish import gate_result, publish_bundle
+from bertbuild.artifacts.publish import publish_bundle
+from bertbuild.evaluation.gates import GateResult
 from bertbuild.artifacts.store import ArtifactStore
 from bertbuild.cli import main
 
@@ -31,12 +32,12 @@ def history_store(tmp_path) -> ArtifactStore:
     store = ArtifactStore(tmp_path / "store")
     report = tmp_path / "results.json"
     report.write_text("{}")
-    publish_bundle(store, "tiny", "20260101T020000Z-old", {"results.json": report}, {}, [gate_result("g", True)], True)
+    publish_bundle(store, "tiny", "20260101T020000Z-old", {"results.json": report}, {}, [GateResult("e", "g", None, None, True, "max")], True)
     for run_id, f1, p50 in (("20260102T020000Z-aaaa", 87.1, 6.25), ("20260103T020000Z-bbbb", 86.2, None)):
         publish_bundle(store, "tiny", run_id, {"results.json": report}, {"results": rows(f1, p50)},
-                       [gate_result("g", True)], True)
+                       [GateResult("e", "g", None, None, True, "max")], True)
     publish_bundle(store, "tiny", "20260104T020000Z-fail", {"results.json": report}, {"results": rows(1, 1)},
-                   [gate_result("g", False)], False)
+                   [GateResult("e", "g", None, None, False, "max")], False)
     return store
 
 

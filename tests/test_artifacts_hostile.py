@@ -11,7 +11,8 @@ import pytest
 
 from bertbuild.artifacts.download import download, verify_dir
 from bertbuild.artifacts.names import bundle_name_problem, name_set_problem
-from bertbuild.artifacts.publish import gate_result, publish_bundle
+from bertbuild.artifacts.publish import publish_bundle
+from bertbuild.evaluation.gates import GateResult
 from bertbuild.artifacts.store import ArtifactStore
 from bertbuild.cli import main
 from bertbuild.errors import BertbuildError, IntegrityError
@@ -199,7 +200,8 @@ def downloaded(tmp_path) -> Path:
     for name in ("model-fp32.onnx", "model-int8.onnx", "results.json"):
         (src / name).write_bytes(os.urandom(64))
         files[name] = src / name
-    publish_bundle(store, "tiny", "r1", files, {}, [gate_result("parity", True)], True)
+    publish_bundle(store, "tiny", "r1", files, {}, [GateResult("e", "parity", None, None, True, "max")], True,
+                   precisions={"model-fp32.onnx": "fp32", "model-int8.onnx": "int8"})
     download(store, "tiny", tmp_path / "dl")
     return tmp_path / "dl"
 

@@ -14,14 +14,15 @@ from bertbuild.artifacts import handshake
 from bertbuild.artifacts.download import download
 from bertbuild.artifacts.handshake import announce_prune, announce_publish, finish_prune
 from bertbuild.artifacts.prune import plan_prune, prune
-from bertbuild.artifacts.publish import gate_result, publish_bundle
+from bertbuild.artifacts.publish import publish_bundle
+from bertbuild.evaluation.gates import GateResult
 from bertbuild.artifacts.store import ArtifactStore, new_token
 from bertbuild.cli import main
 from bertbuild.errors import BertbuildError, IntegrityError, UserInputError
 from bertbuild.hashing import sha256_bytes, sha256_file
 
-PASS = [gate_result("parity", True)]
-FAIL = [gate_result("parity", False)]
+PASS = [GateResult("e", "parity", None, None, True, "max")]
+FAIL = [GateResult("e", "parity", None, None, False, "max")]
 
 
 def files_for(directory: Path, shared: Path | None = None) -> dict[str, Path]:

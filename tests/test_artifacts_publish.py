@@ -15,14 +15,15 @@ import pytest
 from bertbuild.artifacts.download import download
 from bertbuild.artifacts.manifest import sha256_and_size
 from bertbuild.errors import IntegrityError, RunConflict
-from bertbuild.artifacts.publish import gate_result, publish_bundle, write_plots
+from bertbuild.artifacts.publish import publish_bundle, write_plots
+from bertbuild.evaluation.gates import GateResult
 from bertbuild.artifacts.store import ArtifactStore
 from bertbuild.errors import UserInputError
 from bundlefiles import write_files
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PASS = [gate_result("parity", True, 1e-6, 1e-4)]
-FAIL = [gate_result("parity", False, 3e-2, 1e-4, "ONNX FP32 differs from TensorFlow")]
+PASS = [GateResult("e", "parity", 1e-6, 1e-4, True, "max")]
+FAIL = [GateResult("e", "parity", 3e-2, 1e-4, False, "max", detail="ONNX FP32 differs from TensorFlow")]
 
 
 def make_files(directory: Path, tag: str = "a", size: int = 4096) -> dict[str, Path]:
@@ -136,7 +137,8 @@ def test_killed_before_pointer_keeps_previous_latest(store, tmp_path):
 KILL_SCRIPT = r"""
 import sys, time
 from pathlib import Path
-from bertbuild.artifacts.publish import publish_bundle, gate_result
+from bertbuild.artifacts.publish import publish_bundle
+from bertbuild.evaluation.gates import GateResult
 store, files_dir, marker = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 files = {p.name.replace("__", "/"): p for p in files_dir.iterdir()}
 count = [0]
@@ -146,7 +148,7 @@ def hook(step, name):
         if count[0] == 3:
             marker.write_text(name)
             time.sleep(120)
-publish_bundle(store, "tiny", "victim", files, {}, [gate_result("parity", True)], True, hook=hook)
+publish_bundle(store, "tiny", "victim", files, {}, [GateResult("e", "parity", None, None, True, "max")], True, hook=hook)
 """
 
 
@@ -285,7 +287,7 @@ def test_prefect_tasks_publish_and_report(tmp_path, prefect_harness):
     @flow
     def fake_build(passed: bool):
         plots = render_plots(rows, str(tmp_path / "out"))
-        gates = [gate_result("parity", passed, 1e-7, 1e-4)]
+        gates = [GateResult("e", "parity", 1e-7, 1e-4, passed, "max")]
         published = publish(str(store_dir), "Tiny_Model", {**files, **plots}, {"config": {}}, gates)
         ids = report_artifacts(published, rows, plots)
         return published, ids
@@ -369,7 +371,7 @@ def test_publish_task_retries_io_errors_but_not_bad_input(tmp_path, prefect_harn
 
     @flow
     def attempt(model: str):
-        return fast(str(tmp_path / "store"), model, files, {}, [gate_result("g", True)], run_id="r1")
+        return fast(str(tmp_path / "store"), model, files, {}, [GateResult("e", "g", None, None, True, "max")], run_id="r1")
 
     assert attempt("m")["released"] and len(calls) == 2
     calls.clear()

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bertbuild.artifacts.manifest import hardware, package_versions
-from bertbuild.artifacts.publish import gate_result, publish_bundle
+from bertbuild.artifacts.publish import publish_bundle
+from bertbuild.evaluation.gates import GateResult
 from bertbuild.artifacts.regression import (F1_GATE, LATENCY_GATE, REGRESSION_NAME, compare_with_latest, host_kind,
                                             latest_snapshot)
 from bertbuild.errors import IntegrityError
@@ -48,7 +49,7 @@ def write_bundle(directory: Path, int8_bytes: bytes = b"int8 v1", int8_answers: 
 def released(store, tmp_path):
     """A store whose `latest` is a release with results, predictions and this host's hardware."""
     publish_bundle(store, "tiny", "r1", write_bundle(tmp_path / "r1"), {"results": result_rows()},
-                   [gate_result("parity", True)], True)
+                   [GateResult("onnxruntime-fp32", "parity", 1e-6, 1e-4, True, "max")], True)
     return store
 
 
@@ -56,16 +57,17 @@ def by_precision(report) -> dict[str, dict]:
     return {row["precision"]: row for row in report.precisions}
 
 
-def gates_by_name(report) -> dict[str, dict]:
-    return {g["name"]: g for g in report.gates}
+def gates_by_name(report) -> dict[str, GateResult]:
+    return {g.name: g for g in report.gates}
 
 
 def test_first_release_skips_both_gates(store, tmp_path):
     report = compare_with_latest(store, "tiny", result_rows(), write_bundle(tmp_path / "run"))
     assert report.latest_run_id is None and report.passed and report.precisions == []
-    assert [(g["name"], g["passed"], g["value"]) for g in report.gates] == [(F1_GATE, True, None),
-                                                                           (LATENCY_GATE, True, None)]
-    assert all(g["message"] == "skipped: first release of tiny" for g in report.gates)
+    engines = [row["engine"] for row in result_rows()]
+    assert [(g.name, g.passed, g.measured) for g in report.gates] == [
+        *((f"{e}:{F1_GATE}", True, None) for e in engines), *((f"{e}:{LATENCY_GATE}", True, None) for e in engines)]
+    assert all(g.skipped == "first release of tiny" for g in report.gates)
     assert json.loads(report.to_json())["latest_run_id"] is None
     assert "No earlier release of `tiny`" in report.to_markdown()
 
@@ -77,9 +79,9 @@ def test_an_identical_rebuild_passes_with_zero_deltas(released, tmp_path):
     assert (int8["em_delta"], int8["f1_delta"], int8["answer_agreement"], int8["p50_ratio"]) == (0, 0, 1.0, 1.0)
     assert report.files == {"changed": [], "added": [], "removed": [], "unchanged": 3} and report.versions == {}
     assert by_precision(report)["fp32 (reference)"]["latency_note"] == "not compared: no p50 in one of the runs"
-    reference_latency = gates_by_name(report)[f"fp32 (reference):{LATENCY_GATE}"]
-    assert reference_latency["passed"] and reference_latency["message"] == "skipped: no p50 in one of the runs"
-    assert gates_by_name(report)[f"int8:{F1_GATE}"]["value"] == 0.0
+    reference_latency = gates_by_name(report)[f"tensorflow-fp32:{LATENCY_GATE}"]
+    assert reference_latency.passed and reference_latency.skipped == "no p50 in one of the runs"
+    assert gates_by_name(report)[f"onnxruntime-int8:{F1_GATE}"].measured == 0.0
 
 
 def test_a_worse_build_breaks_the_f1_gate(released, tmp_path):
@@ -89,19 +91,20 @@ def test_a_worse_build_breaks_the_f1_gate(released, tmp_path):
     int8 = by_precision(report)["int8"]
     assert int8["f1_delta"] == pytest.approx(-0.9) and int8["em_delta"] == pytest.approx(-0.9)
     assert int8["answer_agreement"] == 0.75 and int8["answers_compared"] == 4
-    gate = gates_by_name(report)[f"int8:{F1_GATE}"]
-    assert not gate["passed"] and gate["value"] == pytest.approx(0.9) and gate["threshold"] == 0.5
-    assert "drop 0.90" in gate["message"] and "r1" in gate["message"]
-    assert gates_by_name(report)[f"fp32:{F1_GATE}"]["passed"] and not report.passed
-    assert "**FAILED**" in report.to_markdown() and f"| int8:{F1_GATE} | **FAIL** |" in report.to_markdown()
+    gate = gates_by_name(report)[f"onnxruntime-int8:{F1_GATE}"]
+    assert not gate.passed and gate.measured == pytest.approx(0.9) and gate.threshold == 0.5
+    assert "F1 85.10 vs 86.00 in r1" == gate.detail and "fails <= 0.5 (by 0.4)" in gate.describe()
+    assert gates_by_name(report)[f"onnxruntime-fp32:{F1_GATE}"].passed and not report.passed
+    assert "**FAILED**" in report.to_markdown()
+    assert f"| onnxruntime-int8:{F1_GATE} | **FAIL** |" in report.to_markdown()
 
 
 def test_slower_on_the_same_host_breaks_the_latency_gate(released, tmp_path):
     report = compare_with_latest(released, "tiny", result_rows(int8_p50=6.0), write_bundle(tmp_path / "run"))
     assert report.same_host and by_precision(report)["int8"]["p50_ratio"] == 1.2
-    gate = gates_by_name(report)[f"int8:{LATENCY_GATE}"]
-    assert not gate["passed"] and gate["value"] == 1.2 and gate["threshold"] == 1.15
-    assert gates_by_name(report)[f"fp32:{LATENCY_GATE}"]["passed"]
+    gate = gates_by_name(report)[f"onnxruntime-int8:{LATENCY_GATE}"]
+    assert not gate.passed and gate.measured == 1.2 and gate.threshold == 1.15
+    assert gates_by_name(report)[f"onnxruntime-fp32:{LATENCY_GATE}"].passed
     assert not report.passed
     relaxed = compare_with_latest(released, "tiny", result_rows(int8_p50=6.0), write_bundle(tmp_path / "run2"),
                                   max_latency_ratio=1.25)
@@ -115,9 +118,10 @@ def test_a_different_host_skips_latency_but_still_compares_accuracy(released, tm
     assert report.same_host is False and report.host["gpus"] == ["NVIDIA H200"]
     int8 = by_precision(report)["int8"]
     assert int8["p50_ratio"] is None and int8["latency_note"] == "not compared: different host"
-    latency = [g for g in report.gates if g["name"].endswith(LATENCY_GATE)]
-    assert latency == [gate_result(LATENCY_GATE, True, None, 1.15, "skipped: latest was measured on a different host")]
-    assert not gates_by_name(report)[f"int8:{F1_GATE}"]["passed"]  # a 1.0 F1 drop still fails
+    latency = [g for g in report.gates if g.gate == LATENCY_GATE]
+    assert latency == [GateResult(row["engine"], LATENCY_GATE, None, 1.15, True, "max",
+                                  skipped="latest was measured on a different host") for row in result_rows()]
+    assert not gates_by_name(report)[f"onnxruntime-int8:{F1_GATE}"].passed  # a 1.0 F1 drop still fails
     assert "Different host" in report.to_markdown()
 
 
@@ -141,7 +145,7 @@ def test_new_and_missing_precisions_are_reported_not_gated(released, tmp_path):
     rows.append({"engine": "onnxruntime-fp16", "precision": "fp16", "exact_match": 1.0, "f1": 2.0})
     report = compare_with_latest(released, "tiny", rows, write_bundle(tmp_path / "run"))
     assert by_precision(report)["int8"]["status"] == "missing" and by_precision(report)["fp16"]["status"] == "new"
-    assert not [g for g in report.gates if g["name"].startswith(("int8:", "fp16:"))]
+    assert not [g for g in report.gates if g.engine in ("onnxruntime-int8", "onnxruntime-fp16")]
     assert "**missing** in this run" in report.to_markdown()
 
 
@@ -166,7 +170,7 @@ def test_a_dangling_latest_pointer_is_an_integrity_error(store, tmp_path):
 def test_disabled_gates(released, tmp_path):
     report = compare_with_latest(released, "tiny", result_rows(int8_f1=80.0, int8_p50=9.0),
                                  write_bundle(tmp_path / "run"), max_f1_drop=None, max_latency_ratio=None)
-    assert report.passed and [g["message"] for g in report.gates] == ["skipped: disabled"] * 2
+    assert report.passed and [g.skipped for g in report.gates] == ["disabled"] * 2 * len(result_rows())
 
 
 def test_host_kind_ignores_what_does_not_change_timings():
@@ -183,8 +187,8 @@ def test_a_broken_regression_gate_publishes_nothing_released(released, tmp_path)
     report = compare_with_latest(released, "tiny", result_rows(int8_f1=84.0), files)
     (tmp_path / REGRESSION_NAME).write_text(report.to_json())
     result = publish_bundle(released, "tiny", "r2", {**files, REGRESSION_NAME: tmp_path / REGRESSION_NAME},
-                            {"results": result_rows(int8_f1=84.0)}, [gate_result("parity", True), *report.gates],
-                            True)
+                            {"results": result_rows(int8_f1=84.0)}, [GateResult("onnxruntime-fp32", "parity", 1e-6, 1e-4, True, "max"),
+                                                                        *report.gates], True)
     assert not result.released and released.latest("tiny") == "r1" and released.runs("tiny") == ["r1"]
     failed = released.read_manifest("tiny", "r2", failed=True)
     assert REGRESSION_NAME in failed.files and "model-int8.onnx" not in failed.files

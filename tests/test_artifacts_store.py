@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bertbuild.artifacts.manifest import Manifest, build_manifest, is_report, package_versions, precisions_of
+from bertbuild.artifacts.manifest import Manifest, build_manifest, is_report, package_versions
 from bertbuild.artifacts.store import ArtifactStore, default_store, make_run_id, new_token
-from bertbuild.errors import UserInputError
+from bertbuild.errors import IntegrityError, UserInputError
 
 
 @pytest.fixture(params=["local", "memory"])
@@ -136,9 +136,28 @@ def test_versions_never_import_tensorflow():
 
 def test_bundle_name_classes():
     assert is_report("results.json") and is_report("plots/accuracy.png") and not is_report("model-int8.onnx")
-    assert precisions_of("engines/int8/bert-b8.plan") == {"int8"}
-    assert precisions_of("model-fp16.onnx") == {"fp16"}
-    assert precisions_of("results.json") == set()
+
+
+def test_the_layout_names_each_file_once_with_its_precision(tmp_path):
+    from bertbuild.artifacts.layout import Bundle, onnx_name
+
+    bundle = Bundle()
+    bundle.add(onnx_name("fp16"), tmp_path / "a.onnx", "fp16")
+    bundle.add_int8({"s8s8": "/x/model.int8-s8s8.onnx", "ort": "/x/model.int8-ort.onnx"}, "/x/calibration.json")
+    bundle.add("results.json", tmp_path / "results.json")
+    assert bundle.precisions == {"model-fp16.onnx": "fp16", "int8/model.int8-s8s8.onnx": "int8",
+                                 "int8/model.int8-ort.onnx": "int8", "int8/calibration.json": "int8"}
+    # TensorRT gets the FP16 file and the signed INT8 file, never ONNX Runtime's ort file
+    assert sorted(bundle.tensorrt_inputs({"s8s8": "/x/model.int8-s8s8.onnx", "ort": "/x/model.int8-ort.onnx"})) == \
+        ["int8/model.int8-s8s8.onnx", "model-fp16.onnx"]
+    manifest = build_manifest({"results.json": _write(tmp_path / "r.json")}, model="m", run_id="r", passed=True,
+                              precisions={"results.json": "int8"})
+    assert manifest.precision_of("results.json") == "int8" and manifest.records_precisions()
+
+
+def _write(path):
+    path.write_text("{}")
+    return path
 
 
 def test_file_url_is_a_local_store(tmp_path):
@@ -146,3 +165,20 @@ def test_file_url_is_a_local_store(tmp_path):
     assert s.is_local and s.root == f"{tmp_path}/store"
     s.set_latest("m", "r1")
     assert (tmp_path / "store" / "m" / "latest").read_text() == "r1\n"
+
+
+def test_a_manifest_written_before_the_one_gate_record_still_reads():
+    """Bundles published earlier recorded gates as {name: "engine:gate", value, threshold, message}."""
+    from bertbuild.evaluation.gates import GateResult
+
+    old = {"schema": 2, "model": "m", "run_id": "r", "passed": True, "files": {}, "gates": [
+        {"name": "onnxruntime-int8:f1_drop_vs_fp32", "passed": True, "value": 0.3, "threshold": 1.0, "message": ""},
+        {"name": "max_f1_drop_vs_latest", "passed": True, "value": None, "threshold": 0.5,
+         "message": "skipped: first release of m"}]}
+    first, second = Manifest.from_json(json.dumps(old)).gates
+    assert first == GateResult("onnxruntime-int8", "f1_drop_vs_fp32", 0.3, 1.0, True, "max")
+    assert second.skipped == "first release of m" and second.passed and second.engine == "-"
+    bad = {**old, "gates": [{"engine": "e", "gate": "g", "measured": "high", "threshold": 1.0, "passed": True,
+                             "kind": "max"}]}
+    with pytest.raises(IntegrityError, match="manifest.json: gates.0.measured"):
+        Manifest.from_json(json.dumps(bad))

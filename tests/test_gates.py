@@ -65,26 +65,37 @@ def test_a_drop_judged_on_its_interval_uses_the_worst_end():
     assert failed.gate == "f1_drop_vs_fp32_upper95" and failed.measured == pytest.approx(1.8)
 
 
-def test_finish_row_adds_throughput_parity_and_earlier_gates():
-    from bertbuild.evaluation.gates import GateResult, finish_row
+def test_engine_gates_add_parity_and_only_this_engines_earlier_gates():
+    from bertbuild.evaluation.gates import GateResult, engine_gates, parity_limit
+    from bertbuild.evaluation.rows import REFERENCE_PRECISION, with_verdicts
 
-    earlier = [GateResult("onnxruntime-int8", "tune_answer_agreement", 0.8, 0.9, False, "min").to_json(),
-               GateResult("onnxruntime-fp16", "tune_answer_agreement", 1.0, 0.9, True, "min").to_json()]
+    earlier = [GateResult("onnxruntime-int8", "tune_answer_agreement", 0.8, 0.9, False, "min"),
+               GateResult("onnxruntime-fp16", "tune_answer_agreement", 1.0, 0.9, True, "min")]
     row = _row(max_abs_dlogit=2e-4)
-    finished, checks = finish_row(row, REFERENCE, GateConfig(min_throughput=10), [], 1e-4, earlier)
-    assert [c["gate"] for c in checks] == ["throughput_seq_per_s", "max_abs_dlogit_vs_tensorflow",
-                                           "tune_answer_agreement"]  # only this engine's earlier gate
-    assert finished["gates"] == "FAIL" and [c["passed"] for c in checks] == [True, False, False]
-    ok, _ = finish_row(_row(max_abs_dlogit=5e-5), REFERENCE, GateConfig(min_throughput=10), [], 1e-4, [])
-    assert ok["gates"] == "PASS"
+    checks = engine_gates(row, REFERENCE, GateConfig(min_throughput=10), parity_limit("fp32", 1e-4), earlier)
+    assert [c.gate for c in checks] == ["throughput_seq_per_s", "polygraphy_parity", "max_abs_dlogit_vs_tensorflow",
+                                        "tune_answer_agreement"]  # only this engine's earlier gate
+    assert [c.passed for c in checks] == [True, True, False, False]
+    reference = {"engine": "tensorflow-fp32", "precision": REFERENCE_PRECISION}
+    marked = with_verdicts([reference, row, _row(engine="onnxruntime-fp16")], checks)
+    assert [r.get("gates") for r in marked] == [None, "FAIL", "PASS"]
 
 
-def test_a_configured_gate_with_nothing_measured_fails_naming_it():
-    row = _row()
-    del row["argmax_agreement"], row["seq_per_s"], row["validation_passed"]
-    results = check_engine(row, REFERENCE, GateConfig(min_argmax_agreement=0.9, min_throughput=10))
-    assert {r.gate for r in failures(results)} == {"argmax_agreement", "throughput_seq_per_s", "polygraphy_parity"}
-    with pytest.raises(GateFailed) as info:
-        enforce(results)
-    assert "onnxruntime-int8: argmax_agreement was not measured (gate >= 0.9)" in str(info.value)
-    assert not check_parity({"engine": "e", "max_abs_dlogit": None}, 1e-4).passed
+def test_only_the_plain_fp32_export_is_held_to_tensorflows_logits():
+    from bertbuild.evaluation.gates import parity_limit
+
+    assert parity_limit("fp32", 5e-4) == 5e-4
+    assert [parity_limit(p, 5e-4) for p in ("fused-fp32", "fp16", "int8")] == [None, None, None]
+
+
+def test_a_gate_record_round_trips_and_a_malformed_one_is_refused():
+    from bertbuild.errors import IntegrityError
+    from bertbuild.evaluation.gates import GateResult, skipped
+
+    gate = skipped("onnxruntime-int8", "max_f1_drop_vs_latest", 0.5, "max", "first release of tiny")
+    assert gate.passed and GateResult.from_json(gate.to_json()) == gate
+    assert gate.describe() == "onnxruntime-int8: max_f1_drop_vs_latest skipped: first release of tiny"
+    for bad in ({**gate.to_json(), "passed": "yes"}, {**gate.to_json(), "kind": "sideways"},
+                {**gate.to_json(), "extra": 1}, ["not", "a", "record"]):
+        with pytest.raises(IntegrityError, match="not a gate record"):
+            GateResult.from_json(bad)

@@ -3,7 +3,7 @@
 from bertbuild.artifacts.download import DownloadResult, download, verify_dir
 from bertbuild.artifacts.manifest import Manifest, build_manifest
 from bertbuild.artifacts.prune import PrunePlan, prune
-from bertbuild.artifacts.publish import PublishResult, gate_result, publish_bundle, write_plots
+from bertbuild.artifacts.publish import PublishResult, publish_bundle, write_plots
 from bertbuild.artifacts.regression import RegressionReport, compare_with_latest
 from bertbuild.artifacts.store import ArtifactStore, default_store, make_run_id
 
@@ -18,7 +18,6 @@ __all__ = [
     "compare_with_latest",
     "default_store",
     "download",
-    "gate_result",
     "make_run_id",
     "prune",
     "publish_bundle",

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from bertbuild.artifacts.manifest import MANIFEST_NAME, Manifest, is_report, precisions_of, sha256_and_size
+from bertbuild.artifacts.manifest import MANIFEST_NAME, Manifest, sha256_and_size
 from bertbuild.artifacts.store import ArtifactStore, as_store, check_model, parse_manifest
 from bertbuild.errors import BertbuildError, IntegrityError, UserInputError
 from bertbuild.precision import Precision
@@ -80,19 +80,23 @@ def resolve_run(store: ArtifactStore, model: str, run: str | None, *,
 
 
 def select_files(manifest: Manifest, precision: str | None) -> list[str]:
-    """Bundle names to fetch: all, or those naming `precision` plus reports naming no other precision."""
+    """Bundle names to fetch: all, or the files of `precision` plus the whole run's (results, plots, vocab).
+
+    Which precision a file belongs to is what the manifest recorded at publish time.
+    """
     names = sorted(manifest.files)
     if not precision:
         return names
+    if not manifest.records_precisions():
+        raise UserInputError(f"run {manifest.run_id} of {manifest.model} was published before bundles recorded "
+                             f"each file's precision: download it whole (without --precision)")
     wanted = precision.lower()
-    matching = [n for n in names if wanted in precisions_of(n, (wanted,))]
-    if not [n for n in matching if not is_report(n)]:
-        available = sorted({p for n in names if not is_report(n) for p in precisions_of(n)},
-                           key=list(Precision).index)
+    matching = [n for n in names if manifest.precision_of(n) == wanted]
+    if not matching:
+        available = sorted({p for n in names if (p := manifest.precision_of(n))}, key=list(Precision).index)
         raise UserInputError(f"run {manifest.run_id} of {manifest.model} has no {precision} files "
                              f"(precisions in this bundle: {', '.join(available) or 'none'})")
-    reports = [n for n in names if is_report(n) and precisions_of(n) <= {wanted}]
-    return sorted(set(matching) | set(reports))
+    return sorted(set(matching) | {n for n in names if manifest.precision_of(n) is None})
 
 
 def download(store: ArtifactStore | str | None, model: str | None, dest: Path | str, run: str | None = "latest",

@@ -7,8 +7,12 @@ The manifest is written last when publishing, and checked on download.
 
 Schema 2 bundles keep each file's bytes once in the store's content-addressed
 blobs (found by the sha256 listed here); schema 1 bundles kept them beside
-the manifest. A manifest read from a store is untrusted: `Manifest.from_json`
-rejects unsafe or colliding file names, malformed digests and duplicate keys.
+the manifest. Each file entry records the precision the file belongs to
+(`artifacts.layout`; absent for a file of the whole run and in bundles
+published before it was recorded). A manifest read from a store is
+untrusted: `Manifest.from_json` validates it as a pydantic model and rejects
+unsafe or colliding file names, malformed digests, gate records and
+duplicate keys.
 """
 
 from __future__ import annotations
@@ -18,17 +22,20 @@ import json
 import math
 import os
 import platform
-import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from bertbuild.artifacts.names import MANIFEST_NAME, bundle_name_problem, is_sha256, name_set_problem
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
+from pydantic import ValidationError as PydanticValidationError
+from typing_extensions import NotRequired, TypedDict
+
+from bertbuild.artifacts.names import MANIFEST_NAME, bundle_name_problem, name_set_problem
 from bertbuild.errors import BertbuildError, IntegrityError
+from bertbuild.evaluation.gates import GateResult
 from bertbuild.precision import Precision
 from bertbuild.hashing import sha256_stream
 
@@ -56,17 +63,6 @@ REPORT_SUFFIXES = frozenset({".json", ".md", ".txt", ".png", ".svg", ".csv", ".l
 
 def is_report(name: str) -> bool:
     return Path(name).suffix.lower() in REPORT_SUFFIXES
-
-
-def precisions_of(name: str, extra: tuple[str, ...] = ()) -> set[str]:
-    """Precisions a bundle name mentions, as whole words; the longest wins (`fused-fp32` is not `fp32`)."""
-    text, found = name.lower(), set()
-    for word in sorted({*Precision, *(e.lower() for e in extra)}, key=len, reverse=True):
-        pattern = rf"(?<![a-z0-9]){re.escape(word)}(?![a-z0-9])"
-        if re.search(pattern, text):
-            found.add(word)
-            text = re.sub(pattern, " ", text)
-    return found
 
 
 def sha256_and_size(path: Path | str) -> tuple[str, int]:
@@ -173,43 +169,71 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-@dataclass
-class Manifest:
+class FileEntry(TypedDict):
+    """What a manifest records of one bundle file (kept a plain dict: callers read `entry["sha256"]`)."""
+
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    size: Annotated[int, Field(strict=True, ge=0)]
+    precision: NotRequired[Precision]  # absent: a file of the whole run (results, plots, vocab)
+
+
+class Manifest(BaseModel):
+    """A bundle's manifest. Read from a store it is untrusted: `from_json` validates every field's type,
+    every file entry, the file names (safe and writable side by side) and the gate records."""
+
+    model_config = ConfigDict(extra="ignore", frozen=False)
+
     model: str
     run_id: str
-    passed: bool
-    files: dict[str, dict] = field(default_factory=dict)  # name -> {"sha256": hex, "size": bytes}
-    source: dict = field(default_factory=dict)  # {"source", "sha256" (pin), "checkpoint_sha256"}
-    config: dict = field(default_factory=dict)
-    versions: dict = field(default_factory=dict)
-    hardware: dict = field(default_factory=dict)
-    git: dict = field(default_factory=dict)
-    gates: list[dict] = field(default_factory=list)
+    passed: StrictBool
+    files: dict[str, FileEntry] = {}
+    source: dict = {}  # {"source", "sha256" (pin), "checkpoint_sha256"}
+    config: dict = {}
+    versions: dict = {}
+    hardware: dict = {}
+    git: dict = {}
+    gates: list[GateResult] = []
     flow_run_id: str | None = None
     created: str = ""
-    meta: dict = field(default_factory=dict)
-    schema: int = SCHEMA_VERSION
+    meta: dict = {}
+    schema_version: Annotated[int, Field(strict=True, ge=1, alias="schema")] = SCHEMA_VERSION
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _safe_names(cls, files: object) -> object:
+        check_file_entries(files)
+        return files
+
+    @field_validator("gates", mode="before")
+    @classmethod
+    def _gate_records(cls, gates: object) -> object:
+        return [_legacy_gate(g) for g in gates] if isinstance(gates, list) else gates
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump(mode="json", by_alias=True)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Manifest":
-        """A manifest from untrusted data: every file entry is checked before anything uses it."""
+    def from_dict(cls, data: object) -> "Manifest":
+        """A manifest from untrusted data: every field is checked before anything uses it."""
         if not isinstance(data, dict) or "files" not in data or "run_id" not in data:
             raise IntegrityError("manifest.json is not a bertbuild manifest")
         schema = data.get("schema", 1)
-        if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
-            raise IntegrityError(f"manifest.json has an invalid schema {schema!r}")
-        if schema > SCHEMA_VERSION:
+        if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA_VERSION:
             raise BertbuildError(f"manifest.json has schema {schema}, newer than this bertbuild reads "
                                  f"({SCHEMA_VERSION}): upgrade bertbuild")
-        check_file_entries(data["files"])
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known} | {"schema": schema})
+        try:
+            return cls.model_validate({"schema": 1, **data})
+        except PydanticValidationError as exc:
+            problem = exc.errors()[0]
+            loc = problem["loc"]
+            if len(loc) >= 2 and loc[0] == "files":
+                raise IntegrityError(f"manifest.json: entry for {loc[1]!r} needs a lowercase hex sha256 and a size "
+                                     f"(and a known precision, if any): {'.'.join(map(str, loc[2:])) or 'entry'}: "
+                                     f"{problem['msg']}") from None
+            raise IntegrityError(f"manifest.json: {'.'.join(map(str, loc))}: {problem['msg']}") from None
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "Manifest":
@@ -218,6 +242,10 @@ class Manifest:
         except ValueError as exc:
             raise IntegrityError(f"manifest.json is not valid JSON ({exc})") from None
         return cls.from_dict(data)
+
+    @property
+    def schema(self) -> int:
+        return self.schema_version
 
     @property
     def results(self) -> list[dict]:
@@ -238,6 +266,15 @@ class Manifest:
     def total_size(self) -> int:
         return sum(int(entry["size"]) for entry in self.files.values())
 
+    def precision_of(self, name: str) -> str | None:
+        """The precision a listed file belongs to, as recorded when it was published (None: the whole run's)."""
+        precision = self.files[name].get("precision")
+        return None if precision is None else str(precision)
+
+    def records_precisions(self) -> bool:
+        """Whether this bundle was published with each file's precision (older bundles were not)."""
+        return any("precision" in entry for entry in self.files.values())
+
     def check(self, name: str, sha256: str, size: int) -> None:
         """Raise `IntegrityError` naming `name` unless it matches its manifest entry."""
         entry = self.files.get(name)
@@ -248,6 +285,24 @@ class Manifest:
                 f"checksum mismatch: {name} (expected sha256 {entry['sha256'][:12]}... {entry['size']} bytes, "
                 f"got {sha256[:12]}... {size} bytes)"
             )
+
+
+def _legacy_gate(record: object) -> object:
+    """A gate as bundles before the one gate record wrote it ({name: "engine:gate", value, message}), as one now."""
+    if not isinstance(record, dict) or "name" not in record or "engine" in record:
+        return record
+    engine, _, gate = str(record["name"]).rpartition(":")
+    message = str(record.get("message") or "")
+    value, threshold = record.get("value"), record.get("threshold")
+    skipped = message.removeprefix("skipped: ") if message.startswith("skipped: ") else None
+    # The old record did not say which way its threshold pointed: "max" (every old gate of a drop or a
+    # ratio) unless the recorded verdict says the value had to reach it.
+    kind = "max"
+    if isinstance(value, (int, float)) and isinstance(threshold, (int, float)) and value != threshold:
+        kind = "min" if bool(record.get("passed")) == (value > threshold) else "max"
+    return {"engine": engine or "-", "gate": gate, "measured": value, "threshold": threshold,
+            "passed": record.get("passed"), "kind": kind, "skipped": skipped,
+            "detail": "" if skipped else message}
 
 
 RESULT_NUMBERS = ("exact_match", "f1", "p50_ms", "argmax_agreement", "questions")
@@ -281,25 +336,25 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
 
 
 def check_file_entries(files: object) -> None:
-    """Raise `IntegrityError` unless `files` maps safe, non-colliding names to {sha256, size}."""
+    """Raise `IntegrityError` unless `files` maps safe names that can be written side by side.
+
+    Checked before the entries' own fields (`FileEntry`), so a hostile name is
+    named as such even when its entry is malformed too.
+    """
     if not isinstance(files, dict):
         raise IntegrityError("manifest.json: 'files' is not an object")
-    for name, entry in files.items():
+    for name in files:
         problem = bundle_name_problem(name)
         if problem:
             raise IntegrityError(f"manifest.json lists an unsafe file name {name!r}: it {problem}")
-        size = entry.get("size") if isinstance(entry, dict) else None
-        if (not isinstance(entry, dict) or not is_sha256(entry.get("sha256"))
-                or not isinstance(size, int) or isinstance(size, bool) or size < 0):
-            raise IntegrityError(f"manifest.json: entry for {name!r} needs a lowercase hex sha256 and a size")
     problem = name_set_problem(files)
     if problem:
         raise IntegrityError(f"manifest.json lists colliding file names: {problem}")
 
 
 def build_manifest(files: dict[str, Path | str], *, model: str, run_id: str, passed: bool,
-                   gates: list[dict] | None = None, meta: dict | None = None,
-                   created: datetime | None = None) -> Manifest:
+                   gates: list[GateResult] | None = None, meta: dict | None = None,
+                   precisions: dict[str, str] | None = None, created: datetime | None = None) -> Manifest:
     """Hash `files` (bundle name -> local path) and gather provenance.
 
     Recognised `meta` keys: `config` (the config dict; the model source and its
@@ -331,11 +386,13 @@ def build_manifest(files: dict[str, Path | str], *, model: str, run_id: str, pas
     for name in sorted(files):
         digest, size = sha256_and_size(files[name])
         entries[name] = {"sha256": digest, "size": size}
+        if (precisions or {}).get(name):
+            entries[name]["precision"] = str(Precision(precisions[name]))
     when = (created or datetime.now(timezone.utc)).astimezone(timezone.utc)
     return Manifest(
         model=model, run_id=run_id, passed=bool(passed), files=entries,
         source=_jsonable(source), config=_jsonable(config), versions=package_versions(),
-        hardware=hardware(), git=git_info(), gates=_jsonable(list(gates or [])),
+        hardware=hardware(), git=git_info(), gates=list(gates or []),
         flow_run_id=str(flow_run_id) if flow_run_id else None,
         created=when.isoformat(timespec="seconds").replace("+00:00", "Z"), meta=_jsonable(meta),
     )

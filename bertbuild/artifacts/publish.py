@@ -37,6 +37,7 @@ from bertbuild.artifacts.names import name_set_problem
 from bertbuild.artifacts.store import (STAGING_MAX_AGE_S, ArtifactStore, as_store, check_bundle_name, check_model,
                                        check_run_id, new_token)
 from bertbuild.errors import IntegrityError, RunConflict, UserInputError
+from bertbuild.evaluation.gates import GateResult
 
 # hook(step, name) is called before each step: "stage", "verify", "release" (per file
 # whose blob is uploaded), "manifest", "latest". Tests raise from it to simulate a
@@ -55,24 +56,20 @@ class PublishResult:
     url: str  # the same as a URL (file://, s3://, memory://, ...)
     store: str  # the store's URL
     files: dict = field(default_factory=dict)  # name -> {"sha256", "size"}
-    gates: list = field(default_factory=list)
+    gates: list[GateResult] = field(default_factory=list)
     uploaded_bytes: int = 0  # bytes of new blobs this publish stored (0: every file was already there)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def gate_result(name: str, passed: bool, value=None, threshold=None, message: str = "") -> dict:
-    """One gate's outcome in the form the manifest and reports use."""
-    return {"name": name, "passed": bool(passed), "value": value, "threshold": threshold, "message": message}
-
-
-def _all_passed(passed: bool, gates: list[dict]) -> bool:
-    return bool(passed) and all(bool(g.get("passed", False)) for g in gates)
+def _all_passed(passed: bool, gates: list[GateResult]) -> bool:
+    return bool(passed) and all(g.passed for g in gates)
 
 
 def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: dict[str, Path | str],
-                   meta: dict | None, gates: list[dict], passed: bool, *, hook: Hook | None = None,
+                   meta: dict | None, gates: list[GateResult], passed: bool, *,
+                   precisions: dict[str, str] | None = None, hook: Hook | None = None,
                    prune_after_s: float = STAGING_MAX_AGE_S) -> PublishResult:
     """Publish `files` (bundle-relative name -> local file) as run `run_id` of `model`.
 
@@ -100,7 +97,8 @@ def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: d
             raise UserInputError(f"publish: {name}: {path} is not a file")
     _check_onnx_pairs(local)
 
-    manifest = build_manifest(local, model=model, run_id=run_id, passed=ok, gates=gates, meta=meta)
+    manifest = build_manifest(local, model=model, run_id=run_id, passed=ok, gates=gates, meta=meta,
+                              precisions=precisions)
     dest = store.run_path(model, run_id) if ok else store.failed_path(model, run_id)
     existing = store.read_bytes(f"{dest}/{MANIFEST_NAME}")
     uploaded = 0
@@ -268,5 +266,5 @@ def write_plots(rows: list[dict], out_dir: Path | str, prefix: str = "plots") ->
             f"{prefix}/latency.png" if prefix else "latency.png": latency_png}
 
 
-__all__ = ["Hook", "PublishResult", "RunConflict", "gate_result", "latencies",
+__all__ = ["Hook", "PublishResult", "RunConflict", "latencies",
            "publish_bundle", "write_plots"]

@@ -14,7 +14,7 @@ Everything read from the store is untrusted: the latest manifest is
 validated and its predictions are checked against their sha256.
 
     report = compare_with_latest(store, model, rows, files)
-    report.gates          # gate_result dicts, one per precision and gate
+    report.gates          # GateResult records, one per engine and gate
     report.to_json()      # -> regression.json in the bundle
     report.to_markdown()  # -> Prefect markdown artifact
 """
@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Mapping
 
 from bertbuild.artifacts.manifest import clean_results, hardware as this_hardware, is_report, package_versions
-from bertbuild.artifacts.publish import gate_result
 from bertbuild.artifacts.store import ArtifactStore, as_store, check_model
 from bertbuild.errors import BertbuildError, IntegrityError
+from bertbuild.evaluation.gates import GateResult, judge, skipped
 from bertbuild.hashing import sha256_file
 
 F1_GATE = "max_f1_drop_vs_latest"
@@ -206,39 +206,38 @@ def _changed_versions(current: dict, latest: dict) -> dict:
             for name in sorted(current.keys() | latest.keys()) if current.get(name) != latest.get(name)}
 
 
-def _gates(model: str, precisions: list[dict], latest: RunSnapshot | None, same_host: bool | None,
-           max_f1_drop: float | None, max_latency_ratio: float | None) -> list[dict]:
-    """One result per compared precision and gate; a single passing "skipped" result where a gate is off."""
+def _gates(model: str, current: RunSnapshot, precisions: list[dict], latest: RunSnapshot | None,
+           same_host: bool | None, max_f1_drop: float | None, max_latency_ratio: float | None) -> list[GateResult]:
+    """One result per engine and gate: judged where a precision was compared, else skipped, saying why."""
     gates = []
     for name, threshold in ((F1_GATE, max_f1_drop), (LATENCY_GATE, max_latency_ratio)):
+        why = None
         if threshold is None:
-            gates.append(gate_result(name, True, None, None, "skipped: disabled"))
+            why = "disabled"
         elif latest is None:
-            gates.append(gate_result(name, True, None, threshold, f"skipped: first release of {model}"))
+            why = f"first release of {model}"
         elif name == LATENCY_GATE and not same_host:
-            gates.append(gate_result(name, True, None, threshold, "skipped: latest was measured on a different host"))
+            why = "latest was measured on a different host"
+        if why:
+            gates += [skipped(row["engine"], name, threshold, "max", why) for row in current.rows]
         else:
             gates += [_gate(name, threshold, row, latest.run_id) for row in precisions
                       if row["status"] == "compared"]
     return gates
 
 
-def _gate(name: str, threshold: float, row: dict, latest_run: str | None) -> dict:
-    label = f"{row['precision']}:{name}"
+def _gate(name: str, threshold: float, row: dict, latest_run: str | None) -> GateResult:
+    engine = row["engine"]
     if name == F1_GATE:
         if row["f1_delta"] is None:
-            return gate_result(label, True, None, threshold, "skipped: no F1 in one of the runs")
+            return skipped(engine, name, threshold, "max", "no F1 in one of the runs")
         drop = round(-row["f1_delta"], 4) + 0.0  # + 0.0: no "-0" for an unchanged F1
-        return gate_result(label, drop <= threshold, drop, threshold,
-                           f"F1 {row['f1']:.2f} vs {row['latest_f1']:.2f} in {latest_run}: "
-                           f"drop {drop:.2f} (max {threshold:g})")
+        return judge(engine, name, drop, threshold, "max",
+                     f"F1 {row['f1']:.2f} vs {row['latest_f1']:.2f} in {latest_run}")
     if row["p50_ratio"] is None:
-        return gate_result(label, True, None, threshold,
-                           "skipped: " + row["latency_note"].removeprefix("not compared: "))
-    ratio = row["p50_ratio"]
-    return gate_result(label, ratio <= threshold, ratio, threshold,
-                       f"p50 {row['p50_ms']:.2f} ms vs {row['latest_p50_ms']:.2f} ms in {latest_run}: "
-                       f"x{ratio:.3f} (max x{threshold:g})")
+        return skipped(engine, name, threshold, "max", row["latency_note"].removeprefix("not compared: "))
+    return judge(engine, name, row["p50_ratio"], threshold, "max",
+                 f"p50 {row['p50_ms']:.2f} ms vs {row['latest_p50_ms']:.2f} ms in {latest_run}")
 
 
 @dataclass
@@ -253,11 +252,11 @@ class RegressionReport:
     precisions: list[dict] = field(default_factory=list)
     files: dict = field(default_factory=dict)  # model/engine files: changed, added, removed, unchanged
     versions: dict = field(default_factory=dict)  # name -> {"latest", "current"} where they differ
-    gates: list[dict] = field(default_factory=list)
+    gates: list[GateResult] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return all(g["passed"] for g in self.gates)
+        return all(g.passed for g in self.gates)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -286,7 +285,8 @@ def compare(model: str, current: RunSnapshot, latest: RunSnapshot | None, *,
                              for label, mine, theirs in _pairs(current.rows, latest.rows)]
         report.files = _changed_files(current.digests, latest.digests)
         report.versions = _changed_versions(current.versions, latest.versions)
-    report.gates = _gates(model, report.precisions, latest, report.same_host, max_f1_drop, max_latency_ratio)
+    report.gates = _gates(model, current, report.precisions, latest, report.same_host, max_f1_drop,
+                          max_latency_ratio)
     return report
 
 

@@ -45,8 +45,9 @@ def report_markdown(report) -> str:
         lines += [_precision_line(row) for row in report.precisions]
     lines += ["", "| gate | result | value | threshold | |", "| --- | --- | ---: | ---: | --- |"]
     for g in report.gates:
-        lines.append(f"| {g['name']} | {'pass' if g['passed'] else '**FAIL**'} | {_num(g['value'], '.4g')} | "
-                     f"{_num(g['threshold'], 'g')} | {g['message']} |")
+        verdict = "skipped" if g.skipped else ("pass" if g.passed else "**FAIL**")
+        lines.append(f"| {g.name} | {verdict} | {_num(g.measured, '.4g')} | {_num(g.threshold, 'g')} | "
+                     f"{g.skipped or g.detail} |")
     if report.latest_run_id is not None:
         files = report.files
         changed = ", ".join(f"`{n}`" for n in files["changed"]) or "none"

@@ -17,6 +17,18 @@ log = logging.getLogger(__name__)
 AUTO = "auto"
 # Backends whose engines TensorRT builds: they get the s8s8 INT8 file and the readiness check first.
 TENSORRT_BACKENDS = frozenset({"tensorrt", "onnxruntime-tensorrt"})
+# The INT8 file TensorRT builds from: signed Q/DQ with zero point 0. The others (u8s8, ort) are ONNX Runtime's.
+TENSORRT_INT8_VARIANT = "s8s8"
+
+
+def int8_variant(backend: str, configured: str) -> str:
+    """The INT8 file a backend builds its engine from.
+
+    TensorRT takes only the signed file (s8s8: INT8 Q/DQ, zero point 0), whatever
+    `precision.int8.variant` says; ONNX Runtime runs the configured one (its
+    `ort` file uses kernels TensorRT cannot import).
+    """
+    return TENSORRT_INT8_VARIANT if backend in TENSORRT_BACKENDS else configured
 
 
 def _backends() -> dict[str, type[Backend]]:

@@ -1,49 +1,90 @@
 """Accuracy and parity gates: nothing is published unless every gate passes.
 
-Each check is a `GateResult` (name, measured, threshold, passed); `enforce`
-raises `GateFailed` naming every failed gate and by how much. A gate that is
-configured but has nothing to judge fails, naming what is missing: a gate
-that quietly vanished would publish numbers nobody checked.
+Every gate in the project, whoever decides it (scoring, the INT8 tune split,
+the timing, the regression check against the last release), is one record:
+`GateResult`. The same record is returned by tasks, written to results.json,
+recorded in the manifest and read back from a store (validated: a manifest
+is untrusted). `enforce` raises `GateFailed` naming every failed gate and by
+how much. A gate that is configured but has nothing to judge fails, naming
+what is missing: a gate that quietly vanished would publish numbers nobody
+checked. A gate that is deliberately not judged (the regression check on a
+model's first release) says why in `skipped` and does not count.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from typing import Annotated, Literal
 
-from bertbuild.errors import GateFailed
+from pydantic import ConfigDict, Strict, StrictBool, StrictStr, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+from bertbuild.errors import GateFailed, IntegrityError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class GateResult:
-    engine: str
-    gate: str
-    measured: float | None  # None: the run measured nothing for this gate (it fails)
-    threshold: float
-    passed: bool
-    kind: str  # "min" or "max"
+    # Strict fields: a record read back from a store is untrusted, and "yes" is not a verdict.
+    engine: StrictStr  # the engine judged, e.g. onnxruntime-int8 (`backends.base.engine_name`)
+    gate: StrictStr
+    measured: Annotated[float, Strict()] | None  # None: nothing measured (a failure, unless `skipped` says why)
+    threshold: Annotated[float, Strict()] | None
+    passed: StrictBool
+    kind: Literal["min", "max"]  # measured must be >= (min) or <= (max) the threshold
+    skipped: StrictStr | None = None  # why this gate judged nothing on purpose; it then passes, not enforced
+    detail: StrictStr = ""  # what was compared, e.g. "F1 81.20 vs 81.50 in <run>"
+
+    @property
+    def name(self) -> str:
+        return f"{self.engine}:{self.gate}"
 
     def describe(self) -> str:
         relation = ">=" if self.kind == "min" else "<="
+        bound = "" if self.threshold is None else f" {relation} {self.threshold:.4g}"
+        note = f" ({self.detail})" if self.detail else ""
+        if self.skipped:
+            return f"{self.engine}: {self.gate} skipped: {self.skipped}"
         if self.measured is None:
-            return f"{self.engine}: {self.gate} was not measured (gate {relation} {self.threshold:.4g})"
+            return f"{self.engine}: {self.gate} was not measured (gate{bound}){note}"
         if self.passed:
-            return f"{self.engine}: {self.gate} {self.measured:.4g} {relation} {self.threshold:.4g}"
-        miss = abs(self.measured - self.threshold)
-        return (f"{self.engine}: {self.gate} {self.measured:.4g} fails {relation} {self.threshold:.4g} "
-                f"(by {miss:.4g})")
+            return f"{self.engine}: {self.gate} {self.measured:.4g}{bound}{note}"
+        miss = "" if self.threshold is None else f" (by {abs(self.measured - self.threshold):.4g})"
+        return f"{self.engine}: {self.gate} {self.measured:.4g} fails{bound}{miss}{note}"
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return _ADAPTER.dump_python(self, mode="json")
+
+    @classmethod
+    def from_json(cls, data: object) -> "GateResult":
+        """A gate record read back from a file or a store (untrusted): the same fields and types, or IntegrityError."""
+        if isinstance(data, GateResult):
+            return data
+        try:
+            return _ADAPTER.validate_python(data)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"]) or "record"
+            raise IntegrityError(f"not a gate record: {where}: {problem['msg']}") from None
+
+
+_ADAPTER = TypeAdapter(GateResult)
+
+
+def skipped(engine: str, gate: str, threshold: float | None, kind: str, why: str) -> GateResult:
+    """A gate that judges nothing on purpose (and says why): it passes and is not enforced."""
+    return GateResult(engine, gate, None, threshold, True, kind, skipped=why)
+
+
+def judge(engine: str, gate: str, measured: float | None, threshold: float, kind: str, detail: str = "") -> GateResult:
+    """`measured` held to `threshold` (kind "min": at least, "max": at most); nothing measured fails."""
+    if measured is None:
+        return GateResult(engine, gate, None, float(threshold), False, kind, detail=detail)
+    passed = measured >= threshold if kind == "min" else measured <= threshold
+    return GateResult(engine, gate, float(measured), float(threshold), bool(passed), kind, detail=detail)
 
 
 def _check(engine, gate, measured, threshold, kind) -> GateResult | None:
-    """None when the gate is off; a failed result when it is on and nothing was measured."""
-    if threshold is None:
-        return None
-    if measured is None:
-        return GateResult(engine, gate, None, float(threshold), False, kind)
-    passed = measured >= threshold if kind == "min" else measured <= threshold
-    return GateResult(engine, gate, float(measured), float(threshold), bool(passed), kind)
+    """None when the gate is off (no threshold), else its result."""
+    return None if threshold is None else judge(engine, gate, measured, threshold, kind)
 
 
 def check_engine(row: dict, reference: dict, gates) -> list[GateResult]:
@@ -76,45 +117,44 @@ def check_engine(row: dict, reference: dict, gates) -> list[GateResult]:
     return [c for c in checks if c is not None]
 
 
-def failures(results: list[GateResult | dict]) -> list[GateResult]:
-    """The failed gates; results may also be given as `GateResult.to_json()` dicts (as tasks return them)."""
-    gates = [r if isinstance(r, GateResult) else GateResult(**r) for r in results]
-    return [r for r in gates if not r.passed]
+def failures(results: list[GateResult]) -> list[GateResult]:
+    """The failed gates."""
+    return [r for r in results if not r.passed]
 
 
-def enforce(results: list[GateResult | dict], report: str | None = None) -> None:
+def enforce(results: list[GateResult], report: str | None = None) -> None:
     """Raise `GateFailed` naming every failed gate and by how much (`report`: the results file to show)."""
     failed = failures(results)
     if failed:
         raise GateFailed(f"{len(failed)} gate(s) failed: " + "; ".join(r.describe() for r in failed), report)
 
 
-def without_throughput(gate):
-    """The gate config less its throughput threshold: what scoring can judge before the engine is timed."""
-    return gate.model_copy(update=dict(min_throughput=None))
-
-
-def throughput_only(gate):
-    """The gate config with only its throughput threshold: the rest were checked before timing."""
-    return gate.model_copy(update=dict(min_em=None, min_f1=None, max_em_drop=None, max_f1_drop=None,
-                                       min_argmax_agreement=None, require_validation=False))
-
-
 def check_parity(row: dict, max_abs_logit: float) -> GateResult:
     """The FP32 export must reproduce TensorFlow's logits (the export itself is under test)."""
-    return _check(row["engine"], "max_abs_dlogit_vs_tensorflow", row["max_abs_dlogit"], max_abs_logit, "max")
+    return judge(row["engine"], "max_abs_dlogit_vs_tensorflow", row["max_abs_dlogit"], max_abs_logit, "max")
 
 
-def finish_row(row: dict, reference: dict, gate, scored_gates: list[dict], parity: float | None,
-               earlier: list[dict]) -> tuple[dict, list[dict]]:
-    """A timed row's complete gate results, and the row marked PASS or FAIL.
+def parity_limit(precision: str, max_abs_logit: float | None) -> float | None:
+    """The logit-parity threshold an engine of `precision` is held to: the plain FP32 export only.
 
-    `scored_gates` came with the scoring, `earlier` are gates decided before it
-    for this engine (the INT8 tune gate); the throughput gate needs the timing,
-    and `parity` (the FP32 export only) holds the export to TensorFlow's logits.
+    That file is the export under test, so it must reproduce TensorFlow's logits;
+    fusion, FP16 and INT8 change the arithmetic on purpose and are judged on
+    their answers (EM/F1, argmax agreement, Polygraphy's tolerances) instead.
     """
-    checks = [*scored_gates, *(g.to_json() for g in check_engine(row, reference, throughput_only(gate)))]
+    from bertbuild.precision import Precision
+
+    return max_abs_logit if precision == Precision.FP32 else None
+
+
+def engine_gates(row: dict, reference: dict, gate, parity: float | None,
+                 earlier: list[GateResult]) -> list[GateResult]:
+    """Every gate of one scored, validated and timed engine.
+
+    `gate` is its precision's GateConfig, `parity` its `parity_limit`, and
+    `earlier` the gates decided before scoring (the INT8 tune gate): those of
+    this engine are added.
+    """
+    checks = check_engine(row, reference, gate)
     if parity is not None:
-        checks.append(check_parity(row, parity).to_json())
-    checks += [g for g in earlier if g["engine"] == row["engine"]]
-    return {**row, "gates": "PASS" if all(g["passed"] for g in checks) else "FAIL"}, checks
+        checks.append(check_parity(row, parity))
+    return checks + [g for g in earlier if g.engine == row["engine"]]

@@ -5,6 +5,8 @@ Pure formatting (no Prefect here); `bertbuild.tasks.publish` turns these into ar
 
 from __future__ import annotations
 
+from bertbuild.evaluation.gates import GateResult
+
 
 def _fmt(value, spec: str) -> str:
     if value is None:
@@ -19,13 +21,6 @@ def _delta(row: dict) -> str:
     """ΔF1 with its paired bootstrap interval, e.g. `-0.32 [-1.10, +0.41]` (`-` for the reference row)."""
     f1 = (row.get("delta") or {}).get("f1")
     return "-" if not f1 else f"{f1['delta']:+.2f} [{f1['low']:+.2f}, {f1['high']:+.2f}]"
-
-
-def _gate_name(gate: dict) -> str:
-    """`gate_result` dicts have `name`; `bertbuild.evaluation.gates.GateResult.to_json()` has `engine` + `gate`."""
-    if gate.get("name"):
-        return str(gate["name"])
-    return ": ".join(str(gate[k]) for k in ("engine", "gate") if gate.get(k)) or "-"
 
 
 def _png_data_uri(path: str) -> str:
@@ -73,9 +68,9 @@ def results_markdown(published: dict, rows: list[dict], plots: dict[str, str] | 
                      f"{_fmt(r.get('questions'), 'd')} |")
     if published.get("gates"):
         lines += ["", "| gate | result | value | threshold |", "| --- | --- | ---: | ---: |"]
-        for g in published["gates"]:
-            lines.append(f"| {_gate_name(g)} | {'pass' if g.get('passed') else '**FAIL**'} | "
-                         f"{_fmt(g.get('value', g.get('measured')), '.4g')} | {_fmt(g.get('threshold'), '.4g')} |")
+        for g in map(GateResult.from_json, published["gates"]):
+            lines.append(f"| {g.name} | {'pass' if g.passed else '**FAIL**'} | {_fmt(g.measured, '.4g')} | "
+                         f"{_fmt(g.threshold, '.4g')} |")
     if steps:
         lines += ["", "## Time and memory per step", "", "| step | seconds | peak RSS MiB | measured in | cached |",
                   "| --- | ---: | ---: | --- | --- |"]

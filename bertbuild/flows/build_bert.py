@@ -4,10 +4,11 @@ Wiring only: each step is a task in `bertbuild/tasks/` over pure functions, and
 each expensive one is cached by content. Run it with `bertbuild run --config
 configs/X.yaml`, or as a deployment (`prefect deployment run build-bert/on-demand`).
 
-    fetch -> featurize SQuAD (once) -> export -> TensorFlow reference (+ Polygraphy RunResults)
+    fetch -> featurize SQuAD (once) -> export -> TensorFlow reference (in the background)
           -> fuse -> FP16;  -> choose-int8 subflow (calibrate, tune split, fallback)
-    every ONNX -> engine -> score (EM/F1, validation vs TensorFlow, gates)   side by side
-    then each engine timed alone -> publish exactly this run's files -> fail the run on a failed gate
+    each ONNX file -> engine -> score (EM/F1), as soon as the file exists when every engine fits at once
+    reference done -> validate each engine (Polygraphy) and compare it with TensorFlow (ΔF1 intervals, logits)
+    then each engine timed alone -> its gates -> publish exactly this run's files -> fail the run on a failed gate
 """
 
 from __future__ import annotations
@@ -16,20 +17,22 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from bertbuild.artifacts.layout import Bundle, onnx_name, predictions_name
+from bertbuild.backends.base import engine_name
+from bertbuild.backends.registry import TENSORRT_BACKENDS, int8_variant, resolve_backend
 from bertbuild.config import ConfigParameter, with_overrides
-from bertbuild.evaluation.gates import finish_row
+from bertbuild.evaluation.gates import GateResult, engine_gates, parity_limit
+from bertbuild.evaluation.rows import engine_row, reference_row
 from bertbuild.flows.int8 import choose_int8
+from bertbuild.flows.publishing import current_attempt, current_run_id, outcome, publish_run
 from bertbuild.memory_budget import check_memory, engine_groups, side_by_side
-from bertbuild.model.export import weight_bytes
 from bertbuild.model.checkpoint import CONFIG_FILE, read_config
-from bertbuild.flows.publishing import (current_attempt, current_run_id, engine_files, outcome, publish_run,
-                                        tensorrt_files)
+from bertbuild.model.export import weight_bytes
 from bertbuild.precision import Precision
 from bertbuild.runs import check_commit, open_run
 from bertbuild.sharing import threads_each
-from bertbuild.backends.base import engine_name
-from bertbuild.backends.registry import TENSORRT_BACKENDS, resolve_backend
-from bertbuild.tasks.engines import benchmark_engine, build_engine, check_tensorrt_ready, score_engine
+from bertbuild.tasks.engines import (benchmark_engine, build_engine, check_tensorrt_ready, compare_with_reference,
+                                     score_engine, validate_engine)
 from bertbuild.tasks.model import export_onnx, fetch_model, tensorflow_reference
 from bertbuild.tasks.precision import fp16_onnx, fuse
 from bertbuild.tasks.squad import featurize_squad
@@ -56,67 +59,93 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
 
     model = fetch_model(cfg.model, cfg.model_name)
     model_config = read_config(Path(model.checkpoint_dir) / CONFIG_FILE)
+    weights = weight_bytes(model_config)
     if cfg.resources.check_memory:  # before any heavy step: refuse a build that clearly cannot fit
         check_memory(model_config, cfg.model.source)
     squad = featurize_squad(model, cfg.eval, run)
     exported = export_onnx(model, cfg.export, run)
     reference = tensorflow_reference.submit(model, squad, cfg.eval, cfg.validation, run)
-    if not side_by_side(weight_bytes(model_config)):
+    if not side_by_side(weights):
         reference.wait()  # a big model: the TensorFlow child and the flow's heavy steps never hold memory at once
-    onnx = {Precision.FP32: exported["path"]}
-    files = {"model-fp32.onnx": exported["path"], "vocab.txt": model.vocab_path}
-    reports, gates = {"export": exported}, []
+
+    groups = engine_groups(precisions, cfg.engines.concurrent, weights)
+    tags = ["tensorrt"] if backend in TENSORRT_BACKENDS else []
+    started: dict[str, tuple] = {}  # precision -> (engine future, score future)
+
+    def start(precision: str, share: int | None) -> None:
+        engine = build_engine.with_options(tags=tags).submit(backend, onnx[precision], precision,
+                                                             cfg.engines.profiles, run, threads)
+        started[precision] = (engine, score_engine.submit(engine, squad, cfg.eval, run, share))
+
+    eager = len(groups) == 1  # every engine fits at once: each starts as soon as its ONNX file exists
+    share = threads_each(threads, len(precisions))  # side by side: a share of the cores each, no spinning
+
+    def made(precision: str, path: str) -> None:
+        onnx[precision] = path
+        bundle.add(onnx_name(precision), path, precision)
+        if eager and precision in precisions:
+            start(precision, share)
+
+    onnx: dict[str, str] = {}
+    bundle = Bundle()
+    bundle.add("vocab.txt", model.vocab_path)
+    reports, decided = {"export": exported}, []  # `decided`: gates made before scoring (the INT8 tune gate)
+    int8_paths: dict[str, str] = {}
+    made(Precision.FP32, exported["path"])
     if set(precisions) - {Precision.FP32}:
         fused = fuse(exported, model, run, cfg.export.external_data)
-        onnx[Precision.FUSED_FP32], files["model-fused.onnx"], reports["fusion"] = fused["path"], fused["path"], \
-            fused["report"]
+        reports["fusion"] = fused["report"]
+        made(Precision.FUSED_FP32, fused["path"])
         if Precision.FP16 in precisions:
             reports["fp16"] = fp16_onnx(fused, cfg.precision.fp16, run, cfg.export.external_data)
-            onnx[Precision.FP16] = files["model-fp16.onnx"] = reports["fp16"]["path"]
+            made(Precision.FP16, reports["fp16"]["path"])
         if Precision.INT8 in precisions:
-            variant = "s8s8" if backend in TENSORRT_BACKENDS else cfg.precision.int8.variant  # TensorRT: signed only
+            variant = int8_variant(backend, cfg.precision.int8.variant)
             int8 = choose_int8(fused, model, cfg, run, variant, engine_name(backend, Precision.INT8))
-            written = int8["written"]
-            onnx[Precision.INT8] = written["paths"][variant]
-            files.update({f"int8/{Path(path).name}": path for path in written["paths"].values()})
-            files["int8/calibration.json"] = int8["calibration"]["cache_path"]
-            reports.update(int8=written, calibration=int8["calibration"], tune=int8["tune"], int8_choice=int8["report"])
-            gates.append(int8["gate"])
+            int8_paths = int8["written"]["paths"]
+            onnx[Precision.INT8] = int8_paths[variant]
+            bundle.add_int8(int8_paths, int8["calibration"]["cache_path"])
+            reports.update(int8=int8["written"], calibration=int8["calibration"], tune=int8["tune"],
+                           int8_choice=int8["report"])
+            decided.append(GateResult.from_json(int8["gate"]))
+            if eager:
+                start(Precision.INT8, share)
 
-    reports["trt_ready"] = check_tensorrt_ready(tensorrt_files(files), cfg.engines.profiles,
+    reports["trt_ready"] = check_tensorrt_ready(bundle.tensorrt_inputs(int8_paths), cfg.engines.profiles,
                                                 backend in TENSORRT_BACKENDS, run)
-    scored = {}  # all scoring done before any timing; `at_once` engines are held in memory together
-    for group in engine_groups(precisions, cfg.engines.concurrent, weight_bytes(model_config)):
-        engines = {p: build_engine.with_options(tags=["tensorrt"] if backend in TENSORRT_BACKENDS else [])
-                   .submit(backend, onnx[p], p, cfg.engines.profiles, run, threads) for p in group}
-        share = threads_each(threads, len(group))  # side by side: a share of the cores each, no spinning
-        scoring = {p: score_engine.submit(engines[p], squad, reference, cfg.eval, cfg.validation.batches,
-                                          cfg.tolerance_for(p), cfg.gate_for(p), run, share) for p in group}
-        scored |= {p: future.result() for p, future in scoring.items()}
+    scored: dict[str, tuple[dict, dict]] = {}  # all scoring done before any timing
+    for group in groups:  # not eager: `at_once` engines at a time, each holding its weights
+        if not eager:
+            for precision in group:
+                start(precision, threads_each(threads, len(group)))
+        scored |= {p: (started[p][0].result(), started[p][1].result()) for p in group}
     reference = reference.result()
-    rows, decided = [], gates  # `decided`: gates made before scoring (the INT8 tune gate)
-    gates = []
-    for precision in precisions:  # one engine at a time, with nothing else running: timings are not shared
-        result = scored[precision]
-        bench = benchmark_engine(result["engine"], squad, cfg.benchmark, cfg.eval, model.vocab_path,
-                                 model.lower_case, run, threads)
-        timed = {**result["row"], "seq_per_s": bench["sequences_per_s"], "p50_ms": bench["p50_ms"],
-                 "p99_ms": bench["p99_ms"]}
-        row, checks = finish_row(timed, reference, cfg.gate_for(precision), result["gates"],
-                                 cfg.parity.max_abs_logit if precision == Precision.FP32 else None, decided)
-        rows.append(row)
-        gates += checks
-        files.update(engine_files(result, bench))
-        reports.setdefault("outputs", {})[row["engine"]] = {"logits": result["files"]["logits"], **result["engine"]}
-        logger.info(result["files"]["validation_text"])
+    checked: dict[str, tuple[dict, dict]] = {}
+    for group in groups:  # against the reference, as many engines at a time as were scored together
+        share = threads_each(threads, len(group))
+        validating = {p: validate_engine.submit(scored[p][0], squad, reference, cfg.eval, cfg.validation.batches,
+                                                cfg.tolerance_for(p), run, share) for p in group}
+        comparing = {p: compare_with_reference.submit(scored[p][1], squad, reference) for p in group}
+        checked |= {p: (validating[p].result(), comparing[p].result()) for p in group}
 
-    orphans = [g for g in decided if g["engine"] not in {row["engine"] for row in rows}]
+    rows, gates = [], []
+    for precision in precisions:  # one engine at a time, with nothing else running: timings are not shared
+        (engine, score), (validation, comparison) = scored[precision], checked[precision]
+        bench = benchmark_engine(engine, squad, cfg.benchmark, cfg.eval, model.vocab_path,
+                                 model.lower_case, run, threads)
+        row = engine_row(precision, score, validation, comparison, bench, reference)
+        gates += engine_gates(row, reference, cfg.gate_for(precision),
+                              parity_limit(precision, cfg.parity.max_abs_logit), decided)
+        rows.append(row)
+        bundle.add_engine(precision, engine, validation, score, bench)
+        reports.setdefault("outputs", {})[row["engine"]] = {"logits": score["logits"], **engine}
+        logger.info(validation["text"])
+
+    orphans = [g for g in decided if g.engine not in {row["engine"] for row in rows}]
     if orphans:  # a gate decided before scoring must judge an engine of this run, or it would vanish unseen
-        raise RuntimeError(f"gate(s) for engines this run did not score: {orphans}")
-    reference_row = {k: reference.get(k) for k in ("engine", "exact_match", "f1", "questions", "seconds",
-                                                   "windows_per_s", "real_tokens_per_s")}
-    all_rows = [reference_row | {"precision": "fp32 (reference)"}, *rows]
-    files[f"predictions-{reference['engine']}.json"] = reference["predictions"]
-    result = publish_run(cfg, run, all_rows, files, reports, gates, checkpoint_dir=model.checkpoint_dir)
+        raise RuntimeError(f"gate(s) for engines this run did not score: {[g.describe() for g in orphans]}")
+    bundle.add(predictions_name(reference["engine"]), reference["predictions"])
+    result = publish_run(cfg, run, [reference_row(reference), *rows], bundle, reports, gates,
+                         checkpoint_dir=model.checkpoint_dir)
     logger.info("%s\n%s", result["title"], result["table"])
     return outcome(result, run.path("results.json"))  # Failed, naming each failed gate, if one failed

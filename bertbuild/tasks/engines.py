@@ -1,8 +1,12 @@
-"""Prefect tasks that build, score and time one engine each.
+"""Prefect tasks over one engine each: build, score, validate, compare with TensorFlow, time.
 
-Every task takes the backend *name* and file paths, so tasks for different
-precisions run side by side (`.submit`) on any task runner, Dask included.
-Engines and timings are cached per host kind; scoring is cached per engine file.
+Each task is one step: scoring needs only the engine and the questions (so it
+runs while the TensorFlow reference does); validation and the comparison need
+the reference; the gates are judged once the engine is timed
+(`evaluation.gates.engine_gates`, a pure function). Every task takes the
+backend *name* and file paths, so tasks for different precisions run side by
+side (`.submit`) on any task runner, Dask included. Engines and timings are
+cached per host kind; scoring and validation per engine file.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from bertbuild.config import BenchmarkConfig, EvalConfig, GateConfig, ProfileConfig, Tolerance
+from bertbuild.config import BenchmarkConfig, EvalConfig, ProfileConfig, Tolerance
 from bertbuild.resources import measured
 from bertbuild.runs import RunContext
 
@@ -55,63 +59,69 @@ def build_engine(backend: str, onnx_path: str, precision: str, profiles: tuple[P
 
 @task(name="score-engine", cache_policy=NO_CACHE)
 @measured("score-engine")
-def score_engine(engine: dict, squad: dict, reference: dict, eval_cfg: EvalConfig, batches: int,
-                 tolerance: Tolerance, gate: GateConfig, run: RunContext, threads: int | None) -> dict:
-    """One engine's results row, its Polygraphy validation against TensorFlow, and its accuracy gates.
+def score_engine(engine: dict, squad: dict, eval_cfg: EvalConfig, run: RunContext, threads: int | None) -> dict:
+    """The engine over the run's SQuAD questions: EM/F1, its saved logits and predictions, its rates.
 
-    The row: EM/F1 and their drop vs TensorFlow, max |Δlogit| vs TensorFlow over
-    every window, start/end argmax agreement with TensorFlow and whether
-    Polygraphy's comparison with TensorFlow's saved RunResults passed.
+    Needs nothing of the TensorFlow reference, so it runs while the reference does.
     """
-    from bertbuild.evaluation import score, validate
-    from bertbuild.evaluation.gates import check_engine, without_throughput
+    from bertbuild.evaluation import score
     from bertbuild.squad.sets import SquadSet
     from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
-        eval_set = SquadSet.load(squad["path"])
         runner = _runner(engine, threads)
-        result = score.save_outputs(score.evaluate(runner, eval_set, eval_cfg, get_run_logger().info), out, runner.name)
-        feeds = validate.validation_feeds(eval_set.features, eval_cfg.batch_size, eval_cfg.length_bucket, batches)
+        return score.save_outputs(score.evaluate(runner, SquadSet.load(squad["path"]), eval_cfg,
+                                                 get_run_logger().info), out, runner.name)
+
+    key = step_key("evaluation", files=[engine["path"], squad["path"]],
+                   fields={"eval": eval_cfg.model_dump(mode="json")}, modules=[score])
+    return run.cache.run("evaluation", key, produce)
+
+
+@task(name="validate-engine", cache_policy=NO_CACHE)
+@measured("validate-engine")
+def validate_engine(engine: dict, squad: dict, reference: dict, eval_cfg: EvalConfig, batches: int,
+                    tolerance: Tolerance, run: RunContext, threads: int | None) -> dict:
+    """Polygraphy's comparison of the engine with TensorFlow's saved RunResults on the validation batches.
+
+    {"passed", "argmax_agreement", ..., "text", "report"}: the report's JSON and text files are bundle files.
+    """
+    from bertbuild.evaluation import validate
+    from bertbuild.squad.sets import SquadSet
+    from bertbuild.step_cache import step_key
+
+    def produce(out: Path) -> dict:
+        runner = _runner(engine, threads)
+        feeds = validate.validation_feeds(SquadSet.load(squad["path"]).features, eval_cfg.batch_size,
+                                          eval_cfg.length_bucket, batches)
         report = validate.validate(reference["run_results"], runner, feeds, tolerance.atol, tolerance.rtol,
                                    tolerance.error_stat)
         stem = out / f"validation-{runner.name}"
         report.save(stem)
-        return {**result, "validation": report.to_json(), "validation_text": report.to_text(),
-                "validation_report": f"{stem}.json"}
+        return {**report.to_json(), "text": report.to_text(), "report": f"{stem}.json"}
 
-    fields = {"eval": eval_cfg.model_dump(mode="json"), "batches": batches,
+    fields = {"batch_size": eval_cfg.batch_size, "length_bucket": eval_cfg.length_bucket, "batches": batches,
               "tolerance": tolerance.model_dump(mode="json")}
-    key = step_key("evaluation", files=[engine["path"], squad["path"], reference["run_results"]], fields=fields,
-                   modules=[score, validate])
-    scored = run.cache.run("evaluation", key, produce)
-    validation = scored["validation"]
-    row = {
-        "engine": scored["engine"], "precision": engine["precision"],
-        "exact_match": scored["exact_match"], "f1": scored["f1"],
-        "f1_drop": round(reference["f1"] - scored["f1"], 2),
-        "delta": paired_delta(squad["path"], reference["predictions"], scored["predictions"]),
-        "max_abs_dlogit": score.max_abs_logit_diff(reference["logits"], scored["logits"]),
-        "argmax_agreement": validation["argmax_agreement"], "validation_passed": validation["passed"],
-        "questions": scored["questions"], "seconds": scored["seconds"],
-        # the scoring pass's rate on the run's held-out windows, batched as eval.length_bucket says; engines
-        # score side by side (engines.concurrent), so it is a rate under contention: seq/s is the benchmark
-        "windows_per_s": scored.get("windows_per_s"), "real_tokens_per_s": scored.get("real_tokens_per_s"),
-    }
-    gates = check_engine(row, reference, without_throughput(gate))  # throughput: judged once timed (finish_row)
-    return {"row": row, "gates": [g.to_json() for g in gates], "files": scored, "engine": engine}
+    key = step_key("validation", files=[engine["path"], squad["path"], reference["run_results"]], fields=fields,
+                   modules=[validate])
+    return run.cache.run("validation", key, produce)
 
 
-def paired_delta(squad_path: str, reference_predictions: str, predictions: str) -> dict:
-    """ΔEM and ΔF1 against the reference with paired bootstrap 95 % intervals (fixed seed), by question."""
+@task(name="compare-with-reference", cache_policy=NO_CACHE)
+@measured("compare-with-reference")
+def compare_with_reference(scored: dict, squad: dict, reference: dict) -> dict:
+    """Against TensorFlow, by question and by logit: ΔEM and ΔF1 with paired bootstrap 95 % intervals
+    (fixed seed), and the largest |Δlogit| over every window."""
     from bertbuild.evaluation.bootstrap import paired_bootstrap
+    from bertbuild.evaluation.score import max_abs_logit_diff
     from bertbuild.squad.metrics import question_scores, read_predictions
     from bertbuild.squad.sets import SquadSet
 
-    examples = SquadSet.load(squad_path).examples
-    intervals = paired_bootstrap(question_scores(examples, read_predictions(reference_predictions)),
-                                 question_scores(examples, read_predictions(predictions)))
-    return {metric: interval.to_json() for metric, interval in intervals.items()}
+    examples = SquadSet.load(squad["path"]).examples
+    intervals = paired_bootstrap(question_scores(examples, read_predictions(reference["predictions"])),
+                                 question_scores(examples, read_predictions(scored["predictions"])))
+    return {"delta": {metric: interval.to_json() for metric, interval in intervals.items()},
+            "max_abs_dlogit": max_abs_logit_diff(reference["logits"], scored["logits"])}
 
 
 @task(name="benchmark-engine", cache_policy=NO_CACHE)

@@ -68,21 +68,23 @@ def render_plots(rows: list[dict], out_dir: str) -> dict[str, str]:
 
 @task(name="publish-bundle", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_worth_retrying,
       cache_policy=NO_CACHE)
-def publish(store: str, model: str, files: dict[str, str], meta: dict, gates: list[dict],
-            passed: bool | None = None, run_id: str | None = None) -> dict:
+def publish(store: str, model: str, files: dict[str, str], meta: dict, gates: list,
+            passed: bool | None = None, run_id: str | None = None, precisions: dict[str, str] | None = None) -> dict:
     """Publish `files` (bundle name -> local path) to `store`; returns `PublishResult.to_dict()`.
 
-    `passed` defaults to "every gate passed". A failing run publishes its
-    reports under `failed/` and leaves `latest` alone; raise `GateFailed`
-    after this task so the flow run still fails.
+    `gates` are `GateResult`s; `passed` defaults to "every gate passed". A failing
+    run publishes its reports under `failed/` and leaves `latest` alone; raise
+    `GateFailed` after this task so the flow run still fails. `precisions`: the
+    precision each file belongs to (`artifacts.layout.Bundle`), recorded in the manifest.
     """
     from prefect.runtime import flow_run
 
     from bertbuild.artifacts.publish import publish_bundle
 
-    passed = all(g.get("passed", False) for g in gates) if passed is None else passed
+    passed = all(g.passed for g in gates) if passed is None else passed
     meta = {"flow_run_id": flow_run.id, **(meta or {})}
-    return publish_bundle(store, model, run_id or current_run_id(), files, meta, gates, passed).to_dict()
+    return publish_bundle(store, model, run_id or current_run_id(), files, meta, gates, passed,
+                          precisions=precisions).to_dict()
 
 
 @task(name="report-artifacts", cache_policy=NO_CACHE)
@@ -115,12 +117,11 @@ def compare_with_last_release(store: str, cfg, run, rows: list[dict], files: dic
 
     Writes `regression.json` into the run directory and a markdown artifact.
     Gates skipped (first release, another kind of host, turned off) are in the
-    report but not enforced; the rest become gate results of the row's engine.
+    report but not enforced; the rest join the run's gates.
     """
     from prefect.artifacts import create_markdown_artifact
 
     from bertbuild.artifacts.regression import compare_with_latest
-    from bertbuild.evaluation.gates import GateResult
 
     report = compare_with_latest(store, cfg.model_name, rows, files, run_id=run.run_id,
                                  max_f1_drop=cfg.regression.max_f1_drop_vs_latest,
@@ -129,14 +130,6 @@ def compare_with_last_release(store: str, cfg, run, rows: list[dict], files: dic
     path.write_text(report.to_json())
     create_markdown_artifact(markdown=report.to_markdown(), key=artifact_key(cfg.model_name, "regression"),
                              description=f"{cfg.model_name} run {run.run_id} against the last release")
-    engine_of = {row.get("precision"): row["engine"] for row in rows}
-    gates = []
-    for gate in report.gates:
-        if gate["value"] is None:  # skipped, and said why in the report
-            continue
-        precision, _, name = gate["name"].partition(":")
-        gates.append(GateResult(engine_of.get(precision, precision), name, gate["value"], gate["threshold"],
-                                gate["passed"], "max").to_json())
-    return {"path": str(path), "gates": gates,
+    return {"path": str(path), "gates": [g for g in report.gates if not g.skipped],  # skipped: said why, in the report
             "summary": {"latest_run_id": report.latest_run_id, "same_host": report.same_host,
-                        "passed": report.passed, "gates": report.gates}}
+                        "passed": report.passed, "gates": [g.to_json() for g in report.gates]}}

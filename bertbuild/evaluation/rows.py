@@ -1,0 +1,45 @@
+"""The results table's rows: what the flow's tasks measured, merged into one row per engine.
+
+Pure: the flow hands over what its tasks returned, and the row is the same
+whichever runner ran them.
+"""
+
+from __future__ import annotations
+
+from bertbuild.evaluation.gates import GateResult
+
+REFERENCE_PRECISION = "fp32 (reference)"
+_REFERENCE_FIELDS = ("engine", "exact_match", "f1", "questions", "seconds", "windows_per_s", "real_tokens_per_s")
+
+
+def reference_row(reference: dict) -> dict:
+    """The TensorFlow FP32 row every engine is compared with."""
+    return {**{key: reference.get(key) for key in _REFERENCE_FIELDS}, "precision": REFERENCE_PRECISION}
+
+
+def engine_row(precision: str, scored: dict, validation: dict, comparison: dict, bench: dict,
+               reference: dict) -> dict:
+    """One engine's row: accuracy (`score_engine`), parity (`validate_engine`, `compare_with_reference`), speed.
+
+    `windows_per_s` is the scoring pass's rate on the run's windows, batched as
+    `eval.length_bucket` says; engines may score side by side, so it is a rate
+    under contention. `seq_per_s` and the latencies come from the benchmark,
+    which times each engine alone.
+    """
+    return {
+        "engine": scored["engine"], "precision": str(precision),
+        "exact_match": scored["exact_match"], "f1": scored["f1"],
+        "f1_drop": round(reference["f1"] - scored["f1"], 2),
+        "delta": comparison["delta"], "max_abs_dlogit": comparison["max_abs_dlogit"],
+        "argmax_agreement": validation["argmax_agreement"], "validation_passed": validation["passed"],
+        "questions": scored["questions"], "seconds": scored["seconds"],
+        "windows_per_s": scored.get("windows_per_s"), "real_tokens_per_s": scored.get("real_tokens_per_s"),
+        "seq_per_s": bench["sequences_per_s"], "p50_ms": bench["p50_ms"], "p99_ms": bench["p99_ms"],
+    }
+
+
+def with_verdicts(rows: list[dict], gates: list[GateResult]) -> list[dict]:
+    """Each engine's row marked PASS or FAIL by every gate that judged it (the reference row has none)."""
+    failed = {g.engine for g in gates if not g.passed}
+    return [row if row.get("precision") == REFERENCE_PRECISION
+            else row | {"gates": "FAIL" if row["engine"] in failed else "PASS"} for row in rows]
