@@ -240,7 +240,8 @@ def test_a_small_model_forced_external_goes_through_every_step(tiny_trt_files, s
     from bertbuild.precision.calibration import calibrate
     from bertbuild.precision.fp16 import convert_to_fp16
     from bertbuild.precision.int8 import quantize_int8
-    from bertbuild.runs import materialize, onnx_companions
+    from bertbuild.artifacts.layout import Bundle, onnx_name
+    from bertbuild.runs import materialize
     from bertbuild.trt_check import check_onnx
 
     small = tiny_trt_files
@@ -278,16 +279,21 @@ def test_a_small_model_forced_external_goes_through_every_step(tiny_trt_files, s
     assert max_diff(list(runner.infer(feed).values()), logits(small["fused"], feed)) <= 1e-4
     runner.deactivate()
 
-    files = {"model-fp32.onnx": str(fp32), "model-fused.onnx": str(fused), "model-fp16.onnx": str(fp16),
-             "int8/model.int8-s8s8.onnx": written["s8s8"], f"engines/fp32/{engine.path.name}": str(engine.path),
-             "results.json": str(tmp_path / "results.json")}
+    layout = Bundle()  # as the flow lays its bundle out: each file with its precision
+    for precision, path in (("fp32", fp32), ("fused-fp32", fused), ("fp16", fp16)):
+        layout.add(onnx_name(precision), path, precision)
+    layout.add_int8({"s8s8": written["s8s8"]}, str(calibration_file(tmp_path)))
+    layout.add(f"engines/fp32/{engine.path.name}", engine.path, "fp32")
+    layout.add("results.json", tmp_path / "results.json")
     (tmp_path / "results.json").write_text("{}\n")
-    files.update(onnx_companions(files))
+    layout.add_companions()
+    files = layout.files
     assert {"model-fp32.onnx.data", "int8/model.int8-s8s8.onnx.data",
             f"engines/fp32/{engine.path.name}.data"} <= set(files)
+    assert layout.precisions["int8/model.int8-s8s8.onnx.data"] == "int8"  # a data file goes with its ONNX file
     bundle = materialize(files, tmp_path / "run")
     store = ArtifactStore(tmp_path / "store")
-    published = publish_bundle(store, "tiny", "r1", bundle, {}, [], PASS)
+    published = publish_bundle(store, "tiny", "r1", bundle, {}, [], PASS, precisions=layout.precisions)
     assert published.files["model-fused.onnx.data"]["sha256"] == sha256_file(onnx_files.data_path(fused))
 
     dest = download(store, "tiny", tmp_path / "dl").dest
@@ -296,6 +302,7 @@ def test_a_small_model_forced_external_goes_through_every_step(tiny_trt_files, s
         assert max_diff(logits(dest / name, feed), logits(Path(files[name]), feed)) == 0.0
     only = download(store, "tiny", tmp_path / "dl-int8", precision="int8")
     assert {"int8/model.int8-s8s8.onnx", "int8/model.int8-s8s8.onnx.data"} <= set(only.files)
+    assert "model-fp32.onnx.data" not in only.files
     verify_dir(only.dest, precision="int8")
     onnx_files.load(only.dest / "int8/model.int8-s8s8.onnx")
 
@@ -391,3 +398,9 @@ def test_a_model_past_2_gb_goes_through_every_step_and_round_trips_a_bundle(tiny
     finally:
         for child in tmp_path.iterdir():  # some 15 GB: not left for pytest's kept temporary directories
             shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
+
+
+def calibration_file(directory: Path) -> Path:
+    path = directory / "calibration.json"
+    path.write_text("{}\n")
+    return path
