@@ -86,7 +86,7 @@ def parse_overrides(text: str) -> dict:
 def main(argv=None) -> int:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from bertbuild.evaluation.latency import machine_note
-    from bertbuild.precision.calibration import calibration_set
+    from bertbuild.precision.calibration_set import calibration_set
     from bertbuild.precision.config import Int8Config, TuneConfig
     from bertbuild.precision.recipe import build_int8
     from bertbuild.precision.tuning import closest_to_fp32, compare, onnx_logits, tune_set
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
             cfg = Int8Config(**overrides)
             begin = time.perf_counter()
             samples = calibration_set(cfg, vocab, True)
-            files = build_int8(fused, args.out / f"t{index:02d}", samples, cfg, cache_dir=args.out / "calibration",
+            files = build_int8(fused, args.out / f"t{index:02d}", samples, cfg,
                                variants=("u8s8", "ort") if args.variant == "ort" else ("u8s8",))
             path, built, applied = files.paths[args.variant], round(time.perf_counter() - begin, 1), files.techniques
         signal = compare(tune, reference, onnx_logits(path, tune))

@@ -74,15 +74,6 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-@lru_cache(maxsize=1)
-def host_kind() -> dict:
-    """What makes an engine or a timing belong to this kind of machine."""
-    from bertbuild.artifacts.manifest import hardware
-
-    found = hardware()
-    return {"cpu": found["cpu"], "cores": found["cores"], "gpus": [g["name"] for g in found["gpus"]]}
-
-
 def package_modules(package: ModuleType) -> list[ModuleType]:
     """A package and all its submodules (imported here, so the list never depends on what ran before)."""
     import importlib
@@ -167,9 +158,17 @@ def step_key(step: str, *, files: Iterable[Path | str] = (), fields: Any = None,
     caller = sys.modules.get(sys._getframe(1).f_globals.get("__name__", ""))
     record = {
         "step": step, "code": code_version([*modules, *([caller] if caller is not None else [])]), "libraries": library_versions(),
-        "inputs": [input_digest(f) for f in files], "fields": fields, "host": host_kind() if host else None,
+        "inputs": [input_digest(f) for f in files], "fields": fields, "host": _this_host() if host else None,
     }
     return sha256_bytes(json.dumps(record, sort_keys=True, default=str).encode())
+
+
+def _this_host() -> dict:
+    """What makes an engine or a timing belong to this kind of machine (`bertbuild.host.host_kind`)."""
+    from bertbuild.artifacts.manifest import hardware
+    from bertbuild.host import host_kind
+
+    return host_kind(hardware())
 
 
 def _relativize(value: Any, entry: Path) -> Any:

@@ -31,6 +31,7 @@ class Route:
     status: int = 200  # a non-200 here is answered with an empty body
     fail_times: int = 0  # answer `fail_status` to the first N requests
     fail_status: int = 503
+    retry_after: str | None = None  # sent as Retry-After with each failing answer
     require_header: tuple[str, str] | None = None  # else 401
     truncate_to: int | None = None  # send this many bytes, announce all, then close
     truncate_times: int | None = None  # truncate only the first N answers (None: always)
@@ -103,13 +104,15 @@ class LoopbackServer:
                     if headers.get(name.lower()) != value:
                         return self._empty(401)
                 if failing:
-                    return self._empty(route.fail_status)
+                    return self._empty(route.fail_status, route.retry_after)
                 if route.status != 200:
                     return self._empty(route.status)
                 self._send_body(route, headers.get("range"), truncating)
 
-            def _empty(self, status: int) -> None:
+            def _empty(self, status: int, retry_after: str | None = None) -> None:
                 self.send_response(status)
+                if retry_after is not None:
+                    self.send_header("Retry-After", retry_after)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

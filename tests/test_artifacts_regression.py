@@ -9,11 +9,11 @@ import pytest
 
 from bertbuild.artifacts.manifest import hardware, package_versions
 from bertbuild.artifacts.publish import publish_bundle
+from bertbuild.artifacts.regression import F1_GATE, LATENCY_GATE, REGRESSION_NAME, compare_with_latest, latest_snapshot
 from bertbuild.evaluation.gates import GateResult
-from bertbuild.artifacts.regression import (F1_GATE, LATENCY_GATE, REGRESSION_NAME, compare_with_latest, host_kind,
-                                            latest_snapshot)
 from bertbuild.errors import IntegrityError
 from bertbuild.hashing import sha256_file
+from bertbuild.host import host_kind
 from bundlefiles import write_files
 
 LATEST_ANSWERS = {"q1": "Denver Broncos", "q2": "1990", "q3": "Santa Clara", "q4": "gold"}

@@ -26,7 +26,8 @@ TOLERANCE = {"fp32": 1e-5, "fused": 1e-5, "fp16": 2e-2, "ort-int8": 2e-2}
 @pytest.fixture(scope="module")
 def tiny_graphs(tiny_trt_files, vocab_path, tmp_path_factory) -> dict:
     """The tiny model's fp32, fused and fp16 files and its ORT-only INT8 file."""
-    from bertbuild.precision.calibration import calibrate, calibration_set
+    from bertbuild.precision.calibration import calibrate
+    from bertbuild.precision.calibration_set import calibration_set
     from bertbuild.precision.config import Int8Config
     from bertbuild.precision.ort_int8 import write_ort_int8
 

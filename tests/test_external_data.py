@@ -33,7 +33,7 @@ PASS = True
 
 @pytest.fixture(scope="module")
 def samples(vocab_path):
-    from bertbuild.precision.calibration import calibration_set
+    from bertbuild.precision.calibration_set import calibration_set
 
     return calibration_set(CFG, vocab_path, lower_case=True)
 

@@ -5,7 +5,8 @@ import socket
 import pytest
 
 from bertbuild.errors import FetchError
-from bertbuild.fetch.download import RetryPolicy, download_gdrive, download_http, want_progress
+from bertbuild.fetch.download import RetryPolicy, download_gdrive, download_http
+from bertbuild.progress import want_progress
 from httpserver import http_server  # noqa: F401  (fixture)
 
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
@@ -96,6 +97,40 @@ def test_partial_file_longer_than_remote_restarts(http_server, tmp_path):
     (tmp_path / "out.bin.part").write_bytes(b"x" * 500)  # 416 from the server
     assert fetch(http_server, tmp_path).read_bytes() == BODY[:100]
     assert [r.headers.get("range") for r in http_server.requests_for("/f.bin")] == ["bytes=500-", None]
+
+
+def test_429_is_retried_after_the_wait_the_server_asks_for(http_server, tmp_path, monkeypatch):
+    waits = []
+    monkeypatch.setattr("bertbuild.fetch.download.time.sleep", waits.append)
+    http_server.route("/f.bin", body=BODY, fail_times=1, fail_status=429, retry_after="3")
+    policy = RetryPolicy(attempts=3, base_delay=0.01, max_delay=5.0)
+    assert download_http(http_server.url("/f.bin"), tmp_path / "out.bin", policy=policy).read_bytes() == BODY
+    assert waits == [3] and len(http_server.requests_for("/f.bin")) == 2
+
+
+def test_a_long_retry_after_is_capped_at_the_longest_wait(http_server, tmp_path, monkeypatch):
+    waits = []
+    monkeypatch.setattr("bertbuild.fetch.download.time.sleep", waits.append)
+    http_server.route("/f.bin", body=BODY, fail_times=1, retry_after="86400")
+    policy = RetryPolicy(attempts=3, base_delay=0.01, max_delay=5.0)
+    assert download_http(http_server.url("/f.bin"), tmp_path / "out.bin", policy=policy).read_bytes() == BODY
+    assert waits == [5]
+
+
+def test_5xx_retries_and_resumes_share_one_budget(http_server, tmp_path):
+    # Two 503s (retried inside urllib3), then bodies that always break off (resumed by our loop):
+    # FAST.attempts requests in all, not that many of each.
+    http_server.route("/f.bin", body=BODY, fail_times=2, truncate_to=0)
+    with pytest.raises(FetchError, match="connection closed after 0 of .* bytes .*gave up after 4 attempts"):
+        fetch(http_server, tmp_path)
+    assert len(http_server.requests_for("/f.bin")) == FAST.attempts
+
+
+def test_a_503_then_a_cut_body_then_the_rest(http_server, tmp_path):
+    # truncate_times counts every answer: the 503 is the first, the cut body the second.
+    http_server.route("/f.bin", body=BODY, fail_times=1, truncate_to=5000, truncate_times=2)
+    assert fetch(http_server, tmp_path).read_bytes() == BODY
+    assert [r.headers.get("range") for r in http_server.requests_for("/f.bin")] == [None, None, "bytes=5000-"]
 
 
 def test_connection_refused_is_retried_then_fails(tmp_path, monkeypatch):

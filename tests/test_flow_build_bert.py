@@ -186,7 +186,7 @@ def test_all_precisions_are_written_scored_gated_and_published(tmp_path, prefect
 
 def test_tune_questions_are_train_half_and_never_calibration_questions(tmp_path, prefect_harness):
     from bertbuild.flows.build_bert import build_bert
-    from bertbuild.precision.calibration import load_calibration
+    from bertbuild.precision.ranges import load_calibration
     from bertbuild.squad import data
 
     loose = {"max_f1_drop": 100.0, "min_argmax_agreement": 0.0}

@@ -8,10 +8,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from bertbuild.precision.calibration import TensorRange, calibrate, calibration_set
+from bertbuild.precision.calibration import calibrate
+from bertbuild.precision.calibration_set import calibration_set
 from bertbuild.precision.config import FallbackConfig, Int8Config
 from bertbuild.precision.fallback import exclusion_schedule, run_fallback
 from bertbuild.precision.int8 import quantize_int8
+from bertbuild.precision.ranges import TensorRange
 from bertbuild.precision.sensitivity import fake_quantize_activation, rank_sensitivity
 
 CFG = Int8Config(samples=16, max_seq_length=128, batch_size=8, method="percentile").plain()

@@ -1,20 +1,22 @@
-"""INT8: calibration on the train half only, three methods, cache, explicit Q/DQ in two variants."""
+"""INT8: calibration on the train half only, three methods, its written record, explicit Q/DQ in two variants."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
-from bertbuild.precision.calibration import (
-    _AbsHistogram, _amax_entropy, _amax_percentile, calibrate, calibration_set, load_calibration,
-    quantization_targets,
-)
+from bertbuild.precision.calibration import CALIBRATION_FILE, calibrate
+from bertbuild.precision.calibration_set import calibration_set
 from bertbuild.precision.config import Int8Config
 from bertbuild.precision.int8 import quantize_int8, zero_points
+from bertbuild.precision.range_stats import AbsHistogram, amax_entropy, amax_percentile
+from bertbuild.precision.ranges import load_calibration
+from bertbuild.precision.targets import quantization_targets
 
 CFG = Int8Config(samples=24, max_seq_length=128, batch_size=8, method="percentile").plain()
 
@@ -26,7 +28,7 @@ def samples(vocab_path):
 
 @pytest.fixture(scope="module")
 def calibration(tiny_onnx, samples, tmp_path_factory):
-    return calibrate(tiny_onnx["fused"], samples, CFG, cache_dir=tmp_path_factory.mktemp("calibration"))
+    return calibrate(tiny_onnx["fused"], samples, CFG, out_dir=tmp_path_factory.mktemp("calibration"))
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +65,14 @@ def test_targets_are_weight_matmuls_except_the_head(tiny_onnx):
 def test_histogram_methods_on_a_known_distribution():
     rng = np.random.default_rng(0)
     values = np.concatenate([rng.normal(0, 1, 200_000), [40.0, -35.0]])  # two outliers
-    hist = _AbsHistogram(2048)
+    hist = AbsHistogram(2048)
     for chunk in np.array_split(values, 7):  # the edge grows as batches arrive
         hist.add(chunk)
     assert hist.low == pytest.approx(-35.0) and hist.high == pytest.approx(40.0)
     assert hist.counts.sum() == values.size
-    p9999 = _amax_percentile(hist, 99.99)
+    p9999 = amax_percentile(hist, 99.99)
     assert 3.3 < p9999 < 4.6  # |N(0,1)| 99.99th percentile is 3.89
-    entropy = _amax_entropy(hist)
+    entropy = amax_entropy(hist)
     assert 2.0 < entropy < 20.0  # clips the outliers, keeps the bulk
 
 
@@ -82,24 +84,30 @@ def test_methods_give_different_ranges_and_minmax_is_widest(tiny_onnx, samples, 
     assert (amax["minmax"] >= amax["percentile"] - 1e-6).all() and (amax["minmax"] >= amax["entropy"] - 1e-6).all()
     assert not np.allclose(amax["minmax"], amax["percentile"]) and not np.allclose(amax["entropy"], amax["percentile"])
     for method, result in results.items():
-        assert result.method == method and not result.from_cache
+        assert result.method == method
 
 
-def test_cache_hit_on_same_model_and_samples_miss_on_other_settings(tiny_onnx, samples, calibration, tmp_path):
-    cache_dir = calibration.cache_path.rsplit("/", 1)[0]
-    hit = calibrate(tiny_onnx["fused"], samples, CFG, cache_dir=cache_dir)
-    assert hit.from_cache and hit.cache_path == calibration.cache_path
-    # A task reading back the file this run wrote is not a cache hit (the report says which it was).
-    assert not load_calibration(calibration.cache_path).from_cache
-    assert {k: dataclasses.asdict(v) for k, v in hit.ranges.items()} == \
-        {k: dataclasses.asdict(v) for k, v in calibration.ranges.items()}
-    other = calibrate(tiny_onnx["fused"], samples, CFG.model_copy(update={"percentile": 99.9}), cache_dir=cache_dir)
-    assert not other.from_cache and other.cache_path != calibration.cache_path
+def test_record_round_trips_and_calibrate_never_reads_an_earlier_one(tiny_onnx, samples, calibration, tmp_path):
+    def ranges(c):
+        return {k: dataclasses.asdict(v) for k, v in c.ranges.items()}
+
+    path = calibration.cache_path
+    assert path.endswith("/" + CALIBRATION_FILE)
+    back = load_calibration(path)
+    assert ranges(back) == ranges(calibration) and back.targets == calibration.targets
+    assert back.question_ids == calibration.question_ids and back.summary() == calibration.summary()
+    # Reuse is the flow's step cache's job: a record already in out_dir (here a planted one
+    # claiming other ranges) is written over with what this model and these samples give.
+    planted = load_calibration(path).to_json()
+    planted["ranges"] = {name: {"min": -1.0, "max": 1.0, "amax": 1.0} for name in planted["ranges"]}
+    (tmp_path / CALIBRATION_FILE).write_text(json.dumps(planted))
+    again = calibrate(tiny_onnx["fused"], samples, CFG, out_dir=tmp_path)
+    assert ranges(again) == ranges(calibration) == ranges(load_calibration(tmp_path / CALIBRATION_FILE))
     changed = tmp_path / "changed.onnx"
     model = onnx.load(str(tiny_onnx["fused"]))
     model.doc_string = "other bytes"
     onnx.save(model, str(changed))
-    assert not calibrate(changed, samples, CFG, cache_dir=cache_dir).from_cache
+    assert calibrate(changed, samples, CFG).model_sha256 != calibration.model_sha256
 
 
 def test_s8s8_is_symmetric_and_u8s8_unsigned(quantized):

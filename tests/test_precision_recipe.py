@@ -9,7 +9,8 @@ import pytest
 from onnx import numpy_helper
 
 from bertbuild.precision.bias_correction import correct_biases
-from bertbuild.precision.calibration import calibrate, calibration_set
+from bertbuild.precision.calibration import calibrate
+from bertbuild.precision.calibration_set import calibration_set
 from bertbuild.precision.config import Int8Config
 from bertbuild.precision.int8 import quantize_variant
 from bertbuild.precision.recipe import build_int8, prepare_source, write_int8_files
@@ -69,7 +70,7 @@ def test_bias_correction_removes_the_mean_int8_shift(outlier_model, samples, tmp
 def test_recipe_writes_three_files_with_every_technique(tiny_onnx, samples, tmp_path):
     cfg = CFG.model_copy(update={"smoothing_alpha": 0.5, "outlier_channels": 2, "bias_correction": True,
                                  "bias_correction_batches": 2})
-    files = build_int8(tiny_onnx["fused"], tmp_path, samples, cfg, cache_dir=tmp_path / "cache")
+    files = build_int8(tiny_onnx["fused"], tmp_path, samples, cfg)
     assert set(files.paths) == {"s8s8", "u8s8", "ort"}
     assert files.source.endswith("model-smoothed-outliers.onnx")
     assert {"smoothing", "outliers", "bias_correction_s8s8", "bias_correction_u8s8", "ort"} <= set(files.techniques)

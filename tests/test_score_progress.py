@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from bertbuild import progress
 from bertbuild.evaluation import score
 
 
@@ -31,7 +32,7 @@ class _Runner:
 
 
 def test_scoring_logs_progress_lines_until_it_is_done(monkeypatch):
-    monkeypatch.setattr(score, "PROGRESS_EVERY_S", 0.0)  # a line at every batch
+    monkeypatch.setattr(progress, "PROGRESS_EVERY_S", 0.0)  # a line at every batch
     lines: list[str] = []
     start, end, _ = score.run_logits(_Runner(), _Windows(), 4, log=lines.append)
     assert start.shape == (10, 8) and np.array_equal(end, -start)
@@ -41,7 +42,7 @@ def test_scoring_logs_progress_lines_until_it_is_done(monkeypatch):
 
 
 def test_no_lines_before_the_interval_has_passed(monkeypatch):
-    monkeypatch.setattr(score, "PROGRESS_EVERY_S", 3600.0)
+    monkeypatch.setattr(progress, "PROGRESS_EVERY_S", 3600.0)
     lines: list[str] = []
     score.run_logits(_Runner(), _Windows(), 4, log=lines.append)
     assert lines == []

@@ -111,26 +111,9 @@ def _ram_bytes() -> int | None:
 
 def _gpus() -> list[dict]:
     """GPUs as nvidia-smi reports them; [] without nvidia-smi or on any error."""
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return []
-    try:
-        out = subprocess.run(
-            [exe, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=15, check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    gpus = []
-    for line in out.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) >= 3:
-            try:
-                memory = int(float(parts[1])) * 1024 * 1024
-            except ValueError:
-                memory = None
-            gpus.append({"name": parts[0], "memory_bytes": memory, "driver": parts[2]})
-    return gpus
+    from bertbuild.host import gpus  # the one nvidia-smi probe
+
+    return [{"name": g["name"], "memory_bytes": g["memory_bytes"], "driver": g["driver"]} for g in gpus()]
 
 
 @lru_cache(maxsize=1)

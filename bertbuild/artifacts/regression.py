@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Mapping
 
 from bertbuild.artifacts.manifest import clean_results, hardware as this_hardware, is_report, package_versions
+from bertbuild.artifacts.regression_markdown import report_markdown
 from bertbuild.artifacts.store import ArtifactStore, as_store, check_model
 from bertbuild.errors import BertbuildError, IntegrityError
 from bertbuild.evaluation.gates import GateResult, judge, skipped
 from bertbuild.hashing import sha256_file
+from bertbuild.host import host_kind
 
 F1_GATE = "max_f1_drop_vs_latest"
 LATENCY_GATE = "max_latency_ratio_vs_latest"
@@ -44,19 +46,6 @@ MAX_PREDICTIONS_BYTES = 64 << 20  # a SQuAD dev set's predictions are about 0.5 
 def predictions_name(engine: str) -> str:
     """Bundle name of an engine's {question_id: answer_text} file."""
     return f"predictions-{engine}.json"
-
-
-def host_kind(hardware: object) -> dict:
-    """What decides whether two latency numbers are comparable: CPU model, core count, GPU names."""
-    hw = hardware if isinstance(hardware, dict) else {}
-    gpus = hw.get("gpus") if isinstance(hw.get("gpus"), list) else []
-    return {"cpu": str(hw.get("cpu") or "unknown"), "cores": hw.get("cores"),
-            "gpus": sorted(str(g.get("name")) for g in gpus if isinstance(g, dict))}
-
-
-def describe_host(kind: dict) -> str:
-    gpus = ", ".join(kind["gpus"]) or "no GPU"
-    return f"{kind['cpu']}, {kind['cores']} cores, {gpus}"
 
 
 @dataclass
@@ -265,8 +254,6 @@ class RegressionReport:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def to_markdown(self) -> str:
-        from bertbuild.artifacts.regression_markdown import report_markdown
-
         return report_markdown(self)
 
 

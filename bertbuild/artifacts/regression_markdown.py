@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bertbuild.host import describe_host
+
 
 def _num(value, spec: str, signed: bool = False) -> str:
     if value is None:
@@ -26,9 +28,7 @@ def _precision_line(row: dict) -> str:
 
 
 def report_markdown(report) -> str:
-    """Headline, per-precision table, gates, changed files and versions."""
-    from bertbuild.artifacts.regression import describe_host
-
+    """Headline, per-precision table, gates, changed files and versions (`report`: a RegressionReport)."""
     lines = [f"## Regression check: {report.model}", ""]
     if report.latest_run_id is None:
         lines += [f"No earlier release of `{report.model}`: nothing to compare, regression gates skipped.", ""]

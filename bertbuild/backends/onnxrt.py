@@ -23,8 +23,8 @@ import numpy as np
 
 from bertbuild import onnx_files
 from bertbuild.backends.base import Backend, Engine, Profile, Runner, profiles_from_metadata, read_metadata
-from bertbuild.backends.gpu import gpu_info
 from bertbuild.errors import MissingDependency
+from bertbuild.host import gpu_info
 from bertbuild.model.signature import INPUT_NAMES
 
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from bertbuild.backends.base import Backend, Engine, Profile, Runner, profiles_from_metadata, read_metadata
-from bertbuild.backends.gpu import gpu_info, slug
 from bertbuild.backends.profiles import describe, fitting_profile
+from bertbuild.host import gpu_info, slug
 from bertbuild.model.signature import INPUT_NAMES
 
 

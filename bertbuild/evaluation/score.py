@@ -6,7 +6,6 @@ difference in F1 between two engines is the engine's doing alone.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import numpy as np
 from bertbuild.arrays import load_npz
 from bertbuild.backends.base import Runner
 from bertbuild.config import EvalConfig
+from bertbuild.progress import Progress
 from bertbuild.squad.batching import DEFAULT_LENGTH_BUCKET, plan_batches
 from bertbuild.squad.features import Features
 from bertbuild.squad.metrics import score
@@ -62,42 +62,6 @@ def scoring_set(cfg: EvalConfig, vocab_path: Path | str, lower_case: bool) -> Sq
                      doc_stride=cfg.doc_stride, max_query_length=cfg.max_query_length, origin=origin)
 
 
-PROGRESS_EVERY_S = 30.0  # seconds between progress lines in a log
-
-
-class Progress:
-    """Progress of a long scoring pass: a tqdm bar on a terminal, else a line to `log` every PROGRESS_EVERY_S.
-
-    A nightly scores 5,400 windows per engine (minutes each) with no terminal, so
-    without the lines its log would be silent for the whole of that time.
-    """
-
-    def __init__(self, total: int, label: str, log: Callable[[str], None] | None = None):
-        from tqdm import tqdm
-
-        self.total, self.label, self.log = total, label, log
-        self.done, self.begin = 0, time.monotonic()
-        self.last_line = self.begin
-        self.bar = tqdm(total=total, desc=label, unit="seq", disable=not sys.stderr.isatty(), leave=False)
-
-    def update(self, count: int) -> None:
-        self.done += count
-        self.bar.update(count)
-        now = time.monotonic()
-        if self.log is not None and self.bar.disable and now - self.last_line >= PROGRESS_EVERY_S and self.done < self.total:
-            self.last_line = now
-            rate = self.done / (now - self.begin)
-            left = (self.total - self.done) / rate if rate > 0 else float("inf")
-            self.log(f"{self.label}: {self.done}/{self.total} windows ({100 * self.done / self.total:.0f} %), "
-                     f"about {left / 60:.1f} min left")
-
-    def __enter__(self) -> "Progress":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.close()
-
-
 def run_logits(runner: Runner, features: Features, batch_size: int, log: Callable[[str], None] | None = None,
                length_bucket: int = DEFAULT_LENGTH_BUCKET) -> tuple[np.ndarray, np.ndarray, float]:
     """All start/end logits for `features`, and the seconds spent in `infer` (`log`: where progress lines go).
@@ -108,7 +72,7 @@ def run_logits(runner: Runner, features: Features, batch_size: int, log: Callabl
     """
     plan = plan_batches(features.input_mask, batch_size, length_bucket)
     starts, ends, spent = [], [], 0.0
-    with runner, Progress(len(features), runner.name, log) as progress:
+    with runner, Progress(len(features), runner.name, unit="seq", noun="windows", log=log, leave=False) as progress:
         for feed in plan.feeds(features):
             begin = time.perf_counter()
             out = runner.infer(feed)

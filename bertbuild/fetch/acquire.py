@@ -39,12 +39,13 @@ from pathlib import Path
 from bertbuild.errors import FetchError, UserInputError
 from bertbuild.fetch.archive import Limits, extract_archive
 from bertbuild.fetch.cache import CacheEntry, cache_key, default_cache_dir
-from bertbuild.fetch.download import RetryPolicy, download_gdrive, download_http, one_line, want_progress
+from bertbuild.fetch.download import RetryPolicy, download_gdrive, download_http, one_line
 from bertbuild.fetch.locate import find_checkpoint_dir
 from bertbuild.fetch.sources import (Generated, GDriveFile, HttpUrl, LocalDir, LocalFile, NgcModel, Source, is_local_path,
                                      parse_source, slug)
 from bertbuild.fetch.verify import check_sha256, normalize_sha256, tree_sha256
 from bertbuild.hashing import sha256_file
+from bertbuild.progress import want_progress
 
 SQUAD_V11_URLS = {
     "dev": "https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v1.1.json",

@@ -1,15 +1,25 @@
 """Download one URL to one file, robustly.
 
-`requests` does the HTTP. What it does not do, and checkpoints of a few GB on
-flaky links need, is written here by hand:
+`requests` does the HTTP, and urllib3's `Retry` (mounted through requests'
+`HTTPAdapter`) retries what fails before an answer's body starts: connection
+errors, read timeouts and 429/5xx answers, with exponential back-off and
+jitter, honouring a server's `Retry-After` (capped at the policy's longest
+wait). Other 4xx answers are not retried: they will not change.
+
+What no library does, and checkpoints of a few GB on flaky links need, is
+written here by hand:
 
 * the body goes to ``<dest>.part`` and is renamed to ``<dest>`` only when
   complete, so a reader never sees a half-written file under its final name;
 * an existing ``.part`` (from an interrupted attempt or run) is resumed with an
   HTTP ``Range`` request; a server that answers 200 instead of 206 makes us
   start again from zero;
-* connection errors, truncated bodies and 5xx answers are retried with
-  exponential back-off and jitter; 4xx answers are not (they will not change).
+* a body cut short (the connection lost mid-transfer) is resumed from where
+  it stopped. `Retry` cannot do this: it retries getting an answer, never a
+  partial body, and would start a multi-GB file over.
+
+Both layers share one budget: `RetryPolicy.attempts` HTTP requests in all,
+with one back-off formula (`RetryPolicy.delay`).
 
 The retries live here, not in Prefect, so that the library works on its own.
 Google Drive goes through `gdown` (it knows Drive's confirmation pages), inside
@@ -26,7 +36,6 @@ import os
 import random
 import re
 import shutil
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,9 +45,11 @@ from typing import TypeVar
 import gdown
 import gdown.exceptions
 import requests
-from tqdm import tqdm
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from bertbuild.errors import FetchError
+from bertbuild.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +58,7 @@ T = TypeVar("T")
 CHUNK = 1 << 20
 # (connect, read) seconds: a stalled read is a connection error and retried.
 DEFAULT_TIMEOUT = (15.0, 60.0)
+RETRY_STATUSES = frozenset({429, *range(500, 600)})  # worth asking again; other 4xx will not change
 _TRANSIENT = (
     requests.exceptions.ConnectionError,
     requests.exceptions.Timeout,
@@ -55,12 +67,19 @@ _TRANSIENT = (
 
 
 class Retryable(Exception):
-    """A failure that another attempt may cure (5xx, lost connection, short body)."""
+    """A failure that another attempt may cure; `requests`: how many HTTP requests the attempt spent."""
+
+    def __init__(self, message: str, requests: int = 1):
+        super().__init__(message)
+        self.requests = requests
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how patiently to retry; tests pass a tiny `base_delay`."""
+    """How often and how patiently to retry; tests pass a tiny `base_delay`.
+
+    `attempts`: HTTP requests in all for one download, retries included.
+    """
 
     attempts: int = 5
     base_delay: float = 1.0
@@ -76,31 +95,63 @@ class RetryPolicy:
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
+class _PolicyRetry(Retry):
+    """urllib3's `Retry` waiting as `RetryPolicy.delay` says, and saying so in the log.
+
+    Only the wait and the log line are ours: urllib3's own formula does not
+    wait before the first retry (a 503ing server would be asked again at
+    once), and one formula serves both this layer and the resume loop.
+    """
+
+    def __init__(self, *args, policy: RetryPolicy = RetryPolicy(), what: str = "download", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.policy, self.what = policy, what
+
+    def new(self, **kw) -> "_PolicyRetry":
+        return super().new(policy=self.policy, what=self.what, **kw)
+
+    def get_backoff_time(self) -> float:
+        return self.policy.delay(len(self.history) - 1) if self.history else 0.0
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)  # raises once exhausted
+        cause = f"HTTP {response.status}" if response is not None and response.status else \
+            f"connection error: {_reason(error) if error else 'unknown'}"
+        log.warning("%s: %s; retrying (%d/%d)", self.what, cause, len(retry.history) + 1, self.policy.attempts)
+        return retry
+
+
+def _retry(policy: RetryPolicy, budget: int, what: str) -> Retry:
+    """Retries for one request, spending at most `budget` requests (the first included)."""
+    return _PolicyRetry(total=max(0, budget - 1), status_forcelist=RETRY_STATUSES, allowed_methods={"GET"},
+                        raise_on_status=False, respect_retry_after_header=True,
+                        retry_after_max=int(policy.max_delay), policy=policy, what=what)
+
+
 def one_line(text: str, limit: int = 300) -> str:
     """Collapse whitespace (urllib3 errors span lines) and cap the length."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def want_progress(progress: bool | None) -> bool:
-    """Show a bar only for a person watching: stderr is a TTY and not in CI."""
-    if progress is not None:
-        return progress
-    return sys.stderr.isatty() and not os.environ.get("CI")
+def retrying(attempt: Callable[[int], T], policy: RetryPolicy, what: str) -> T:
+    """Call `attempt(budget)` until it stops raising `Retryable`; then raise FetchError.
 
-
-def retrying(attempt: Callable[[], T], policy: RetryPolicy, what: str) -> T:
-    """Call `attempt` until it stops raising `Retryable`; then raise FetchError."""
-    for number in range(1, policy.attempts + 1):
+    `budget`: the requests the attempt may still make (urllib3 may retry inside
+    it); each `Retryable` says how many it spent. The wait after it continues
+    the same back-off, counted in requests.
+    """
+    used = 0
+    while True:
         try:
-            return attempt()
+            return attempt(policy.attempts - used)
         except Retryable as exc:
-            if number >= policy.attempts:
-                raise FetchError(f"{one_line(exc)} (gave up after {number} attempts)") from exc
-            pause = policy.delay(number - 1)
-            log.warning("%s: %s; retrying in %.2fs (%d/%d)", what, one_line(exc), pause, number + 1, policy.attempts)
+            used += max(1, exc.requests)
+            if used >= policy.attempts:
+                raise FetchError(f"{one_line(exc)} (gave up after {used} attempts)") from exc
+            pause = policy.delay(used - 1)
+            log.warning("%s: %s; retrying in %.2fs (%d/%d)", what, one_line(exc), pause, used + 1, policy.attempts)
             time.sleep(pause)
-    raise AssertionError("unreachable")  # attempts >= 1 always returns or raises
 
 
 def _http_error(status: int, reason: str, hints: Mapping[int, str]) -> FetchError:
@@ -123,20 +174,18 @@ def download_http(
 
     `hints` maps an HTTP status to advice appended to the error message.
     On failure the ``.part`` file is left for a later resume; the caller
-    decides whether to keep it.
+    decides whether to keep it. `progress`: a bar; without one, a line to the
+    log every `bertbuild.progress.PROGRESS_EVERY_S` seconds.
     """
     part = dest.with_name(dest.name + ".part")
-    with requests.Session() as session:
-        retrying(
-            lambda: _attempt(session, url, part, dict(headers or {}), progress, hints or {}, label, timeout),
-            policy,
-            label or "download",
-        )
+    what = label or "download"
+    retrying(lambda budget: _attempt(url, part, dict(headers or {}), _retry(policy, budget, what), progress,
+                                     hints or {}, label, timeout), policy, what)
     os.replace(part, dest)
     return dest
 
 
-def _attempt(session, url, part: Path, headers, progress, hints, label, timeout) -> None:
+def _attempt(url, part: Path, headers, retry: Retry, progress, hints, label, timeout) -> None:
     have = part.stat().st_size if part.exists() else 0
     # Compressed transfer would make Content-Length and byte offsets disagree
     # with the bytes we write, breaking both the truncation check and resume.
@@ -144,45 +193,49 @@ def _attempt(session, url, part: Path, headers, progress, hints, label, timeout)
     if have:
         headers["Range"] = f"bytes={have}-"
     offset, got, expected = 0, 0, None
-    try:
-        with session.get(url, headers=headers, stream=True, timeout=timeout) as resp:
+    with requests.Session() as session:
+        adapter = HTTPAdapter(max_retries=retry)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        try:
+            resp = session.get(url, headers=headers, stream=True, timeout=timeout)
+        except _TRANSIENT as exc:  # urllib3 retried until the budget was spent
+            raise Retryable(f"connection error: {_reason(exc)}", requests=retry.total + 1) from exc
+        with resp:
+            spent = len(resp.raw.retries.history) + 1 if resp.raw.retries is not None else 1
             status = resp.status_code
             if status == 416 and have:
                 part.unlink()  # our partial file does not fit the remote one
-                raise Retryable("server refused to resume (HTTP 416); starting over")
-            if status >= 500:
-                raise Retryable(f"HTTP {status} {resp.reason}")
+                raise Retryable("server refused to resume (HTTP 416); starting over", spent)
+            if status in RETRY_STATUSES:  # urllib3 gave up on it
+                raise Retryable(f"HTTP {status} {resp.reason}", spent)
             if status >= 400:
                 raise _http_error(status, resp.reason or "", hints)
             offset = _resume_offset(resp, have)
             if offset is None:
                 part.unlink(missing_ok=True)
-                raise Retryable("server answered an unexpected byte range; starting over")
+                raise Retryable("server answered an unexpected byte range; starting over", spent)
             length = resp.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
             # urllib3 would raise on a short body and drop the bytes of the last
             # read; we check the length ourselves so those bytes can be resumed.
             resp.raw.enforce_content_length = False
-            with open(part, "ab" if offset else "wb") as out, tqdm(
-                total=None if expected is None else offset + expected,
-                initial=offset,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=label or None,
-                disable=not progress,
-                file=sys.stderr,
-            ) as bar:
-                for chunk in resp.iter_content(CHUNK):
-                    out.write(chunk)
-                    got += len(chunk)
-                    bar.update(len(chunk))
-    except _TRANSIENT as exc:
-        if expected is not None:  # urllib3 noticed the short body before we did
-            raise Retryable(f"connection closed after {offset + got} of {offset + expected} bytes") from exc
-        raise Retryable(f"connection error: {_reason(exc)}") from exc
+            try:
+                with open(part, "ab" if offset else "wb") as out, Progress(
+                    None if expected is None else offset + expected, label, unit="B", unit_scale=True,
+                    initial=offset, bar=progress, log=log.info,
+                ) as bar:
+                    for chunk in resp.iter_content(CHUNK):
+                        out.write(chunk)
+                        got += len(chunk)
+                        bar.update(len(chunk))
+            except _TRANSIENT as exc:
+                if expected is not None:  # urllib3 noticed the short body before we did
+                    raise Retryable(f"connection closed after {offset + got} of {offset + expected} bytes",
+                                    spent) from exc
+                raise Retryable(f"connection error: {_reason(exc)}", spent) from exc
     if expected is not None and got < expected:
-        raise Retryable(f"connection closed after {offset + got} of {offset + expected} bytes")
+        raise Retryable(f"connection closed after {offset + got} of {offset + expected} bytes", spent)
 
 
 def _reason(exc: Exception) -> str:
@@ -237,7 +290,7 @@ def download_gdrive(url: str, dest: Path, *, policy: RetryPolicy = RetryPolicy()
             raise Retryable(f"connection error: {_reason(exc)}") from exc
 
     try:
-        retrying(attempt, policy, "gdown")
+        retrying(lambda budget: attempt(), policy, "gdown")  # gdown makes one request per attempt
         os.replace(target, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -25,7 +25,9 @@ import onnx
 from onnx import numpy_helper
 
 from bertbuild import onnx_files
-from bertbuild.precision.calibration import Calibration, CalibrationSet, activation_session
+from bertbuild.precision.activations import activation_session
+from bertbuild.precision.calibration_set import CalibrationSet
+from bertbuild.precision.ranges import Calibration
 from bertbuild.precision.sensitivity import fake_quantize_activation, fake_quantize_weight
 
 

@@ -71,9 +71,14 @@ class Int8Config(_Section):
         return self.model_copy(update={"smoothing_alpha": None, "outlier_channels": 0})
 
     @property
+    def qdq_variant(self) -> str:
+        """The standard Q/DQ file of this activation type: `u8s8` or `s8s8` (INT8 weights are always signed)."""
+        return f"{self.activation_type}s8"
+
+    @property
     def variant(self) -> str:
         """The written file ONNX Runtime evaluates: `ort`, or `u8s8` / `s8s8` by activation type."""
-        return "ort" if self.ort_kernels and self.activation_type == "u8" else f"{self.activation_type}s8"
+        return "ort" if self.ort_kernels and self.activation_type == "u8" else self.qdq_variant
 
 
 class FallbackConfig(_Section):

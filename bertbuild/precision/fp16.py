@@ -46,19 +46,17 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bertbuild import onnx_files
 from bertbuild.precision.config import Fp16Config
+from bertbuild.precision.graph_index import FLOAT, GraphIndex, logits_head
 
 log = logging.getLogger(__name__)
 
-FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+HALF = TensorProto.FLOAT16
 FP16_MAX = float(np.finfo(np.float16).max)  # 65504
 CHUNK = 1 << 22  # elements converted at a time: a 2 GB table never needs a second FP32 copy
 
 MEAN_OPS = {"ReduceMean", "GlobalAveragePool"}
 # Ops an unfused LayerNorm is built from (tf2onnx writes mean as GlobalAveragePool).
 LAYERNORM_CHAIN_OPS = MEAN_OPS | {"Sub", "Mul", "Add", "Div", "Pow", "Sqrt", "Reciprocal"}
-# Shape-only / layout ops allowed between the QA head MatMul and the graph outputs.
-HEAD_PASS_THROUGH = {"Slice", "Squeeze", "Unsqueeze", "Reshape", "Transpose", "Identity", "Split",
-                     "Flatten", "Gather", "Concat", "Cast"}
 
 
 @dataclass
@@ -81,48 +79,7 @@ def _node_name(node: onnx.NodeProto, index: int) -> str:
     return node.name or f"{node.op_type}#{index}"
 
 
-class _Graph:
-    """Read-only indexes over a (shape-inferred) graph.
-
-    `weights`: the model whose initializers hold the data, when `model` is an
-    inferred skeleton (`onnx_files.inferred_skeleton`), which has none.
-    """
-
-    def __init__(self, model: onnx.ModelProto, weights: onnx.ModelProto | None = None):
-        graph = model.graph
-        self.nodes = list(graph.node)
-        self.initializers = {init.name: init for init in (weights or model).graph.initializer}
-        self.producer: dict[str, int] = {}
-        self.consumers: dict[str, list[int]] = defaultdict(list)
-        for index, node in enumerate(self.nodes):
-            for name in node.output:
-                self.producer[name] = index
-            for name in node.input:
-                if name:
-                    self.consumers[name].append(index)
-        self.types: dict[str, int] = {}
-        for value in list(graph.value_info) + list(graph.input) + list(graph.output):
-            if value.type.HasField("tensor_type"):
-                self.types[value.name] = value.type.tensor_type.elem_type
-        for init in graph.initializer:
-            self.types[init.name] = init.data_type
-        for node in self.nodes:
-            if node.op_type == "Constant":
-                for attr in node.attribute:
-                    if attr.name == "value":
-                        self.types[node.output[0]] = attr.t.data_type
-
-    def is_float(self, name: str) -> bool:
-        return self.types.get(name) == FLOAT
-
-    def is_constant(self, name: str) -> bool:
-        if name in self.initializers:
-            return True
-        index = self.producer.get(name)
-        return index is not None and self.nodes[index].op_type == "Constant"
-
-
-def _layernorm_islands(g: _Graph) -> list[set[int]]:
+def _layernorm_islands(g: GraphIndex) -> list[set[int]]:
     """Node sets of every LayerNorm: fused LayerNormalization ops and unfused chains.
 
     An unfused chain starts at `Sub(x, Mean(x))`. It is grown forward through
@@ -167,30 +124,11 @@ def _layernorm_islands(g: _Graph) -> list[set[int]]:
     return islands
 
 
-def _logits_head(g: _Graph, outputs: list[str]) -> set[int]:
-    """The QA head: from each float graph output back to (and including) the first MatMul/Gemm."""
-    head: set[int] = set()
-    stack = [name for name in outputs if g.is_float(name)]
-    while stack:
-        index = g.producer.get(stack.pop())
-        if index is None or index in head:
-            continue
-        node = g.nodes[index]
-        if node.op_type in ("MatMul", "Gemm"):
-            head.add(index)
-            continue
-        bias_add = node.op_type == "Add" and any(g.is_constant(name) for name in node.input)
-        if node.op_type in HEAD_PASS_THROUGH or bias_add:
-            head.add(index)
-            stack.extend(name for name in node.input if name and not g.is_constant(name) and g.is_float(name))
-    return head
-
-
 def _has_subgraph(node: onnx.NodeProto) -> bool:
     return any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute)
 
 
-def _fp32_node_set(g: _Graph, outputs: list[str], cfg: Fp16Config) -> tuple[set[int], int]:
+def _fp32_node_set(g: GraphIndex, outputs: list[str], cfg: Fp16Config) -> tuple[set[int], int]:
     islands = _layernorm_islands(g)
     keep: set[int] = set().union(*islands) if islands else set()
     keep_ops = set(cfg.keep_fp32_ops) | ({"Attention"} if "Softmax" in cfg.keep_fp32_ops else set())
@@ -198,7 +136,7 @@ def _fp32_node_set(g: _Graph, outputs: list[str], cfg: Fp16Config) -> tuple[set[
         if node.op_type in keep_ops or _has_subgraph(node):
             keep.add(index)
     if cfg.keep_logits_fp32:
-        keep |= _logits_head(g, outputs)
+        keep |= logits_head(g, outputs)
     return keep, len(islands)
 
 
@@ -231,7 +169,7 @@ def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config |
     model = onnx_files.load(Path(in_path))
     # Types and shapes only: the skeleton's inference copies no weight.
     inferred = onnx_files.inferred_skeleton(model, strict_mode=True)
-    g = _Graph(inferred, weights=model)
+    g = GraphIndex(inferred, weights=model)
     graph = model.graph
     outputs = [value.name for value in graph.output]
     keep, n_islands = _fp32_node_set(g, outputs, cfg)

@@ -43,13 +43,12 @@ import onnx
 from onnx import TensorProto
 
 from bertbuild import onnx_files
-from bertbuild.precision.calibration import Calibration
+from bertbuild.precision.ranges import Calibration
 from bertbuild.precision.config import Int8Config
 
 log = logging.getLogger(__name__)
 
 VARIANTS = ("s8s8", "u8s8")
-ACTIVATION_VARIANT = {"s8": "s8s8", "u8": "u8s8"}
 
 
 @dataclass

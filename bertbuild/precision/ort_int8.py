@@ -45,7 +45,7 @@ import onnx_graphsurgeon as gs
 from bertbuild import onnx_files
 from bertbuild.fuse import match as m
 from bertbuild.model.signature import INPUT_NAMES
-from bertbuild.precision.calibration import Calibration
+from bertbuild.precision.ranges import Calibration
 from bertbuild.precision.config import Int8Config
 from bertbuild.precision.int8 import quantize_variant
 

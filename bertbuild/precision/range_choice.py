@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from bertbuild import onnx_files
-from bertbuild.precision.calibration import (
-    CalibrationSet, TensorRange, _AbsHistogram, _amax_entropy, _amax_minmax, _amax_percentile, activation_session,
-)
+from bertbuild.precision.activations import activation_session
+from bertbuild.precision.calibration_set import CalibrationSet
+from bertbuild.precision.range_stats import AbsHistogram, amax_entropy, amax_minmax, amax_percentile
+from bertbuild.precision.ranges import TensorRange
 from bertbuild.precision.sensitivity import fake_quantize_activation, fake_quantize_weight
 from bertbuild.squad.batching import real_positions
 
@@ -30,20 +31,20 @@ CHOICE_BATCHES = 4  # calibration batches the candidates are tried on
 
 # name -> threshold of a histogram; the names are what a calibration records per tensor.
 CANDIDATES = {
-    "minmax": _amax_minmax,
-    "percentile-99.9": lambda hist: _amax_percentile(hist, 99.9),
-    "percentile-99.99": lambda hist: _amax_percentile(hist, 99.99),
-    "percentile-99.999": lambda hist: _amax_percentile(hist, 99.999),
-    "entropy": _amax_entropy,
+    "minmax": amax_minmax,
+    "percentile-99.9": lambda hist: amax_percentile(hist, 99.9),
+    "percentile-99.99": lambda hist: amax_percentile(hist, 99.99),
+    "percentile-99.999": lambda hist: amax_percentile(hist, 99.999),
+    "entropy": amax_entropy,
 }
 
 
-def candidate_ranges(hist: _AbsHistogram) -> dict[str, TensorRange]:
+def candidate_ranges(hist: AbsHistogram) -> dict[str, TensorRange]:
     return {name: TensorRange(min=hist.low, max=hist.high, amax=max(threshold(hist), 1e-8))
             for name, threshold in CANDIDATES.items()}
 
 
-def choose_ranges(model_path: Path | str, stats: dict[str, _AbsHistogram], readers: dict[str, list[str]],
+def choose_ranges(model_path: Path | str, stats: dict[str, AbsHistogram], readers: dict[str, list[str]],
                   samples: CalibrationSet, variant: str, batches: int, batch_size: int,
                   threads: int | None = None) -> dict[str, tuple[str, TensorRange]]:
     """activation -> (winning candidate, its range); `readers` maps activation -> its weight names."""

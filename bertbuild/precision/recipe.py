@@ -25,9 +25,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from bertbuild.precision.calibration import Calibration, CalibrationSet, calibrate
+from bertbuild.precision.calibration import calibrate
+from bertbuild.precision.calibration_set import CalibrationSet
 from bertbuild.precision.config import Int8Config
 from bertbuild.precision.int8 import VARIANTS, qdq_summary, quantize_variant
+from bertbuild.precision.ranges import Calibration
 
 ORT_VARIANT = "ort"  # the ONNX-Runtime-only u8s8 file of ort_int8.py
 ALL_VARIANTS = (*VARIANTS, ORT_VARIANT)
@@ -111,12 +113,12 @@ def write_int8_files(source: Path | str, out_dir: Path | str, calibration: Calib
 
 
 def build_int8(fused_onnx: Path | str, out_dir: Path | str, samples: CalibrationSet, cfg: Int8Config,
-               cache_dir: Path | str | None = None, nodes_to_exclude: Iterable[str] = (),
+               nodes_to_exclude: Iterable[str] = (),
                variants: Iterable[str] = ALL_VARIANTS, threads: int | None = None,
                external_data: bool | None = None) -> Int8Files:
     """prepare_source -> calibrate -> write_int8_files, in one call."""
     source, prepared = prepare_source(fused_onnx, out_dir, samples, cfg, threads, external_data)
-    calibration = calibrate(source, samples, cfg, cache_dir, threads)
+    calibration = calibrate(source, samples, cfg, out_dir, threads)  # calibration.json beside the files
     files = write_int8_files(source, out_dir, calibration, cfg, samples, nodes_to_exclude, variants,
                              threads=threads, external_data=external_data)
     files.techniques = {**prepared, **files.techniques}

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from bertbuild import onnx_files
-from bertbuild.precision.calibration import Calibration, CalibrationSet, activation_session
+from bertbuild.precision.activations import activation_session
+from bertbuild.precision.calibration_set import CalibrationSet
+from bertbuild.precision.ranges import Calibration
 from bertbuild.squad.batching import real_positions
 
 INT8_LIMIT = 127  # symmetric INT8 uses [-127, 127], as onnxruntime.quantization does

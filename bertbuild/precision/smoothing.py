@@ -36,9 +36,11 @@ import onnx
 from onnx import helper, numpy_helper
 
 from bertbuild import onnx_files
-from bertbuild.precision.calibration import CalibrationSet, _head_nodes, activation_session
+from bertbuild.precision.activations import activation_session
+from bertbuild.precision.calibration_set import CalibrationSet
 from bertbuild.precision.config import Int8Config
 from bertbuild.precision.graph_edit import add_nodes
+from bertbuild.precision.targets import head_nodes
 
 SMOOTH_SUFFIX = "/smoothed"
 MIN_SCALE = 1e-5
@@ -61,7 +63,7 @@ def smoothing_groups(model: onnx.ModelProto, producer_ops: tuple[str, ...]) -> d
     """activation -> the weight MatMuls reading it, for activations made by `producer_ops` (QA head excluded)."""
     constants = {init.name for init in model.graph.initializer}
     producer = {name: node for node in model.graph.node for name in node.output}
-    head = _head_nodes(model)
+    head = head_nodes(model)
     groups: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         if node.op_type != "MatMul" or node.name in head or node.input[1] not in constants:

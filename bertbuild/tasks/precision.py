@@ -67,7 +67,7 @@ def fp16_onnx(fused: dict, fp16_cfg: Fp16Config, run: RunContext, external_data:
 def calibration_windows(model: ModelInfo, int8_cfg: Int8Config, dataset: str,
                         length_bucket: int = DEFAULT_LENGTH_BUCKET):
     """The train-half windows calibration reads (seeded; no held-out question is read), batched by `length_bucket`."""
-    from bertbuild.precision.calibration import calibration_set
+    from bertbuild.precision.calibration_set import calibration_set
 
     return calibration_set(int8_cfg, model.vocab_path, model.lower_case, dataset, length_bucket=length_bucket)
 
@@ -125,12 +125,12 @@ def int8_onnx(source: dict, calibration: dict, model: ModelInfo, int8_cfg: Int8C
     """Every INT8 file (s8s8 for TensorRT, u8s8, and ONNX Runtime's own) with `excluded` nodes left in FP32."""
     from bertbuild import onnx_files
     from bertbuild.precision import bias_correction, int8, ort_int8, recipe
-    from bertbuild.precision import calibration as calibrating
+    from bertbuild.precision.ranges import load_calibration
     from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
         samples = calibration_windows(model, int8_cfg, dataset, length_bucket) if int8_cfg.bias_correction else None
-        return recipe.write_int8_files(source["path"], out, calibrating.load_calibration(calibration["cache_path"]),
+        return recipe.write_int8_files(source["path"], out, load_calibration(calibration["cache_path"]),
                                        int8_cfg, samples, excluded, threads=threads,
                                        external_data=external_data).to_json()
 
@@ -147,12 +147,12 @@ def rank_int8_sensitivity(source: dict, calibration: dict, model: ModelInfo, int
                           variant: str, batches: int, run: RunContext, threads: int | None,
                           length_bucket: int = DEFAULT_LENGTH_BUCKET) -> list[list]:
     """[node, noise-to-signal] for every INT8 MatMul, most sensitive first (train-half windows only)."""
-    from bertbuild.precision import calibration as calibrating
+    from bertbuild.precision.ranges import load_calibration
     from bertbuild.precision import sensitivity
     from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
-        ranked = sensitivity.rank_sensitivity(source["path"], calibrating.load_calibration(calibration["cache_path"]),
+        ranked = sensitivity.rank_sensitivity(source["path"], load_calibration(calibration["cache_path"]),
                                               calibration_windows(model, int8_cfg, dataset, length_bucket),
                                               variant, batches,
                                               int8_cfg.batch_size, threads)
@@ -168,13 +168,13 @@ def rank_int8_sensitivity(source: dict, calibration: dict, model: ModelInfo, int
 @measured("tune-windows")
 def tune_windows(model: ModelInfo, tune_cfg, calibration: dict, eval_cfg, run: RunContext) -> dict:
     """The tune split as a `SquadSet` file: seeded train-half questions that calibration did not read."""
-    from bertbuild.precision import calibration as calibrating
+    from bertbuild.precision.ranges import load_calibration
     from bertbuild.precision import tuning
     from bertbuild.squad import sets
     from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
-        used = set(calibrating.load_calibration(calibration["cache_path"]).question_ids)
+        used = set(load_calibration(calibration["cache_path"]).question_ids)
         chosen = tuning.tune_set(eval_cfg.dataset, model.vocab_path, model.lower_case, tune_cfg.questions,
                                  tune_cfg.seed, used, max_seq_length=eval_cfg.max_seq_length,
                                  doc_stride=eval_cfg.doc_stride, max_query_length=eval_cfg.max_query_length)

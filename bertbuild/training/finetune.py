@@ -22,6 +22,7 @@ import json
 import math
 import sys
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +34,7 @@ from bertbuild.model.checkpoint import (
     read_config, vocab_is_uncased,
 )
 from bertbuild.errors import CheckpointError, UserInputError
+from bertbuild.progress import Progress
 from bertbuild.training.config import FinetuneConfig
 
 HEAD_NAMES = ("cls/squad/output_weights", "cls/squad/output_bias")
@@ -40,6 +42,7 @@ STATE_FILE = "finetune.json"
 PAD_MULTIPLE = 32
 BETA_1, BETA_2, ADAM_EPS = 0.9, 0.999, 1e-6
 CLIP_NORM = 1.0
+LOSS_WINDOW = 20  # steps the reported loss is averaged over (one step's loss is noisy)
 
 
 @dataclass
@@ -256,40 +259,8 @@ def _make_train_step(tf, config, variables, m, v, weight_decay):
     return train_step
 
 
-class _Reporter:
-    """tqdm bar on a terminal; otherwise a log line every `every` steps."""
-
-    def __init__(self, total: int, start: int, progress: bool, every: int):
-        self.total, self.start, self.every = total, start, every
-        self.began = time.monotonic()
-        self.bar = None
-        self.recent: list[float] = []
-        if progress and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
-
-    def update(self, step: int, loss: float, lr: float) -> None:
-        self.recent.append(loss)
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
-            return
-        done = step + 1
-        if done % self.every == 0 or done == self.total:
-            rate = (done - self.start) / max(1e-9, time.monotonic() - self.began)
-            eta = (self.total - done) / max(rate, 1e-9)
-            mean = sum(self.recent) / len(self.recent)
-            self.recent.clear()
-            print(
-                f"step {done}/{self.total} loss {mean:.4f} lr {lr:.3e} "
-                f"{rate:.3f} steps/s eta {eta / 60:.1f} min",
-                file=sys.stderr, flush=True,
-            )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+def _stderr_line(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def _configure_tf(tf, seed: int, threads: int | None) -> bool:
@@ -322,12 +293,14 @@ def _restore_determinism(was_on: bool) -> None:
 
 
 def finetune(cfg: FinetuneConfig, *, articles=None, progress: bool = True, stop_after: int | None = None,
-             log_every: int = 5) -> FinetuneResult:
+             ) -> FinetuneResult:
     """Fine-tune `cfg.pretrained_dir` for SQuAD into `cfg.out_dir`; resumes from a checkpoint already there.
 
     `articles` (a SQuAD dict or list of articles) replaces `cfg.train_json`, for
     callers that hold the data in memory. `stop_after` stops early at that step
-    without changing the schedule, as an interruption would.
+    without changing the schedule, as an interruption would. `progress`: a bar
+    on a terminal; otherwise (or False) a progress line on stderr every
+    `bertbuild.progress.PROGRESS_EVERY_S` seconds.
     """
     import os
     import sys as _sys
@@ -342,13 +315,12 @@ def finetune(cfg: FinetuneConfig, *, articles=None, progress: bool = True, stop_
     tf = import_tensorflow()
     was_deterministic = _configure_tf(tf, cfg.seed, cfg.threads)
     try:
-        return _finetune(tf, cfg, articles if articles is not None else cfg.train_json, progress, stop_after,
-                         log_every)
+        return _finetune(tf, cfg, articles if articles is not None else cfg.train_json, progress, stop_after)
     finally:
         _restore_determinism(was_deterministic)
 
 
-def _finetune(tf, cfg: FinetuneConfig, train, progress: bool, stop_after: int | None, log_every: int) -> FinetuneResult:
+def _finetune(tf, cfg: FinetuneConfig, train, progress: bool, stop_after: int | None) -> FinetuneResult:
     out_dir = Path(cfg.out_dir)
     config, vocab_path, init = load_initial_weights(cfg.pretrained_dir, cfg.seed)
     lower_case = vocab_is_uncased(vocab_path)
@@ -393,7 +365,9 @@ def _finetune(tf, cfg: FinetuneConfig, train, progress: bool, stop_after: int | 
         f"lr {cfg.lr:g}, max_seq_length {cfg.max_seq_length}",
         file=sys.stderr, flush=True,
     )
-    reporter = _Reporter(total, start, progress, max(1, log_every))
+    reporter = Progress(total, "fine-tuning", unit="step", noun="steps", log=_stderr_line,
+                        bar=None if progress else False, initial=start)
+    recent = deque(maxlen=LOSS_WINDOW)
     losses: list[float] = []
     prefix = None
     began = time.monotonic()
@@ -409,7 +383,8 @@ def _finetune(tf, cfg: FinetuneConfig, train, progress: bool, stop_after: int | 
                 raise UserInputError(f"fine-tuning diverged: the loss became {loss} at step {step + 1}; "
                                      "lower the learning rate (--lr)")
             losses.append(loss)
-            reporter.update(step, loss, rate)
+            recent.append(loss)
+            reporter.update(1, loss=f"{sum(recent) / len(recent):.4f}", lr=f"{rate:.3e}")
             done = step + 1
             if done < end_step and cfg.save_every_steps and done % cfg.save_every_steps == 0:
                 prefix = _save(out_dir, config, vocab_path, variables, m, v, done)

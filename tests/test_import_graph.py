@@ -1,0 +1,119 @@
+"""The package's structure: every module imports, no import cycle, no private name imported across modules.
+
+The graph is read from the source with `ast`, function-local imports
+included: a cycle hidden behind a lazy import is still a cycle (it only
+moves the failure from import time to the first call). `from pkg import mod`
+is an edge to the submodule `pkg.mod`, as import-graph tools count it.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pkgutil
+from pathlib import Path
+
+import bertbuild
+from bertbuild._lazy import is_installed
+from bertbuild.errors import MissingDependency
+
+ROOT = Path(bertbuild.__file__).resolve().parent
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[str, list[str], int]]:
+    """(module imported, names imported from it, line) for every bertbuild import in `path`, at any depth."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, [], node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            for alias in node.names:
+                submodule = f"{base}.{alias.name}"
+                found.append((submodule, [], node.lineno) if submodule in modules
+                             else (base, [alias.name], node.lineno))
+    return [(target, names, line) for target, names, line in found if target.split(".")[0] == "bertbuild"]
+
+
+def _graph() -> tuple[dict[str, set[str]], list[str]]:
+    """Module -> the modules it imports, and every private name imported from another module."""
+    modules = _modules()
+    edges: dict[str, set[str]] = {name: set() for name in modules}
+    private = []
+    for name, path in modules.items():
+        for target, names, line in _imports(name, path, modules):
+            while target and target not in modules:  # `import bertbuild.x.y` of a name inside x.y
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                edges[name].add(target)
+            private += [f"{path.relative_to(ROOT.parent)}:{line} imports {n} from {target}" for n in names
+                        if n.startswith("_") and not n.startswith("__")]
+    return edges, private
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """One path per cycle found by depth-first search (a -> b -> ... -> a)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+    cycles = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(edges[node]):
+            if state.get(target) == 1:
+                cycles.append(path[path.index(target):] + [target])
+            elif target not in state:
+                visit(target)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def test_every_module_imports():
+    names = sorted(info.name for info in pkgutil.walk_packages(bertbuild.__path__, "bertbuild."))
+    assert set(names) | {"bertbuild"} == set(_modules())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except MissingDependency:  # an optional extra (tf) not installed: that module says how to get it
+            assert not is_installed("tensorflow"), name
+
+
+def test_no_import_cycle_and_no_private_name_across_modules():
+    edges, private = _graph()
+    cycles = _cycles(edges)
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
+    assert not private, "private names imported across modules:\n" + "\n".join(private)
+
+
+def test_the_check_sees_lazy_imports_and_relative_ones(tmp_path):
+    """The reader itself: a cycle closed by a function-local or relative import is found."""
+    package = tmp_path / "bertbuild" / "demo"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from bertbuild.demo import b\n")
+    (package / "b.py").write_text("def f():\n    from . import a\n    from .a import _hidden\n")
+    modules = {"bertbuild.demo": package / "__init__.py", "bertbuild.demo.a": package / "a.py",
+               "bertbuild.demo.b": package / "b.py"}
+    found = {name: [(t, n) for t, n, _ in _imports(name, path, modules)] for name, path in modules.items()}
+    assert found["bertbuild.demo.a"] == [("bertbuild.demo.b", [])]
+    assert found["bertbuild.demo.b"] == [("bertbuild.demo.a", []), ("bertbuild.demo.a", ["_hidden"])]
+    edges = {"bertbuild.demo.a": {"bertbuild.demo.b"}, "bertbuild.demo.b": {"bertbuild.demo.a"}}
+    assert _cycles(edges) == [["bertbuild.demo.a", "bertbuild.demo.b", "bertbuild.demo.a"]]
