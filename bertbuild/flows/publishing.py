@@ -91,8 +91,8 @@ def publish_run(cfg: BuildConfig, run: RunContext, rows: list[dict], files: dict
     outcome = {"title": title, "table": table, "rows": rows, "run_dir": str(run.run_dir), "files": bundle, **meta,
                "reports": reports}
     if cfg.publish.enabled:
-        published = publish(store, cfg.model_name, bundle,
-                            {k: v for k, v in meta.items() if k != "gates"}, _gate_records(gates), run_id=run.run_id)
+        published = publish(store, cfg.model_name, bundle, {k: v for k, v in meta.items() if k != "gates"},
+                            _gate_records(gates), run_id=run.run_id, storage_options=cfg.publish.storage_options)
         report_artifacts(published, rows, plots, reports["steps"])
         outcome["published"] = published
     return outcome

@@ -69,8 +69,10 @@ def render_plots(rows: list[dict], out_dir: str) -> dict[str, str]:
 @task(name="publish-bundle", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_worth_retrying,
       cache_policy=NO_CACHE)
 def publish(store: str, model: str, files: dict[str, str], meta: dict, gates: list[dict],
-            passed: bool | None = None, run_id: str | None = None) -> dict:
+            passed: bool | None = None, run_id: str | None = None, storage_options: dict | None = None) -> dict:
     """Publish `files` (bundle name -> local path) to `store`; returns `PublishResult.to_dict()`.
+
+    `storage_options`: fsspec's options for a URL store (`publish.storage_options`).
 
     `passed` defaults to "every gate passed". A failing run publishes its
     reports under `failed/` and leaves `latest` alone; raise `GateFailed`
@@ -82,7 +84,8 @@ def publish(store: str, model: str, files: dict[str, str], meta: dict, gates: li
 
     passed = all(g.get("passed", False) for g in gates) if passed is None else passed
     meta = {"flow_run_id": flow_run.id, **(meta or {})}
-    return publish_bundle(store, model, run_id or current_run_id(), files, meta, gates, passed).to_dict()
+    return publish_bundle(store, model, run_id or current_run_id(), files, meta, gates, passed,
+                          storage_options=storage_options).to_dict()
 
 
 @task(name="report-artifacts", cache_policy=NO_CACHE)
@@ -120,10 +123,11 @@ def compare_with_last_release(store: str, cfg, run, rows: list[dict], files: dic
     from prefect.artifacts import create_markdown_artifact
 
     from bertbuild.artifacts.regression import compare_with_latest
+    from bertbuild.artifacts.store import as_store
     from bertbuild.evaluation.gates import GateResult
 
-    report = compare_with_latest(store, cfg.model_name, rows, files, run_id=run.run_id,
-                                 max_f1_drop=cfg.regression.max_f1_drop_vs_latest,
+    report = compare_with_latest(as_store(store, cfg.publish.storage_options), cfg.model_name, rows, files,
+                                 run_id=run.run_id, max_f1_drop=cfg.regression.max_f1_drop_vs_latest,
                                  max_latency_ratio=cfg.regression.max_latency_ratio_vs_latest)
     path = run.path("regression.json")
     path.write_text(report.to_json())
