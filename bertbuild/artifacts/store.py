@@ -40,6 +40,7 @@ Object stores have no directories and fsspec caches their listings;
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -294,6 +295,14 @@ class ArtifactStore:
                 self.fs.pipe_file(path, data, mode="create")
             except FileExistsError:
                 return False
+            except (OSError, NotImplementedError, TypeError) as exc:
+                # A server (or fsspec filesystem) without conditional writes refuses the
+                # request as not implemented or invalid: check, then write, as elsewhere.
+                if isinstance(exc, OSError) and exc.errno not in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                if self.exists(path):
+                    return False
+                self.fs.pipe_file(path, data)
             return True
         with _local_temp(path, data) as tmp:
             try:
