@@ -10,6 +10,7 @@ and a missing s3fs.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -249,3 +250,57 @@ def test_the_flow_publishes_with_config_storage_options_and_records_no_secret(s3
         assert secret not in recorded and s3_server.endpoint not in recorded
     recorded_options = json.loads(results)["config"]["publish"]["storage_options"]
     assert recorded_options == {key: "<redacted>" for key in options}
+
+
+def test_a_server_without_conditional_writes_still_creates_a_manifest_once(s3_server, monkeypatch):
+    """An S3-compatible server that answers If-None-Match with NotImplemented: check, then write."""
+    store = ArtifactStore(f"s3://{s3_server.new_bucket()}/bert", **s3_server.storage_options())
+    real = store.fs.pipe_file
+
+    def no_conditional_writes(path, data, mode="overwrite", **kwargs):
+        if mode == "create":
+            raise OSError(errno.ENOSYS, "A header you provided implies functionality that is not implemented")
+        return real(path, data, **kwargs)
+
+    monkeypatch.setattr(store.fs, "pipe_file", no_conditional_writes)
+    path = f"{store.run_path('tiny', 'r1')}/{MANIFEST_NAME}"
+    assert store.create_once(path, b"first") is True
+    assert store.create_once(path, b"second") is False
+    assert store.read_bytes(path) == b"first"
+
+
+def test_config_storage_options_are_redacted_when_recorded_but_survive_overrides():
+    from bertbuild.config import REDACTED, BuildConfig, parse_config, with_overrides
+
+    options = {"key": "AKIA-not-a-real-key", "secret": "s3cr3t", "client_kwargs": {"region_name": "eu-west-1"}}
+    cfg = parse_config({"model": {"source": "generated:tiny"},
+                        "publish": {"store": "s3://bucket/bert", "storage_options": options}})
+    recorded = json.dumps(cfg.model_dump(mode="json"))
+    assert "s3cr3t" not in recorded and "AKIA" not in recorded and "eu-west-1" not in recorded
+    assert cfg.model_dump(mode="json")["publish"]["storage_options"] == {k: REDACTED for k in options}
+    from prefect import flow
+
+    @flow
+    def takes_a_config(config: BuildConfig):
+        return config
+
+    # what Prefect records as the flow run's parameters
+    assert "s3cr3t" not in json.dumps(takes_a_config.serialize_parameters({"config": cfg}))
+    changed = with_overrides(cfg, ["eval.limit=5", "publish.storage_options.endpoint_url=http://127.0.0.1:9000"])
+    assert changed.eval.limit == 5
+    assert changed.publish.storage_options == {**options, "endpoint_url": "http://127.0.0.1:9000"}
+
+
+@pytest.mark.parametrize("publish, message", [
+    ({"store": "runs/store", "storage_options": {"secret": "s3cr3t"}}, "are for a URL store"),
+    ({"store": "s3://b/x", "storage_options": {"secret": "s3cr3t", "bad": {"x": {1, 2}}}}, "bad.x: expected text"),
+    ({"store": "s3://b/x", "storage_options": "secret=s3cr3t"}, "valid dictionary"),
+])
+def test_bad_storage_options_are_one_line_that_does_not_echo_them(publish, message):
+    from bertbuild.config import parse_config
+    from bertbuild.errors import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        parse_config({"model": {"source": "generated:tiny"}, "publish": publish})
+    text = str(raised.value)
+    assert message in text and "s3cr3t" not in text and len(text.splitlines()) == 1
