@@ -15,6 +15,7 @@ _EXTRAS = {
     "tf2onnx": "pip install 'bertbuild[tf]'",
     "tensorrt": "install TensorRT >= 10.14 on a GPU host ('pip install bertbuild[trt]')",
     "prefect_dask": "pip install 'bertbuild[dask]'",
+    "s3fs": "pip install 'bertbuild[s3]'",
 }
 
 

@@ -14,10 +14,11 @@ loaded and validated before the flow's first task.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_serializer, field_validator,
+                      model_validator)
 
 from bertbuild.backends.profiles import describe, fitting_profile, uncovered
 from bertbuild.errors import ConfigError
@@ -249,11 +250,57 @@ class CacheConfig(_Section):
         return value
 
 
+REDACTED = "<redacted>"
+
+
+def _plain_data(value, where: str = "") -> None:
+    """Storage options are YAML data: text, numbers, booleans, null, lists and mappings with text keys."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"keys must be non-empty text, got {key!r}" + (f" in {where}" if where else ""))
+            _plain_data(item, f"{where}.{key}" if where else key)
+    elif isinstance(value, list):
+        for item in value:
+            _plain_data(item, where)
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        raise ValueError(f"{where}: expected text, a number, a boolean, a list or a mapping, "
+                         f"got {type(value).__name__}")
+
+
 class PublishConfig(_Section):
     """Where passing runs are published (a directory or any fsspec URL: s3://, gs://, file://)."""
 
     enabled: bool = True
     store: str | None = None  # None: $BERTBUILD_STORE, else runs/store
+    # fsspec options of a URL store (s3fs: endpoint_url, key, secret, client_kwargs, ...). Secrets are
+    # better left to the AWS_* variables; values given here are written as "<redacted>" wherever
+    # the config is recorded (results.json, the manifest, Prefect's flow-run parameters).
+    storage_options: dict[str, Any] = {}
+
+    @field_validator("storage_options")
+    @classmethod
+    def _plain_options(cls, value):
+        _plain_data(value)
+        return value
+
+    @model_validator(mode="after")
+    def _options_need_a_url(self):
+        if self.storage_options and self.store is not None and "://" not in self.store:
+            raise ValueError(f"storage_options are for a URL store (s3://bucket/prefix), "
+                             f"not the local directory {self.store!r}")
+        return self
+
+    @field_serializer("storage_options")
+    def _redacted(self, value: dict, info):
+        """JSON dumps record which options were set, never their values, unless asked (`REVEAL`)."""
+        if info.mode_is_json() and not (info.context or {}).get(REVEAL):
+            return {key: REDACTED for key in value}
+        return value
+
+
+# `model_dump(mode="json", context={REVEAL: True})`: a dump that keeps the storage options, to be validated again.
+REVEAL = "reveal_storage_options"
 
 
 class RegressionConfig(_Section):
@@ -334,6 +381,8 @@ def _describe(error: dict) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if not error["loc"]:  # a whole-config check: its message names the keys, the input is the whole file
         return message
+    if {"publish", "storage_options"} & set(error["loc"]):  # the input may hold storage options, credentials among them: never echoed
+        return f"{where}: {message}"
     return f"{where}: {message} (got {error.get('input')!r})"
 
 
@@ -394,7 +443,7 @@ def with_overrides(config: BuildConfig, overrides: list[str] | tuple[str, ...] =
     """`config` with `KEY=VALUE` overrides applied and validated again."""
     if not overrides:
         return config
-    raw = config.model_dump(mode="json")
+    raw = config.model_dump(mode="json", context={REVEAL: True})
     for assignment in overrides:
         _apply_override(raw, assignment)
     return parse_config(raw, origin="--set")

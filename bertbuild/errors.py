@@ -67,3 +67,7 @@ class StepFailed(BertbuildError):
 
 class NotEnoughMemory(UserInputError):
     """The host has clearly less memory available than the build is estimated to need."""
+
+
+class StoreUnavailable(UserInputError):
+    """An artifact store that cannot be used: its endpoint does not answer, its bucket is missing, access is denied."""

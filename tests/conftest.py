@@ -86,15 +86,29 @@ def tiny_trt_files(tiny_onnx, vocab_path, tmp_path_factory) -> dict:
             "s8s8": Path(int8["s8s8"]), "u8s8": Path(int8["u8s8"]), "checkpoint": tiny_onnx["checkpoint"]}
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible HTTP server on 127.0.0.1 (moto's server mode), for the whole session."""
+    from s3server import S3Server
+
+    server, s3 = S3Server.start()
+    yield s3
+    server.stop()
+
+
+@pytest.fixture(params=["local", "memory", "s3"])
 def store(request, tmp_path):
-    """An empty artifact store: a local directory, then fsspec's in-memory filesystem."""
+    """An empty artifact store: a local directory, fsspec's in-memory filesystem, a bucket on a real S3 server."""
     import uuid
 
     from bertbuild.artifacts.store import ArtifactStore
 
     if request.param == "local":
         yield ArtifactStore(tmp_path / "store")
+        return
+    if request.param == "s3":
+        s3 = request.getfixturevalue("s3_server")
+        yield ArtifactStore(f"s3://{s3.new_bucket()}/store", **s3.storage_options())
         return
     s = ArtifactStore(f"memory://bertbuild-test-{uuid.uuid4().hex[:8]}")
     yield s

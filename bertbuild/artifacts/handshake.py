@@ -6,17 +6,21 @@ it) and is about to write a manifest that names it.
 
 Each side announces itself before it looks at the other:
 
-* publish writes `.staging/<token>/pending.json` (every digest its manifest
-  will name), then waits while any live `.pruning/<token>` marker exists,
-  and only then checks which blobs are already stored;
+* publish writes `.staging/<token>/pending.json` (its run, and every digest
+  its manifest will name), then waits while any live `.pruning/<token>`
+  marker exists, and only then checks which blobs (and whether its manifest)
+  are already stored;
 * prune writes its `.pruning/<token>` marker, then reads every pending list,
-  and never deletes a digest listed in one.
+  and never deletes a digest or a run listed in one.
 
 Whichever side announces second sees the first: either prune reads the
-publish's pending list and keeps those blobs, or the publish sees the marker
-and checks the blobs only after that prune has finished deleting (uploading
-again whatever it removed). The pending list stays until the manifest is
-written, so from then on the manifest protects the blobs.
+publish's pending list and keeps those blobs and that run, or the publish
+sees the marker and looks at the store only after that prune has finished
+deleting (uploading again whatever it removed). The pending list stays until
+the manifest is written and `latest` names the run, so from then on the
+manifest protects the blobs and the pointer protects the run: a prune reads
+the pending lists before `latest`, so it sees the run in one or the other,
+and `latest` never names a run that a prune removed.
 
 A killed prune leaves its marker behind; it counts as live for
 `PRUNE_MAX_S` only, and a prune stops deleting before it has run that long.
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
@@ -46,24 +51,41 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def announce_publish(store: ArtifactStore, token: str, digests: Iterable[str]) -> None:
-    """Record the digests the publish staging under `token` will reference."""
-    data = json.dumps({"digests": sorted(set(digests))}).encode()
-    store.write_atomic(f"{store.staging_path(token)}/{PENDING_NAME}", data)
+def announce_publish(store: ArtifactStore, token: str, digests: Iterable[str],
+                     run: tuple[str, str, bool] | None = None) -> None:
+    """Record the digests (and the run: model, run id, failed) the publish staging under `token` will reference."""
+    record: dict = {"digests": sorted(set(digests))}
+    if run is not None:
+        model, run_id, failed = run
+        record["run"] = {"model": model, "run_id": run_id, "failed": bool(failed)}
+    store.write_atomic(f"{store.staging_path(token)}/{PENDING_NAME}", json.dumps(record).encode())
 
 
-def pending_digests(store: ArtifactStore, now: datetime | None = None) -> set[str]:
-    """Every digest a publish that may still be running has announced."""
-    digests: set[str] = set()
+@dataclass
+class Pending:
+    """What the publishes that may still be running have announced."""
+
+    digests: set[str] = field(default_factory=set)
+    runs: set[tuple[str, bool, str]] = field(default_factory=set)  # (model, failed, run_id)
+
+
+def pending_publishes(store: ArtifactStore, now: datetime | None = None) -> Pending:
+    """Every digest and run a publish that may still be running has announced (lists older bertbuild wrote too)."""
+    pending = Pending()
     for token in store.staging_tokens(STAGING_MAX_AGE_S, now, stale=False):
         data = store.read_bytes(f"{store.staging_path(token)}/{PENDING_NAME}")
         try:
-            listed = json.loads(data)["digests"] if data is not None else []
-        except (ValueError, TypeError, KeyError):
+            record = json.loads(data) if data is not None else {}
+        except ValueError:
             continue  # not written by a publish: protects nothing
+        if not isinstance(record, dict):
+            continue
+        listed, run = record.get("digests"), record.get("run")
         if isinstance(listed, list):
-            digests.update(d for d in listed if is_sha256(d))
-    return digests
+            pending.digests.update(d for d in listed if is_sha256(d))
+        if isinstance(run, dict) and all(isinstance(run.get(k), str) for k in ("model", "run_id")):
+            pending.runs.add((run["model"], bool(run.get("failed")), run["run_id"]))
+    return pending
 
 
 def marker_path(store: ArtifactStore, token: str) -> str:
@@ -106,5 +128,5 @@ def wait_for_prunes(store: ArtifactStore, sleep: Callable[[float], None] = time.
         sleep(POLL_S)
 
 
-__all__ = ["PENDING_NAME", "PRUNE_MAX_S", "announce_prune", "announce_publish", "finish_prune",
-           "live_prunes", "pending_digests", "prune_seconds_left", "wait_for_prunes"]
+__all__ = ["PENDING_NAME", "PRUNE_MAX_S", "Pending", "announce_prune", "announce_publish", "finish_prune",
+           "live_prunes", "pending_publishes", "prune_seconds_left", "wait_for_prunes"]

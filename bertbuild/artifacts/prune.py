@@ -4,6 +4,8 @@ Rules, each kept however `keep` is set:
 
 * the newest `keep` released runs, and the run `latest` names, stay;
 * the newest `keep` failed runs stay;
+* a run a publish in progress has announced stays (it may be about to
+  become `latest`; see `handshake`);
 * a blob stays while any remaining manifest of ANY model (released or
   failed) lists it, or while a publish in progress has announced it
   (`handshake`: that publish's manifest may name it any moment now).
@@ -19,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from bertbuild.artifacts.handshake import announce_prune, finish_prune, pending_digests, prune_seconds_left
+from bertbuild.artifacts.handshake import announce_prune, finish_prune, pending_publishes, prune_seconds_left
 from bertbuild.artifacts.manifest import MANIFEST_NAME
 from bertbuild.artifacts.store import STAGING_DIR, STAGING_MAX_AGE_S, ArtifactStore, check_model
 from bertbuild.errors import BertbuildError, IntegrityError, UserInputError
@@ -37,6 +39,7 @@ class PrunePlan:
     failed_runs: list[str] = field(default_factory=list)
     blobs: dict[str, int] = field(default_factory=dict)  # sha256 -> size of blobs to remove
     pending: list[str] = field(default_factory=list)  # unreferenced blobs kept for a publish in progress
+    publishing: list[str] = field(default_factory=list)  # runs (released or failed) kept for a publish in progress
     stale_staging: list[str] = field(default_factory=list)  # staging tokens of publishes killed long ago
 
     @property
@@ -78,19 +81,24 @@ def plan_prune(store: ArtifactStore, model: str, keep: int) -> PrunePlan:
     check_model(model)
     if not isinstance(keep, int) or keep < 0:
         raise UserInputError(f"--keep must be 0 or more, not {keep!r}")
+    # Pending lists are read first: before `latest` (a publish drops its list only after
+    # moving the pointer, so its run is seen in one or the other) and before the
+    # manifests (a publish that writes its manifest and drops its list in between is
+    # seen in one or the other). See `handshake`.
+    pending = pending_publishes(store)
     latest = store.latest(model)
-    released = store.runs(model)
-    plan = PrunePlan(model=model, keep=keep, latest=latest,
-                     runs=[r for r in _older_than_newest(released, keep) if r != latest],
-                     failed_runs=_older_than_newest(store.runs(model, failed=True), keep))
+    plan = PrunePlan(model=model, keep=keep, latest=latest)
+    for failed, chosen in ((False, plan.runs), (True, plan.failed_runs)):
+        for run_id in _older_than_newest(store.runs(model, failed=failed), keep):
+            if (model, failed, run_id) in pending.runs:
+                plan.publishing.append(run_id)
+            elif failed or run_id != latest:
+                chosen.append(run_id)
     leaving = {(model, False, r) for r in plan.runs} | {(model, True, r) for r in plan.failed_runs}
-    # Pending lists are read before the manifests: a publish that writes its manifest
-    # and drops its list in between is seen in one or the other (see handshake).
-    pending = pending_digests(store)
     in_use = referenced_blobs(store, leaving)
     unreferenced = {d: size for d, size in store.blobs().items() if d not in in_use}
-    plan.blobs = {d: size for d, size in sorted(unreferenced.items()) if d not in pending}
-    plan.pending = sorted(d for d in unreferenced if d in pending)
+    plan.blobs = {d: size for d, size in sorted(unreferenced.items()) if d not in pending.digests}
+    plan.pending = sorted(d for d in unreferenced if d in pending.digests)
     plan.stale_staging = store.staging_tokens(STAGING_MAX_AGE_S, stale=True)
     return plan
 

@@ -1,23 +1,34 @@
 """Publish a run's bundle to an `ArtifactStore`, atomically, storing each distinct file once.
 
-1. announce the digests the manifest will list (`handshake`), so a prune
-   running meanwhile keeps them, and wait for any prune already running;
+1. announce the run and the digests its manifest will list (`handshake`),
+   so a prune running meanwhile keeps them, and wait for any prune already
+   running;
 2. copy each file whose blob is not stored yet into `.staging/<token>/blobs/`;
 3. read each copy back from the store and check its sha256 and size;
 4. move the copies to `blobs/sha256/<hex[:2]>/<hex>` (a blob is visible
    under its hash name only once complete);
-5. write `<model>/runs/<run_id>/manifest.json` (or `failed/<model>/<run_id>/`)
-   LAST: until it exists the bundle is invisible;
-6. only if every gate passed, point `<model>/latest` at the run.
+5. create `<model>/runs/<run_id>/manifest.json` (or `failed/<model>/<run_id>/`)
+   LAST, once: until it exists the bundle is invisible, and it is never
+   rewritten;
+6. only if every gate passed: read the manifest back, check that every blob
+   it lists is stored with its size, and only then point `<model>/latest` at
+   the run (one whole-object write; no rename, which S3 does not have);
+7. drop the announcement.
 
 A second run whose files are identical uploads nothing but its manifest. A
 run killed anywhere before step 5 leaves no visible bundle (at most a staging
 dir, pruned after a day, and blobs no manifest names, which `prune`
 removes). A failed run publishes only its reports, under `failed/`, and never
-moves `latest`. Concurrent publishes do not interfere: each has its own
-staging dir and manifest, two uploads of one blob write the same bytes, and
-the pointer is replaced atomically, so it always names a complete bundle.
-Blobs already stored are checked by size only; every download checks sha256.
+moves `latest`.
+
+Concurrent publishes do not interfere: each has its own staging dir, two
+uploads of one blob write the same bytes, each manifest is created once (two
+publishes of one run id must list the same files, else `RunConflict`), and
+`latest` is only ever written with a run already complete and checked, so it
+always names a complete bundle; of two publishes at once it ends on the one
+that wrote it last. `PublishResult.latest` says whether it named this run
+when read back right after the write. Blobs already stored are checked by
+size only; every download checks sha256.
 
 An ONNX file with external data is published only together with its data
 files, each under the name the .onnx records, beside it (`runs.onnx_companions`
@@ -70,15 +81,16 @@ def _all_passed(passed: bool, gates: list[GateResult]) -> bool:
 def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: dict[str, Path | str],
                    meta: dict | None, gates: list[GateResult], passed: bool, *,
                    precisions: dict[str, str] | None = None, hook: Hook | None = None,
-                   prune_after_s: float = STAGING_MAX_AGE_S) -> PublishResult:
+                   prune_after_s: float = STAGING_MAX_AGE_S, storage_options: dict | None = None) -> PublishResult:
     """Publish `files` (bundle-relative name -> local file) as run `run_id` of `model`.
 
     `passed` and every gate's `passed` must be true for a release; otherwise
     only the report files (json, md, png, ...) go under `failed/`. Publishing
     the same run again with identical files is a no-op (safe to retry); with
-    different files it raises `RunConflict`.
+    different files it raises `RunConflict`. `storage_options` (credentials,
+    endpoint) open `store` when it is a location, not an `ArtifactStore`.
     """
-    store = as_store(store)
+    store = as_store(store, storage_options)
     check_model(model)
     check_run_id(run_id)
     gates = list(gates or [])
@@ -100,27 +112,54 @@ def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: d
     manifest = build_manifest(local, model=model, run_id=run_id, passed=ok, gates=gates, meta=meta,
                               precisions=precisions)
     dest = store.run_path(model, run_id) if ok else store.failed_path(model, run_id)
-    existing = store.read_bytes(f"{dest}/{MANIFEST_NAME}")
-    uploaded = 0
-    if existing is not None:
-        if Manifest.from_json(existing).files != manifest.files:
-            raise RunConflict(f"run {run_id} of {model} is already published at {store.url_of(dest)} "
-                              f"with different files; publish under a new run id")
-    else:
-        try:
-            store.prune_staging(prune_after_s)
-        except OSError:
-            pass  # housekeeping only
-        uploaded = _store_blobs_then_manifest(store, local, manifest, dest, hook)
-
-    moved = False
-    if ok:
-        hook("latest", model)
-        store.set_latest(model, run_id)
-        moved = True
+    try:
+        store.prune_staging(prune_after_s)
+    except OSError:
+        pass  # housekeeping only
+    token = new_token()
+    staging = store.staging_path(token)
+    uploaded, moved = 0, False
+    try:
+        announce_publish(store, token, (entry["sha256"] for entry in manifest.files.values()),
+                         run=(model, run_id, not ok))
+        wait_for_prunes(store)  # a prune that missed our announcement may be deleting right now
+        existing = store.read_bytes(f"{dest}/{MANIFEST_NAME}")
+        if existing is not None:
+            _same_files_or_conflict(store, existing, manifest, dest)
+        else:
+            uploaded = _store_blobs_then_manifest(store, local, manifest, dest, staging, hook)
+        if ok:
+            _check_release(store, manifest, dest)
+            hook("latest", model)
+            store.set_latest(model, run_id)
+            moved = store.latest(model) == run_id  # another publish may have written it since
+    finally:
+        # Best effort: a killed process skips this, and its pending list keeps
+        # protecting its run and blobs until the staging dir is pruned.
+        _quietly(store.remove_tree, staging)
     return PublishResult(model=model, run_id=run_id, passed=ok, released=ok, latest=moved, path=dest,
                          url=store.url_of(dest), store=store.url, files=manifest.files, gates=manifest.gates,
                          uploaded_bytes=uploaded)
+
+
+def _same_files_or_conflict(store: ArtifactStore, existing: bytes, manifest: Manifest, dest: str) -> None:
+    """A run already published (a retry, or a publish of the same run at the same moment) must list the same files."""
+    if Manifest.from_json(existing).files != manifest.files:
+        raise RunConflict(f"run {manifest.run_id} of {manifest.model} is already published at "
+                          f"{store.url_of(dest)} with different files; publish under a new run id")
+
+
+def _check_release(store: ArtifactStore, manifest: Manifest, dest: str) -> None:
+    """Before `latest` may name the run: its manifest reads back as ours and every blob it lists is stored."""
+    stored = store.read_bytes(f"{dest}/{MANIFEST_NAME}")
+    if stored is None:
+        raise IntegrityError(f"publish: {store.url_of(dest)}/{MANIFEST_NAME} vanished before 'latest' could "
+                             "name it; latest was not moved")
+    _same_files_or_conflict(store, stored, manifest, dest)
+    for name, entry in sorted(manifest.files.items()):
+        if store.stored_size(store.blob_path(entry["sha256"])) != entry["size"]:
+            raise IntegrityError(f"publish: the blob of {name} is missing or incomplete in {store.url}; "
+                                 "latest was not moved")
 
 
 def _check_onnx_pairs(local: dict[str, Path]) -> None:
@@ -154,32 +193,26 @@ def _same_bytes(a: Path, b: Path) -> bool:
 
 
 def _store_blobs_then_manifest(store: ArtifactStore, local: dict[str, Path], manifest: Manifest, dest: str,
-                               hook: Hook) -> int:
-    """Upload the blobs the store lacks, then write the manifest; returns the bytes uploaded."""
-    token = new_token()
-    staging = store.staging_path(token)
-    try:
-        announce_publish(store, token, (entry["sha256"] for entry in manifest.files.values()))
-        wait_for_prunes(store)  # a prune that missed our announcement may be deleting blobs right now
-        missing = _missing_blobs(store, manifest)  # digest -> first name with that content
-        for digest, name in missing.items():
-            hook("stage", name)
-            store.upload(local[name], f"{staging}/blobs/{digest}")
-        for digest, name in missing.items():
-            hook("verify", name)
-            try:
-                manifest.check(name, *store.digest(f"{staging}/blobs/{digest}"))
-            except IntegrityError as exc:
-                raise IntegrityError(f"publish: staged copy differs from the local file: {exc}") from None
-        for digest, name in missing.items():
-            hook("release", name)
-            store.move(f"{staging}/blobs/{digest}", store.blob_path(digest))
-        hook("manifest", MANIFEST_NAME)
-        store.write_atomic(f"{dest}/{MANIFEST_NAME}", manifest.to_json().encode())
-    finally:
-        # Best effort: a killed process skips this, and its pending list keeps
-        # protecting the blobs until the staging dir is pruned.
-        _quietly(store.remove_tree, staging)
+                               staging: str, hook: Hook) -> int:
+    """Upload the blobs the store lacks via `staging`, then create the manifest; returns the bytes uploaded."""
+    missing = _missing_blobs(store, manifest)  # digest -> first name with that content
+    for digest, name in missing.items():
+        hook("stage", name)
+        store.upload(local[name], f"{staging}/blobs/{digest}")
+    for digest, name in missing.items():
+        hook("verify", name)
+        try:
+            manifest.check(name, *store.digest(f"{staging}/blobs/{digest}"))
+        except IntegrityError as exc:
+            raise IntegrityError(f"publish: staged copy differs from the local file: {exc}") from None
+    for digest, name in missing.items():
+        hook("release", name)
+        store.move(f"{staging}/blobs/{digest}", store.blob_path(digest))
+    hook("manifest", MANIFEST_NAME)
+    data = manifest.to_json().encode()
+    if not store.create_once(f"{dest}/{MANIFEST_NAME}", data):  # the same run, published meanwhile
+        existing = store.read_bytes(f"{dest}/{MANIFEST_NAME}")
+        _same_files_or_conflict(store, existing if existing is not None else data, manifest, dest)
     return sum(manifest.files[name]["size"] for name in missing.values())
 
 

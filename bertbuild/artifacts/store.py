@@ -1,4 +1,4 @@
-"""Where released bundles live: a local directory or any fsspec URL.
+"""Where released bundles live: a local directory or any fsspec URL (`s3://bucket/prefix`, ...).
 
 Layout under the store's root (all paths are `/`-separated)::
 
@@ -6,7 +6,7 @@ Layout under the store's root (all paths are `/`-separated)::
     <model>/runs/<run_id>/manifest.json      a released bundle: name -> sha256 and size of its files
     <model>/latest                           pointer file: the run id of the newest passing bundle
     failed/<model>/<run_id>/manifest.json    reports of runs whose gates failed (their bytes are blobs too)
-    .staging/<token>/pending.json            digests a publish in progress will reference (prune keeps them)
+    .staging/<token>/pending.json            what a publish in progress will reference (prune keeps it)
     .staging/<token>/blobs/<hex>             its uploads, read back and checked before they become blobs
     .pruning/<token>                         a prune in progress (publishes wait until it is gone)
 
@@ -17,20 +17,42 @@ and a blob appears under its hash name only once its bytes are complete.
 Bundles of schema 1 (older bertbuild) keep their files beside the manifest
 instead; they are still read. The store is plain library code: no Prefect,
 no TensorFlow.
+
+Nothing here needs a rename, which object stores do not have. Every object
+is written whole by one call (a PUT on S3, a temporary file renamed on a
+disk), so a reader sees all of it or none:
+
+* blobs and manifests are immutable. A blob's name is its content, so two
+  writers of one blob write the same bytes; a manifest is created once
+  (`create_once`: exclusive on a disk and on S3, `If-None-Match`) and a
+  second publish of its run must list the very same files;
+* `latest` is one small object replaced whole, and only by a publish whose
+  manifest and every blob it lists are stored and checked (see `publish`).
+  Two publishes at once both finish complete bundles and the pointer ends on
+  whichever wrote it last: it never names a partial bundle, because no
+  bundle is partial by the time it is named, and a prune keeps both the run
+  the pointer names and every run a publish in progress has announced
+  (`handshake`). A reader follows the pointer to a manifest and checks it.
+
+Object stores have no directories and fsspec caches their listings;
+`filesystems` opens them so that another process's writes are seen at once.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
-import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from bertbuild.artifacts.filesystems import OBJECT_STORES, check_object_store, open_filesystem, store_errors
 from bertbuild.artifacts.manifest import MANIFEST_NAME, Manifest
 from bertbuild.artifacts.names import bundle_name_problem, is_sha256
 from bertbuild.errors import IntegrityError, UserInputError
@@ -114,18 +136,40 @@ class ArtifactStore:
 
     A location without `://` is a local directory (made absolute against the
     current directory). `storage_options` go to fsspec (credentials, endpoints).
+    Opening one does no I/O; `check` asks an object store whether its bucket
+    is there.
     """
 
     def __init__(self, location: str | os.PathLike | None = None, **storage_options):
         location = os.fspath(location) if location is not None else default_store()
         if "://" in location:
-            fs, root = fsspec.core.url_to_fs(location, **storage_options)
+            fs, root = open_filesystem(location, storage_options)
+        elif storage_options:
+            raise UserInputError(f"storage options ({', '.join(sorted(storage_options))}) are for a URL store "
+                                 f"(s3://bucket/prefix), not the local directory {location}")
         else:
             fs, root = LocalFileSystem(), Path(location).expanduser().resolve().as_posix()
         self.fs = fs
         self.root = root.rstrip("/") or "/"
         self.location = location
         self.is_local = isinstance(fs, LocalFileSystem)
+        protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+        self.is_object_store = bool(protocols & OBJECT_STORES)
+        self._checked = self.is_local or not self.is_object_store
+
+    def check(self) -> "ArtifactStore":
+        """Fail with one line now, not mid-publish, if the store's bucket is missing or its endpoint is down.
+
+        A local store needs nothing: its directory is made by the first publish.
+        """
+        if not self._checked:
+            check_object_store(self.fs, self.root, self.url)
+            self._checked = True
+        return self
+
+    def errors(self):
+        """Context manager: a store that stops answering becomes one `StoreUnavailable` line."""
+        return store_errors(self.url)
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.url!r})"
@@ -171,11 +215,11 @@ class ArtifactStore:
         parent = path.rsplit("/", 1)[0]
         if self.is_local:
             os.makedirs(parent, exist_ok=True)
-        else:
+        elif not self.is_object_store:  # s3fs's makedirs would create a missing bucket, not fail
             try:
                 self.fs.makedirs(parent, exist_ok=True)
             except (OSError, NotImplementedError):
-                pass  # object stores have no directories
+                pass
 
     def upload(self, local: os.PathLike | str, path: str) -> None:
         self._mkdir_parent(path)
@@ -191,12 +235,17 @@ class ArtifactStore:
             return sha256_stream(handle)
 
     def move(self, src: str, dst: str) -> None:
-        """Move one file. Locally a rename (same filesystem); elsewhere fsspec's move."""
+        """Move one file. Locally a rename (same filesystem); elsewhere a copy, then the source removed.
+
+        On S3 the copy is one server-side CopyObject: `dst` appears whole or not
+        at all. (`fs.mv` would also list both paths as possible directories.)
+        """
         self._mkdir_parent(dst)
         if self.is_local:
             os.replace(src, dst)
         else:
-            self.fs.mv(src, dst)
+            self.fs.cp_file(src, dst)
+            self.fs.rm_file(src)
 
     def read_bytes(self, path: str) -> bytes | None:
         try:
@@ -205,10 +254,12 @@ class ArtifactStore:
             return None
 
     def exists(self, path: str) -> bool:
+        self.fs.invalidate_cache(path)  # another process may have written it since a listing was cached
         return self.fs.exists(path)
 
     def stored_size(self, path: str) -> int | None:
         """Size in bytes of a stored file, None if there is none."""
+        self.fs.invalidate_cache(path)
         try:
             return int(self.fs.size(path))
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -218,33 +269,52 @@ class ArtifactStore:
         """Readers see the old content or the new, never a mix.
 
         Locally: write a uniquely named temp file beside `path`, fsync, rename.
-        On object stores a single small put is atomic.
+        On object stores one put is atomic (a multipart upload too: the object
+        appears when it completes).
         """
         self._mkdir_parent(path)
         if not self.is_local:
             self.fs.pipe_file(path, data)
             return
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+        with _local_temp(path, data) as tmp:
             os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        try:
-            fd = os.open(os.path.dirname(path), os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        _fsync_dir(os.path.dirname(path))
+
+    def create_once(self, path: str, data: bytes) -> bool:
+        """Write `path` only if it does not exist yet; False (and nothing written) if it did.
+
+        Exclusive on a disk (a complete temp file hard-linked into place, which
+        fails if `path` exists) and on S3 (a conditional PUT, `If-None-Match: *`).
+        fsspec's other filesystems, and a disk without hard links, check and
+        then write: two writers at the very same moment may both write, so
+        callers read the object back.
+        """
+        self._mkdir_parent(path)
+        if not self.is_local:
+            try:
+                self.fs.pipe_file(path, data, mode="create")
+            except FileExistsError:
+                return False
+            except (OSError, NotImplementedError, TypeError) as exc:
+                # A server (or fsspec filesystem) without conditional writes refuses the
+                # request as not implemented or invalid: check, then write, as elsewhere.
+                if isinstance(exc, OSError) and exc.errno not in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                if self.exists(path):
+                    return False
+                self.fs.pipe_file(path, data)
+            return True
+        with _local_temp(path, data) as tmp:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            except OSError:  # no hard links here
+                if os.path.exists(path):
+                    return False
+                os.replace(tmp, path)
+        _fsync_dir(os.path.dirname(path))
+        return True
 
     def remove_tree(self, path: str) -> None:
         try:
@@ -365,6 +435,35 @@ class ArtifactStore:
         return removed
 
 
+@contextmanager
+def _local_temp(path: str, data: bytes) -> Iterator[str]:
+    """A complete, fsynced, uniquely named file beside `path`, removed afterwards unless renamed away."""
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        yield tmp
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _fsync_dir(directory: str) -> None:
+    """Make a rename or link in `directory` durable (best effort: some filesystems refuse)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def parse_manifest(data: bytes, model: str, run_id: str) -> Manifest:
     """Untrusted manifest bytes read from `<model>/.../<run_id>/`: valid, and about that run."""
     manifest = Manifest.from_json(data)
@@ -374,5 +473,8 @@ def parse_manifest(data: bytes, model: str, run_id: str) -> Manifest:
     return manifest
 
 
-def as_store(store: ArtifactStore | str | os.PathLike | None) -> ArtifactStore:
-    return store if isinstance(store, ArtifactStore) else ArtifactStore(store)
+def as_store(store: ArtifactStore | str | os.PathLike | None, storage_options: dict | None = None) -> ArtifactStore:
+    """`store` itself, or the store at that location (opened with `storage_options`), checked (`check`)."""
+    if not isinstance(store, ArtifactStore):
+        store = ArtifactStore(store, **(storage_options or {}))
+    return store.check()

@@ -3,12 +3,14 @@
 argparse already turns a type error into exit 2; these types say what range a
 number must be in, so `--batch-size 0` stops at the parser instead of deep in a
 library, and `OneLineParser` keeps argparse's message to one line (its default
-prints the whole usage block first).
+prints the whole usage block first). `storage_option` reads `KEY=VALUE` for a store.
 """
 
 from __future__ import annotations
 
 import argparse
+
+import yaml
 
 
 def at_least(minimum: int | float, kind: type = int):
@@ -26,6 +28,27 @@ def at_least(minimum: int | float, kind: type = int):
 
     parse.__name__ = f"{kind.__name__} >= {minimum}"
     return parse
+
+
+def storage_option(text: str) -> tuple[str, object]:
+    """An argparse `type` for `--storage-option KEY=VALUE`.
+
+    VALUE stays text, except YAML's true/false/null, numbers, and `{...}` or
+    `[...]` (so `anon=true` is a bool): a secret such as `a#b` or `!x` must not
+    be reinterpreted.
+    """
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. endpoint_url=http://127.0.0.1:9000), "
+                                         f"got {text!r}")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return key, value
+    structured = isinstance(parsed, (dict, list)) and value.strip()[:1] in ("{", "[")
+    scalar = parsed is None or isinstance(parsed, (bool, int, float))
+    return key, parsed if (structured or (scalar and value.strip())) else value
 
 
 class OneLineParser(argparse.ArgumentParser):

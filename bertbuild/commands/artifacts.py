@@ -6,16 +6,21 @@
     bertbuild artifacts prune [--store S] --model M --keep N [--yes]
 
 The store is a local directory or an fsspec URL (s3://, gs://, ...); default
-$BERTBUILD_STORE or runs/store. A download whose manifest or checksums are
-wrong exits non-zero naming the file, and leaves nothing at or beside DEST.
-`prune` only lists what it would remove unless given --yes.
+$BERTBUILD_STORE or runs/store. An S3 store takes its credentials, region and
+endpoint from the usual AWS_* variables, or from `--storage-option KEY=VALUE`
+(repeatable; s3fs's names: key, secret, endpoint_url, ...). A bucket that is
+missing or an endpoint that does not answer is one line, exit 2. A download
+whose manifest or checksums are wrong exits non-zero naming the file, and
+leaves nothing at or beside DEST. `prune` only lists what it would remove
+unless given --yes.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
-from bertbuild.commands.arguments import at_least
+from bertbuild.commands.arguments import at_least, storage_option
 
 
 def add_parser(sub) -> None:
@@ -25,6 +30,10 @@ def add_parser(sub) -> None:
     def common(p, model_required: bool = False) -> None:
         p.add_argument("--store", default=None,
                        help="directory or fsspec URL of the artifact store (default: $BERTBUILD_STORE or runs/store)")
+        p.add_argument("--storage-option", dest="storage_options", action="append", type=storage_option,
+                       default=[], metavar="KEY=VALUE",
+                       help="an fsspec option for the store, e.g. endpoint_url=http://127.0.0.1:9000 "
+                            "(repeatable; default: the AWS_* environment variables)")
         if model_required:
             p.add_argument("--model", required=True, help="model name")
         else:
@@ -58,6 +67,20 @@ def add_parser(sub) -> None:
     prune.set_defaults(handler=run_prune)
 
 
+def _with_store(handler):
+    """Run `handler(args)` with `args.store` opened (and checked); a store that stops answering is one line."""
+
+    @functools.wraps(handler)
+    def run(args) -> int:
+        from bertbuild.artifacts.store import as_store
+
+        args.store = as_store(args.store, dict(args.storage_options))
+        with args.store.errors():
+            return handler(args)
+
+    return run
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -73,11 +96,12 @@ def _print_table(rows: list[list[str]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
 
 
+@_with_store
 def run_list(args) -> int:
-    from bertbuild.artifacts.store import ArtifactStore, check_model
+    from bertbuild.artifacts.store import check_model
     from bertbuild.errors import IntegrityError
 
-    store = ArtifactStore(args.store)
+    store = args.store
     models = [check_model(args.model)] if args.model else store.models()
     rows = []
     for model in models:
@@ -103,6 +127,7 @@ def run_list(args) -> int:
     return 0
 
 
+@_with_store
 def run_download(args) -> int:
     from bertbuild.artifacts.download import download
 
@@ -111,11 +136,11 @@ def run_download(args) -> int:
     return 0
 
 
+@_with_store
 def run_history(args) -> int:
     from bertbuild.artifacts.history import history_table, read_history, write_trend_plot
-    from bertbuild.artifacts.store import ArtifactStore
 
-    store = ArtifactStore(args.store)
+    store = args.store
     entries = read_history(store, args.model)
     if not entries:
         print(f"no released runs of {args.model} in {store.url}")
@@ -126,11 +151,11 @@ def run_history(args) -> int:
     return 0
 
 
+@_with_store
 def run_prune(args) -> int:
     from bertbuild.artifacts.prune import prune
-    from bertbuild.artifacts.store import ArtifactStore
 
-    store = ArtifactStore(args.store)
+    store = args.store
     plan = prune(store, args.model, args.keep, apply=args.yes)
     verb = "removed" if args.yes else "would remove"
     print(f"{args.model}: keeping the newest {plan.keep} released and failed runs"
@@ -145,6 +170,8 @@ def run_prune(args) -> int:
             print(f"  {store.blob_path(digest).removeprefix(store.root).lstrip('/')}  {_size(size)}")
     if plan.pending:
         print(f"kept {len(plan.pending)} unreferenced blobs that a publish in progress will reference")
+    if plan.publishing:
+        print(f"kept {len(plan.publishing)} runs a publish in progress is releasing: {', '.join(plan.publishing)}")
     if plan.empty:
         print("nothing to remove")
     elif not args.yes:

@@ -78,7 +78,7 @@ def publish_run(cfg: BuildConfig, run: RunContext, rows: list[dict], bundle: Bun
                "gates": gates, "reports": reports}
     if cfg.publish.enabled:
         published = publish(store, cfg.model_name, placed, meta, gates, run_id=run.run_id,
-                            precisions=bundle.precisions)
+                            precisions=bundle.precisions, storage_options=cfg.publish.storage_options)
         report_artifacts(published, rows, plots, reports["steps"])
         outcome["published"] = published
     return outcome

@@ -69,13 +69,15 @@ def render_plots(rows: list[dict], out_dir: str) -> dict[str, str]:
 @task(name="publish-bundle", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_worth_retrying,
       cache_policy=NO_CACHE)
 def publish(store: str, model: str, files: dict[str, str], meta: dict, gates: list,
-            passed: bool | None = None, run_id: str | None = None, precisions: dict[str, str] | None = None) -> dict:
+            passed: bool | None = None, run_id: str | None = None, precisions: dict[str, str] | None = None,
+            storage_options: dict | None = None) -> dict:
     """Publish `files` (bundle name -> local path) to `store`; returns `PublishResult.to_dict()`.
 
     `gates` are `GateResult`s; `passed` defaults to "every gate passed". A failing
     run publishes its reports under `failed/` and leaves `latest` alone; raise
     `GateFailed` after this task so the flow run still fails. `precisions`: the
     precision each file belongs to (`artifacts.layout.Bundle`), recorded in the manifest.
+    `storage_options`: fsspec's options for a URL store (`publish.storage_options`).
     """
     from prefect.runtime import flow_run
 
@@ -84,7 +86,7 @@ def publish(store: str, model: str, files: dict[str, str], meta: dict, gates: li
     passed = all(g.passed for g in gates) if passed is None else passed
     meta = {"flow_run_id": flow_run.id, **(meta or {})}
     return publish_bundle(store, model, run_id or current_run_id(), files, meta, gates, passed,
-                          precisions=precisions).to_dict()
+                          precisions=precisions, storage_options=storage_options).to_dict()
 
 
 @task(name="report-artifacts", cache_policy=NO_CACHE)
@@ -122,9 +124,10 @@ def compare_with_last_release(store: str, cfg, run, rows: list[dict], files: dic
     from prefect.artifacts import create_markdown_artifact
 
     from bertbuild.artifacts.regression import compare_with_latest
+    from bertbuild.artifacts.store import as_store
 
-    report = compare_with_latest(store, cfg.model_name, rows, files, run_id=run.run_id,
-                                 max_f1_drop=cfg.regression.max_f1_drop_vs_latest,
+    report = compare_with_latest(as_store(store, cfg.publish.storage_options), cfg.model_name, rows, files,
+                                 run_id=run.run_id, max_f1_drop=cfg.regression.max_f1_drop_vs_latest,
                                  max_latency_ratio=cfg.regression.max_latency_ratio_vs_latest)
     path = run.path("regression.json")
     path.write_text(report.to_json())
