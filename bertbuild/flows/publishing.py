@@ -19,6 +19,7 @@ from bertbuild.evaluation.table import format_table
 from bertbuild.resources import read_journal
 from bertbuild.runs import RunContext, materialize, onnx_companions
 from bertbuild.artifacts.store import default_store
+from bertbuild.serving.repository import repository_files
 from bertbuild.tasks.publish import (compare_with_last_release, current_attempt, current_run_id, publish,
                                      render_plots, report_artifacts)
 
@@ -70,6 +71,8 @@ def publish_run(cfg: BuildConfig, run: RunContext, rows: list[dict], files: dict
 
     Every ONNX file in `files` brings its external data files (`onnx_companions`), added to `files` here.
     """
+    files.update(repository_files(cfg.model_name, reports.get("outputs", {}).values(), cfg.engines.profiles,
+                                  cfg.benchmark.batch, run.run_dir))  # triton/<model>-<precision>/ per engine
     files.update(onnx_companions(files))  # before anything is compared, laid out or published
     title = (f"{cfg.model_name}: {rows[0]['questions']} SQuAD v1.1 {cfg.eval.split} questions, "
              f"backend {cfg.engines.backend}")
