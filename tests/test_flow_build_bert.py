@@ -70,6 +70,13 @@ def test_flow_exports_evaluates_validates_and_reports(tmp_path, prefect_harness)
     # The run directory holds exactly the bundle (plus hidden scratch), and the bundle exactly the run's files.
     on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and ".scratch" not in p.parts}
     assert on_disk == set(result["files"]) == set(_manifest(result))
+    # Each engine is a Triton model too: its config (read with Triton's schema) serves the bundle's engine file.
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    triton = text_format.Parse((out / "triton/tiny-fp32/config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    served = out / "triton/tiny-fp32/1" / triton.default_model_filename
+    assert served.read_bytes() == (out / "engines/fp32" / triton.default_model_filename).read_bytes()
     # The release names exactly the weights it was built from.
     from bertbuild.artifacts.store import ArtifactStore
     from bertbuild.fetch.verify import tree_sha256

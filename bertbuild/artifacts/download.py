@@ -29,6 +29,7 @@ from bertbuild.artifacts.manifest import MANIFEST_NAME, Manifest, sha256_and_siz
 from bertbuild.artifacts.store import ArtifactStore, as_store, check_model, parse_manifest
 from bertbuild.errors import BertbuildError, IntegrityError, UserInputError
 from bertbuild.precision import Precision
+from bertbuild.serving.repository import TRITON_DIR, triton_model_name
 
 
 @dataclass(frozen=True)
@@ -100,25 +101,28 @@ def select_files(manifest: Manifest, precision: str | None) -> list[str]:
 
 
 def download(store: ArtifactStore | str | None, model: str | None, dest: Path | str, run: str | None = "latest",
-             precision: str | None = None, *, failed: bool = False) -> DownloadResult:
+             precision: str | None = None, *, failed: bool = False, triton: bool = False) -> DownloadResult:
     """Fetch run `run` (default: the `latest` pointer) of `model` into `dest`, verified.
 
     `dest` must not exist or be an empty directory. Raises `IntegrityError`
     (exit 1) naming the first unsafe, missing, extra or corrupt file, leaving
-    nothing at `dest`.
+    nothing at `dest`. `triton`: only the bundle's Triton model repository
+    (`triton/`), laid out at `dest` as a repository Triton serves
+    (`dest/<model>-<precision>/config.pbtxt`, `.../1/<engine>`), without the manifest.
     """
     store = as_store(store)
     model = resolve_model(store, model)
     run_id, raw_manifest, manifest = resolve_run(store, model, run, failed=failed)
-    names = select_files(manifest, precision)
+    names = triton_names(manifest, precision) if triton else select_files(manifest, precision)
     bundle = store.bundle_path(model, run_id, failed=failed)
     refuse_unlisted_files(store, bundle, manifest)
+    prefix = f"{TRITON_DIR}/" if triton else ""  # a Triton repository is the bundle's triton/ folder
 
     with staged_dest(dest) as tmp:
         fetched: dict[str, Path] = {}  # sha256 -> the first local copy: identical files are fetched once
 
         def fetch(name: str) -> None:
-            target = inside(tmp, name)
+            target = inside(tmp, name.removeprefix(prefix))
             target.parent.mkdir(parents=True, exist_ok=True)
             digest = manifest.files[name]["sha256"]
             if digest in fetched:
@@ -130,26 +134,55 @@ def download(store: ArtifactStore | str | None, model: str | None, dest: Path | 
 
         for name in names:
             fetch(name)
-        extra = onnx_data_names(tmp, names, manifest)  # data of fetched ONNX files that the selection left out
+        extra = onnx_data_names(tmp, names, manifest, prefix)  # data of fetched ONNX files the selection left out
         for name in extra:
             fetch(name)
         names = sorted([*names, *extra])
-        (tmp / MANIFEST_NAME).write_bytes(raw_manifest)
-    return DownloadResult(dest=Path(dest).expanduser().absolute(), model=model, run_id=run_id,
-                          files=[*names, MANIFEST_NAME], manifest=manifest)
+        if not triton:
+            (tmp / MANIFEST_NAME).write_bytes(raw_manifest)
+            names.append(MANIFEST_NAME)
+    return DownloadResult(dest=Path(dest).expanduser().absolute(), model=model, run_id=run_id, files=names,
+                          manifest=manifest)
 
 
-def onnx_data_names(root: Path, names: list[str], manifest: Manifest) -> list[str]:
+def triton_names(manifest: Manifest, precision: str | None) -> list[str]:
+    """The bundle's Triton repository files (`triton/<model>-<precision>/...`): every model's, or one precision's.
+
+    One-line errors for a bundle without a repository (published before bundles
+    carried one), a precision with no Triton model, and a model folder without
+    its config.pbtxt.
+    """
+    listed = sorted(n for n in manifest.files if n.startswith(f"{TRITON_DIR}/") and n.count("/") >= 2)
+    if not listed:
+        raise UserInputError(f"run {manifest.run_id} of {manifest.model} has no Triton model repository "
+                             "(it was published before bundles carried one): download it with --dest")
+    folders = sorted({n.split("/")[1] for n in listed})
+    if precision:
+        wanted = triton_model_name(manifest.model, precision.lower())
+        if wanted not in folders:
+            raise UserInputError(f"run {manifest.run_id} of {manifest.model} has no Triton model for {precision} "
+                                 f"(Triton models in this bundle: {', '.join(folders)})")
+        folders = [wanted]
+    names = [n for n in listed if n.split("/")[1] in folders]
+    for folder in folders:
+        if f"{TRITON_DIR}/{folder}/config.pbtxt" not in names:
+            raise IntegrityError(f"missing file: {TRITON_DIR}/{folder}/config.pbtxt (the Triton model {folder} "
+                                 "has none in manifest.json)")
+    return names
+
+
+def onnx_data_names(root: Path, names: list[str], manifest: Manifest, prefix: str = "") -> list[str]:
     """Bundle names of the external data the ONNX files among `names` (present under `root`) read, not in `names`.
 
     Each must be a plain file name beside its ONNX file and listed in the
-    manifest; a file named .onnx that is not ONNX reads nothing.
+    manifest; a file named .onnx that is not ONNX reads nothing. A name's file
+    is at `root/<name less prefix>`.
     """
     from bertbuild import onnx_files
 
     wanted: list[str] = []
     for name in names:
-        path = inside(root, name)
+        path = inside(root, name.removeprefix(prefix))
         if not name.endswith(".onnx") or not path.is_file():
             continue
         try:
@@ -204,7 +237,7 @@ def staged_dest(dest: Path | str) -> Iterator[Path]:
     """
     dest = Path(dest).expanduser().absolute()
     if dest.is_symlink() or (dest.exists() and not (dest.is_dir() and not any(dest.iterdir()))):
-        raise UserInputError(f"--dest {dest} already exists and is not an empty directory")
+        raise UserInputError(f"{dest} already exists and is not an empty directory")
     made = _missing_parents(dest)
     tmp = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:12]}"
     try:

@@ -90,6 +90,14 @@ class Bundle:
         for name, path in onnx_companions(self.files, owners).items():
             self.add(name, path, self.precisions.get(owners[name]))
 
+    def add_triton(self, model: str, engines, profiles, batch: int, run_dir: str | Path) -> None:
+        """Each engine's Triton model folder (`serving.repository`), its files of the engine's precision."""
+        from bertbuild.serving.repository import repository_files
+
+        for engine in engines:
+            for name, path in repository_files(model, [engine], profiles, batch, run_dir).items():
+                self.add(name, path, engine["precision"])
+
     def tensorrt_inputs(self, int8_paths: dict[str, str] | None = None) -> dict[str, str]:
         """The ONNX files TensorRT builds from: FP32, fused, FP16 and the s8s8 INT8 file (never u8s8 or ort)."""
         chosen = {name: path for name, path in self.files.items() if name in _ONNX.values()}

@@ -1,7 +1,7 @@
 """`bertbuild artifacts list|download|history|prune`: browse, fetch, chart and trim published bundles.
 
     bertbuild artifacts list [--store S] [--model M] [--failed]
-    bertbuild artifacts download [--store S] [--model M] [--run ID|latest] [--precision P] --dest DIR
+    bertbuild artifacts download [--store S] [--model M] [--run ID|latest] [--precision P] --dest DIR|--triton DIR
     bertbuild artifacts history [--store S] --model M [--plot PNG]
     bertbuild artifacts prune [--store S] --model M --keep N [--yes]
 
@@ -11,7 +11,8 @@ endpoint from the usual AWS_* variables, or from `--storage-option KEY=VALUE`
 (repeatable; s3fs's names: key, secret, endpoint_url, ...). A bucket that is
 missing or an endpoint that does not answer is one line, exit 2. A download
 whose manifest or checksums are wrong exits non-zero naming the file, and
-leaves nothing at or beside DEST. `prune` only lists what it would remove
+leaves nothing at or beside DEST. `--triton DIR` lays the bundle's Triton
+model repository out at DIR instead. `prune` only lists what it would remove
 unless given --yes.
 """
 
@@ -50,7 +51,11 @@ def add_parser(sub) -> None:
     fetch.add_argument("--precision", default=None,
                        help="only files for this precision (e.g. fp32, fp16, int8) plus the manifest and reports")
     fetch.add_argument("--failed", action="store_true", help="download a failed run's reports")
-    fetch.add_argument("--dest", required=True, type=Path, help="directory to create (must not exist, or be empty)")
+    where = fetch.add_mutually_exclusive_group(required=True)
+    where.add_argument("--dest", type=Path, help="directory to create (must not exist, or be empty)")
+    where.add_argument("--triton", type=Path, metavar="DEST",
+                       help="lay the bundle's Triton model repository out at DEST (DEST/<model>-<precision>/"
+                            "config.pbtxt and 1/); with --precision, that precision's model only")
     fetch.set_defaults(handler=run_download)
 
     history = actions.add_parser("history", help="one row per released run: versions, EM/F1 and p50 per precision")
@@ -131,8 +136,10 @@ def run_list(args) -> int:
 def run_download(args) -> int:
     from bertbuild.artifacts.download import download
 
-    result = download(args.store, args.model, args.dest, run=args.run, precision=args.precision, failed=args.failed)
-    print(f"{result.model} run {result.run_id}: {len(result.files)} files verified -> {result.dest}")
+    result = download(args.store, args.model, args.triton or args.dest, run=args.run, precision=args.precision,
+                      failed=args.failed, triton=args.triton is not None)
+    what = "Triton model repository, " if args.triton else ""
+    print(f"{result.model} run {result.run_id}: {what}{len(result.files)} files verified -> {result.dest}")
     return 0
 
 

@@ -51,6 +51,8 @@ def publish_run(cfg: BuildConfig, run: RunContext, rows: list[dict], bundle: Bun
 
     Every ONNX file in the bundle brings its external data files, added here.
     """
+    bundle.add_triton(cfg.model_name, reports.get("outputs", {}).values(), cfg.engines.profiles,
+                      cfg.benchmark.batch, run.run_dir)  # triton/<model>-<precision>/ per engine
     bundle.add_companions()  # before anything is compared, laid out or published
     title = (f"{cfg.model_name}: {rows[0]['questions']} SQuAD v1.1 {cfg.eval.split} questions, "
              f"backend {cfg.engines.backend}")
