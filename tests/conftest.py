@@ -96,6 +96,15 @@ def s3_server():
     server.stop()
 
 
+@pytest.fixture
+def store_cli_env(store, request, monkeypatch):
+    """What a `bertbuild artifacts` command needs to reach `store`: the usual AWS variables for an S3 one."""
+    if store.url.startswith("s3://"):
+        for name, value in request.getfixturevalue("s3_server").env().items():
+            monkeypatch.setenv(name, value)
+    return store
+
+
 @pytest.fixture(params=["local", "memory", "s3"])
 def store(request, tmp_path):
     """An empty artifact store: a local directory, fsspec's in-memory filesystem, a bucket on a real S3 server."""

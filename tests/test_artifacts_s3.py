@@ -211,6 +211,7 @@ def test_the_flow_publishes_with_config_storage_options_and_records_no_secret(s3
     """publish_run (the flow's last step) on S3: regression against latest, publish, and secrets redacted."""
     from prefect import flow
 
+    from bertbuild.artifacts.layout import Bundle
     from bertbuild.config import parse_config
     from bertbuild.flows.publishing import publish_run
     from bertbuild.runs import open_run
@@ -232,8 +233,10 @@ def test_the_flow_publishes_with_config_storage_options_and_records_no_secret(s3
         predictions.write_text(json.dumps(answers))
         model = run.path("model-fp32.onnx")
         model.write_bytes(b"not really onnx " + run_id.encode())
-        return publish_run(cfg, run, rows, {"predictions-onnxruntime-fp32.json": str(predictions),
-                                            "model-fp32.onnx": str(model)}, {}, [])
+        bundle = Bundle()
+        bundle.add("predictions-onnxruntime-fp32.json", predictions, "fp32")
+        bundle.add("model-fp32.onnx", model, "fp32")
+        return publish_run(cfg, run, rows, bundle, {}, [])
 
     first = last_step("20260101T000000Z-aaaaaaaa")
     second = last_step("20260102T000000Z-bbbbbbbb")

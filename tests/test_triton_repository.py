@@ -18,7 +18,9 @@ from onnx import TensorProto, helper
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import triton_to_np_dtype
 
-from bertbuild.artifacts.publish import gate_result, publish_bundle
+from bertbuild.artifacts.layout import Bundle
+from bertbuild.artifacts.publish import publish_bundle
+from bertbuild.evaluation.gates import GateResult
 from bertbuild.backends.base import Profile
 from bertbuild.cli import main
 from bertbuild.errors import IntegrityError, UserInputError
@@ -27,7 +29,7 @@ from bertbuild.serving.repository import repository_files
 from bertbuild.serving.triton import model_config
 
 PROFILES = (Profile((1, 32), (8, 384), (16, 384)), Profile((2, 32), (4, 128), (8, 128)))
-PASS = [gate_result("parity", True, 1e-6, 1e-4)]
+PASS = [GateResult("onnxruntime-fp32", "parity", 1e-6, 1e-4, True, "max")]
 
 
 @pytest.fixture(scope="module")
@@ -184,16 +186,15 @@ def _publish(store, tmp_path, engine_list, run_id="r1", with_triton=True) -> dic
     run_dir = tmp_path / f"run-{run_id}"
     run_dir.mkdir()
     (run_dir / "results.json").write_text("{}\n")
-    files = {"results.json": str(run_dir / "results.json")}
+    bundle = Bundle()  # laid out as the flow lays out its bundle
+    bundle.add("results.json", run_dir / "results.json")
     for engine in engine_list:
-        files[f"engines/{engine['precision']}/{Path(engine['path']).name}"] = engine["path"]
+        bundle.add(f"engines/{engine['precision']}/{Path(engine['path']).name}", engine["path"], engine["precision"])
     if with_triton:
-        files |= repository_files("tiny", engine_list, PROFILES, 2, run_dir)
-    from bertbuild.runs import onnx_companions
-
-    files |= onnx_companions(files)
-    publish_bundle(store, "tiny", run_id, files, {}, PASS, True)
-    return files
+        bundle.add_triton("tiny", engine_list, PROFILES, 2, run_dir)
+    bundle.add_companions()
+    publish_bundle(store, "tiny", run_id, bundle.files, {}, PASS, True, precisions=bundle.precisions)
+    return bundle.files
 
 
 def _tree(root: Path) -> set[str]:
@@ -221,7 +222,7 @@ def test_download_triton_lays_out_a_repository_that_answers(engines, store, tmp_
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".repo")] == []
 
 
-def test_download_triton_with_precision_keeps_that_model_only(engines, store, tmp_path, capsys):
+def test_download_triton_with_precision_keeps_that_model_only(engines, store, store_cli_env, tmp_path, capsys):
     _publish(store, tmp_path, list(engines.values()))
     assert main(["artifacts", "download", "--store", store.url, "--precision", "fp32",
                  "--triton", str(tmp_path / "repo")]) == 0
@@ -235,7 +236,8 @@ def test_download_triton_with_precision_keeps_that_model_only(engines, store, tm
     assert not (tmp_path / "none").exists()
 
 
-def test_a_bundle_without_a_triton_repository_is_one_line_and_leaves_nothing(engines, store, tmp_path, capsys):
+def test_a_bundle_without_a_triton_repository_is_one_line_and_leaves_nothing(engines, store, store_cli_env, tmp_path,
+                                                                             capsys):
     _publish(store, tmp_path, [engines["fp32"]], with_triton=False)
     code = main(["artifacts", "download", "--store", store.url, "--triton", str(tmp_path / "repo")])
     err = capsys.readouterr().err
