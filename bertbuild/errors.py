@@ -67,3 +67,7 @@ class StepFailed(BertbuildError):
 
 class NotEnoughMemory(UserInputError):
     """The host has clearly less memory available than the build is estimated to need."""
+
+
+class FleetFailed(BertbuildError):
+    """A fleet member did not complete with a released bundle: the fleet run fails, naming each such member."""
