@@ -76,7 +76,7 @@ def test_missing_pool_and_deployments_are_problems_on_a_live_api(prefect_harness
     from bertbuild.doctor import deployments_of, prefect_checks
 
     deployments = deployments_of(PROJECT_ROOT / "prefect.yaml")
-    assert {d.name for d in deployments} == {"build-bert/nightly", "build-bert/on-demand"}
+    assert {d.name for d in deployments} == {"build-bert/nightly", "build-bert/on-demand", "build-fleet/fleet-nightly"}
     checks = prefect_checks(deployments, PREFECT_API_URL.value())
     by_name = {c.name: c for c in checks}
     assert by_name["API"].ok

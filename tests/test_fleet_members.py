@@ -165,3 +165,15 @@ def test_a_tampered_or_hostile_previous_report_is_not_compared_with(tmp_path):
 def test_the_fleet_plot_is_a_png(tmp_path):
     path = write_fleet_plot(fleet_report("20260101T000000Z-1"), tmp_path / "plots" / "fleet.png")
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and path.stat().st_size > 5000
+
+
+def test_the_nightly_fleet_file_is_valid(monkeypatch):
+    """prefect.yaml's build-fleet/fleet-nightly default: every member loads, as the flow would check it."""
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(root)  # deployments run from the project directory
+    spec = yaml.safe_load((root / "prefect.yaml").read_text())
+    (fleet,) = [d for d in spec["deployments"] if d["name"] == "fleet-nightly"]
+    members = load_members(fleet["parameters"]["members"])
+    assert [(m.label, m.model) for m in members] == [
+        ("minilm", "minilm-l6-squad"), ("bert-base", "bert-base-ngc"), ("bert-large", "bert-large-ngc")]
+    check_fleet_name(fleet["parameters"]["name"], members)
