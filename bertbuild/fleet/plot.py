@@ -21,7 +21,7 @@ def write_fleet_plot(report: FleetReport, path: Path | str) -> Path:
             if r.delta_f1 is not None or r.speedup is not None]
     xs = list(range(len(bars)))
     labels = [label for label, _ in bars]
-    fig = Figure(figsize=(max(6.0, 0.9 * len(bars) + 2), 6.5), dpi=100)
+    fig = Figure(figsize=(max(6.5, 0.9 * len(bars) + 2), 6.5), dpi=100)
     FigureCanvasAgg(fig)
     top, bottom = fig.subplots(2, 1, sharex=True)
 
@@ -32,7 +32,8 @@ def write_fleet_plot(report: FleetReport, path: Path | str) -> Path:
     top.bar(xs, points, yerr=errors, capsize=4, color=colors)
     top.axhline(0.0, color="black", linewidth=0.8)
     top.set_ylabel("ΔF1 vs TF FP32")
-    top.set_title(f"Fleet {report.name} {report.run_id}: ΔF1 with 95% interval (red: a gate failed)", fontsize=10)
+    fig.suptitle(f"fleet {report.name}, run {report.run_id}", fontsize=10)
+    top.set_title("ΔF1 with its 95% interval (red: a gate failed)", fontsize=9)
     top.grid(axis="y", alpha=0.3)
 
     speedups = [r.speedup for _, r in bars]

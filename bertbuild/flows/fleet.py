@@ -33,7 +33,7 @@ from bertbuild.tasks.publish import current_attempt, current_run_id, publish
 
 
 @flow(name="build-fleet")
-def build_fleet(members: list[FleetMember] | str = "configs/fleet-nightly.yaml",
+def build_fleet(members: list[FleetMember] | str = "configs/fleets/nightly.yaml",
                 deployment: str = "build-bert/on-demand", name: str = "fleet", store: str | None = None,
                 output_dir: str = "runs", timeout_s: Annotated[float, Field(gt=0)] = 12 * 3600.0,
                 poll_s: Annotated[float, Field(gt=0)] = 10.0, require_commit: str | None = None) -> dict:
