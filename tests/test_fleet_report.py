@@ -91,12 +91,12 @@ def test_report_round_trips_and_its_markdown_lists_every_member():
     assert not current.passed and current.failures == ["tiny-b (Failed: gate max_abs_dlogit | failed)"]
     assert parse_report(current.to_json().encode(), "fleet-nightly", current.run_id) == current
     text = fleet_markdown(current, plot_src="plots/fleet.png")
-    assert "1 of 2 members released" in text and "**FAILED**" in text
+    assert "1 of 2 members released: **FAILED**: tiny-b (Failed: gate max_abs_dlogit \\| failed)" in text
     assert "| tiny-a | int8 | onnxruntime-int8 | 78.00 | 86.00 | -2.00 [-3.10, +0.40] | 5.0 | 4.00x | PASS |" in text
     assert "| tiny-b | - |" in text and "gate max_abs_dlogit \\| failed" in text  # a pipe cannot break the table
     assert f"Against run `{first.run_id}`" in text and "| tiny-a | int8 | +0.00 | +0.00 | 1.00x |" in text
     assert text.rstrip().endswith("(plots/fleet.png)")
-    assert "nothing to compare with" in fleet_markdown(first)
+    assert "nothing to compare with" in fleet_markdown(first) and "\n1 of 1 members released.\n" in fleet_markdown(first)
     unreadable = report([ok], previous_run_id="20251231T020000Z-dddd0000", previous_problem="checksum mismatch")
     assert "could not be compared with: checksum mismatch" in fleet_markdown(unreadable)
 

@@ -246,10 +246,9 @@ def _gates(row: FleetRow) -> str:
 def fleet_markdown(report: FleetReport, plot_src: str | None = None) -> str:
     """The report as markdown: verdict, members, numbers per model and precision, change, plot."""
     released = sum(m.ok for m in report.members)
-    verdict = ("every member released" if report.passed else
-               "**FAILED**: " + "; ".join(_cell(f) for f in report.failures))
+    verdict = "." if report.passed else ": **FAILED**: " + "; ".join(_cell(f) for f in report.failures)
     lines = [f"# Fleet `{report.name}`, run `{report.run_id}`", "",
-             f"{released} of {len(report.members)} members released: {verdict}", "",
+             f"{released} of {len(report.members)} members released{verdict}", "",
              "| member | model | state | worker | bundle | run |", "| --- | --- | --- | --- | --- | --- |"]
     for m in report.members:
         lines.append(f"| {_cell(m.label)} | {_cell(m.model)} | {_cell(m.state)} | {_cell(m.worker)} | "
