@@ -145,12 +145,22 @@ def _interval(delta: Any) -> Interval | None:
 
 
 def _gate_names(gates: Any) -> dict[str, list[tuple[str, bool]]]:
-    """engine -> [(gate, passed)] from a manifest's gate records, named `<engine>:<gate>`."""
+    """engine -> [(gate, passed)] from a manifest's gate records (as JSON, untrusted).
+
+    A record names its engine and gate (`engine`, `gate`), or, as older bundles wrote it,
+    both in one `name`: `<engine>:<gate>`.
+    """
     by_engine: dict[str, list[tuple[str, bool]]] = {}
     for gate in gates if isinstance(gates, list) else []:
-        if isinstance(gate, dict) and isinstance(gate.get("name"), str) and ":" in gate["name"]:
-            engine, _, name = gate["name"].partition(":")
-            by_engine.setdefault(engine, []).append((name[:200], gate.get("passed") is True))
+        if not isinstance(gate, dict):
+            continue
+        if isinstance(gate.get("engine"), str) and isinstance(gate.get("gate"), str):
+            engine, name = gate["engine"], gate["gate"]
+        elif isinstance(gate.get("name"), str) and ":" in gate["name"]:
+            engine, _, name = gate["name"].rpartition(":")
+        else:
+            continue
+        by_engine.setdefault(engine, []).append((name[:200], gate.get("passed") is True))
     return by_engine
 
 

@@ -28,7 +28,7 @@ class MemberBundle:
     status: str  # "released", "failed" (reports only, under failed/) or "missing"
     url: str | None = None
     results: Any = None  # the manifest's `meta.results` rows, unchecked (`report.rows_from_bundle` checks them)
-    gates: Any = None
+    gates: Any = None  # the manifest's gate records, as JSON
     problem: str = ""  # a manifest that could not be used, and why
 
 
@@ -65,10 +65,11 @@ def find_member_bundle(store: ArtifactStore, model: str, run_id: str, flow_run_i
         if manifest.flow_run_id != flow_run_id:
             return MemberBundle("missing", problem=f"the bundle {run_id} of {model} was made by flow run "
                                                    f"{manifest.flow_run_id}, not by this member's")
-        meta = manifest.meta if isinstance(manifest.meta, dict) else {}
+        recorded = manifest.to_dict()  # plain JSON: gates as records, whatever class the manifest holds them in
+        meta = recorded.get("meta") if isinstance(recorded.get("meta"), dict) else {}
         return MemberBundle("failed" if failed else "released",
                             store.url_of(store.bundle_path(model, run_id, failed=failed)),
-                            meta.get("results"), manifest.gates)
+                            meta.get("results"), recorded.get("gates"))
     return MemberBundle("missing")
 
 
