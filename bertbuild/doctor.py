@@ -39,9 +39,9 @@ class Check:
     detail: str
     problem: bool = False  # True: the user must fix this (exit 1)
 
-    def line(self) -> str:
+    def line(self, width: int = 34) -> str:
         mark = "ok  " if self.ok else ("FAIL" if self.problem else "--  ")
-        return f"  [{mark}] {self.name:<34} {self.detail}".rstrip()
+        return f"  [{mark}] {self.name:<{width}} {self.detail}".rstrip()
 
 
 def normalize(name: str) -> str:
@@ -217,11 +217,12 @@ def run_checks(lock: Path | None = None, prefect_file: Path | None = None,
 
 def report(checks: list[Check]) -> str:
     lines, section = [], None
+    width = max([34, *(len(c.name) for c in checks)])  # every detail in one column, however long a name
     for check in checks:
         if check.section != section:
             section = check.section
             lines.append(f"{section}:")
-        lines.append(check.line())
+        lines.append(check.line(width))
     problems = [c for c in checks if c.problem]
     lines.append("")
     lines.append(f"{len(problems)} problem(s) to fix" if problems else "no problems found")

@@ -71,3 +71,7 @@ class NotEnoughMemory(UserInputError):
 
 class StoreUnavailable(UserInputError):
     """An artifact store that cannot be used: its endpoint does not answer, its bucket is missing, access is denied."""
+
+
+class FleetFailed(BertbuildError):
+    """A fleet member did not complete with a released bundle: the fleet run fails, naming each such member."""

@@ -76,7 +76,7 @@ def test_missing_pool_and_deployments_are_problems_on_a_live_api(prefect_harness
     from bertbuild.doctor import deployments_of, prefect_checks
 
     deployments = deployments_of(PROJECT_ROOT / "prefect.yaml")
-    assert {d.name for d in deployments} == {"build-bert/nightly", "build-bert/on-demand"}
+    assert {d.name for d in deployments} == {"build-bert/nightly", "build-bert/on-demand", "build-fleet/fleet-nightly"}
     checks = prefect_checks(deployments, PREFECT_API_URL.value())
     by_name = {c.name: c for c in checks}
     assert by_name["API"].ok
@@ -111,3 +111,12 @@ def test_an_unreachable_api_is_a_problem():
 @pytest.mark.parametrize("ok,problem,mark", [(True, False, "ok"), (False, True, "FAIL"), (False, False, "--")])
 def test_check_lines_show_the_verdict(ok, problem, mark):
     assert f"[{mark}" in Check("s", "name", ok, "detail", problem).line()
+
+
+def test_report_keeps_every_detail_in_one_column():
+    """`deployment build-fleet/fleet-nightly` is longer than the usual name column: the others line up with it."""
+    from bertbuild.doctor import report
+
+    checks = [Check("prefect", "API", True, "x"), Check("prefect", "next run of build-fleet/fleet-nightly", True, "y")]
+    first, second = [line for line in report(checks).splitlines() if line.startswith("  [")]
+    assert first.index(" x") == second.index(" y") == len("  [ok  ] next run of build-fleet/fleet-nightly")

@@ -404,3 +404,30 @@ def test_default_endpoints_are_the_real_services():
         "https://api.ngc.nvidia.com/v2/models/nvidia/bert/versions/1/zip"
     )
     assert Endpoints().gdrive_url(GDriveFile("X1")) == "https://drive.google.com/uc?id=X1"
+
+
+def test_a_second_process_waits_for_an_entry_being_built_then_uses_it(cache):
+    """Fleet members on one host fetch the same source at once: one builds the entry, the next waits and reuses it.
+
+    Without the lock both wrote into the same work directory, and one failed when the other published it.
+    """
+    import subprocess
+    import sys
+
+    from bertbuild.fetch.sources import parse_source, slug
+
+    entry = CacheEntry(cache, cache_key("ckpt", "generated:tiny", None, slug(parse_source("generated:tiny"))))
+    fetch = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from bertbuild.fetch import fetch_checkpoint; print('ready', flush=True); "
+                               "print(fetch_checkpoint('generated:tiny', cache_dir=sys.argv[1]))", str(cache)],
+        stdout=subprocess.PIPE, text=True)
+    with entry.building():  # as a first process would, while it builds the entry
+        assert fetch.stdout.readline().strip() == "ready"
+        with pytest.raises(subprocess.TimeoutExpired):
+            fetch.wait(timeout=3)  # waiting for the lock, having written nothing
+        assert [p.name for p in cache.iterdir()] == ["unrelated-entry"]
+        entry.final.mkdir()
+        (entry.final / "built-by-the-first").write_text("")
+    out, _ = fetch.communicate(timeout=120)
+    assert fetch.returncode == 0 and out.strip() == str(entry.final)
+    assert [p.name for p in entry.final.iterdir()] == ["built-by-the-first"]  # used, not built again

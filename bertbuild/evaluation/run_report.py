@@ -23,7 +23,7 @@ def _delta(row: dict) -> str:
     return "-" if not f1 else f"{f1['delta']:+.2f} [{f1['low']:+.2f}, {f1['high']:+.2f}]"
 
 
-def _png_data_uri(path: str) -> str:
+def png_data_uri(path: str) -> str:
     """A PNG as a `data:` URI, so the report shows its plots wherever it is opened.
 
     A bundle path (`plots/x.png`) or a store URL (`file://`, `s3://`) is nothing a
@@ -82,7 +82,7 @@ def results_markdown(published: dict, rows: list[dict], plots: dict[str, str] | 
         lines += ["", "## Plots", ""]
         for name in sorted(plots):
             title = name.rsplit("/", 1)[-1].removesuffix(".png").replace("-", " ").replace("_", " ")
-            lines.append(f"![{title}]({_png_data_uri(plots[name])})  ")
+            lines.append(f"![{title}]({png_data_uri(plots[name])})  ")
             lines.append(f"`{name}` in the bundle")
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"

@@ -103,15 +103,16 @@ def fetch_checkpoint(
                 check_sha256(tree_sha256(found), pin, "the checkpoint directory")
             return _google_layout(found, cache_dir)
         entry = _entry("ckpt", source, pin, src, cache_dir)
-        if (hit := entry.hit()) is not None:
-            return _google_layout(find_checkpoint_dir(hit), cache_dir)
-        with _cleanup_on_error(entry):
-            archive = _obtain(src, entry, pin, api_key, progress, endpoints, retry)
-            unpacked = extract_archive(archive, entry.scratch("unpacked"), limits or Limits())
-            found = find_checkpoint_dir(unpacked)  # never cache a tree without a checkpoint
-            # Nor an HF folder that cannot be converted: convert before publishing (the key is content, not place).
-            converted = _google_layout(found, cache_dir)
-            final = entry.publish(unpacked)
+        with _built_by_one(entry) as hit:
+            if hit is not None:
+                return _google_layout(find_checkpoint_dir(hit), cache_dir)
+            with _cleanup_on_error(entry):
+                archive = _obtain(src, entry, pin, api_key, progress, endpoints, retry)
+                unpacked = extract_archive(archive, entry.scratch("unpacked"), limits or Limits())
+                found = find_checkpoint_dir(unpacked)  # never cache a tree without a checkpoint
+                # Nor an HF folder that cannot be converted: convert before publishing (the key is content, not place).
+                converted = _google_layout(found, cache_dir)
+                final = entry.publish(unpacked)
         return converted if converted != found else find_checkpoint_dir(final)
 
 
@@ -130,12 +131,12 @@ def _google_layout(found: Path, cache_dir: Path | None) -> Path:
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     entry = CacheEntry(root, cache_key("hf", digest, None, hf_import.cache_label(found),
                                        str(hf_import.CONVERTER_VERSION)))
-    if (hit := entry.hit()) is not None:
-        return hit
-    with _cleanup_on_error(entry):
-        root.mkdir(parents=True, exist_ok=True)
-        staged = hf_import.import_hf_qa(found, entry.scratch("converted"), digest=digest)
-        return entry.publish(staged)
+    with _built_by_one(entry) as hit:
+        if hit is not None:
+            return hit
+        with _cleanup_on_error(entry):
+            staged = hf_import.import_hf_qa(found, entry.scratch("converted"), digest=digest)
+            return entry.publish(staged)
 
 
 def _generated(src: Generated, cache_dir: Path | None) -> Path:
@@ -144,12 +145,12 @@ def _generated(src: Generated, cache_dir: Path | None) -> Path:
     from bertbuild.model.random_checkpoint import write_random_checkpoint
 
     entry = _entry("ckpt", src.display, None, src, cache_dir)
-    if (hit := entry.hit()) is not None:
-        return hit
-    with _cleanup_on_error(entry):
-        entry.root.mkdir(parents=True, exist_ok=True)
-        staged = write_random_checkpoint(entry.scratch("generated"), bundled_file(UNCASED_VOCAB), **src.shape)
-        return entry.publish(staged)
+    with _built_by_one(entry) as hit:
+        if hit is not None:
+            return hit
+        with _cleanup_on_error(entry):
+            staged = write_random_checkpoint(entry.scratch("generated"), bundled_file(UNCASED_VOCAB), **src.shape)
+            return entry.publish(staged)
 
 
 def resolve_dataset(dataset: str) -> Path | None:
@@ -182,14 +183,15 @@ def fetch_file(
                 check_sha256(sha256_file(src.path), pin, "the file")
             return src.path
         entry = _entry("file", source, pin, src, cache_dir)
-        if (hit := entry.hit()) is not None:
-            return hit / src.filename
-        with _cleanup_on_error(entry):
-            downloaded = _obtain(src, entry, pin, api_key, progress, endpoints, retry)
-            staged = entry.scratch("staged")
-            staged.mkdir()
-            os.replace(downloaded, staged / src.filename)
-            final = entry.publish(staged)
+        with _built_by_one(entry) as hit:
+            if hit is not None:
+                return hit / src.filename
+            with _cleanup_on_error(entry):
+                downloaded = _obtain(src, entry, pin, api_key, progress, endpoints, retry)
+                staged = entry.scratch("staged")
+                staged.mkdir()
+                os.replace(downloaded, staged / src.filename)
+                final = entry.publish(staged)
         return final / src.filename
 
 
@@ -247,6 +249,20 @@ def _reported(src: Source) -> Iterator[None]:
     except OSError as exc:  # disk full, permissions, ...
         cause = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
         raise FetchError(one_line(f"cannot fetch {src.display}: {cause}", 600)) from exc
+
+
+@contextlib.contextmanager
+def _built_by_one(entry: CacheEntry) -> Iterator[Path | None]:
+    """The finished entry, or None with its lock held until the block has built it.
+
+    A finished entry is used without locking; otherwise this waits for any
+    other process building it and looks again, since it may be done by then.
+    """
+    if (hit := entry.hit()) is not None:
+        yield hit
+        return
+    with entry.building():
+        yield entry.hit()
 
 
 @contextlib.contextmanager

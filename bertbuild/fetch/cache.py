@@ -14,18 +14,28 @@ existence is the only "complete" marker needed. Hidden work files are removed
 when a fetch fails with an error; a run that is killed keeps its
 ``.download.part`` so the next run resumes it.
 
-One writer per entry at a time is assumed: two processes fetching the same
-source at once may fail, but cannot publish a corrupt entry (archives carry
-CRCs, and publishing is atomic).
+Processes that fetch at once (the runs of a fleet on one host, say) take
+turns: an entry is built holding a lock on the cache directory itself
+(`fcntl.flock` on its descriptor, so no lock file is left behind), so the
+work paths, fixed so that a killed download resumes, have one writer, and a
+process that waited finds the entry finished and uses it. Finished entries
+are read without the lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+
+_HELD = threading.local()  # cache directories this thread holds the lock of
 
 
 def default_cache_dir() -> Path:
@@ -59,6 +69,28 @@ class CacheEntry:
     def scratch(self, name: str) -> Path:
         """A hidden work path of this entry; deterministic, so it can be resumed."""
         return self.root / f".{self.key}.{name}"
+
+    @contextmanager
+    def building(self) -> Iterator[None]:
+        """Hold the cache directory's lock while this entry is built: one build at a time per cache.
+
+        Re-entrant within a thread (a checkpoint build converts an HF folder into the same
+        cache); other threads and processes wait.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        held = _HELD.__dict__.setdefault("roots", set())
+        root = os.path.realpath(self.root)
+        if root in held:
+            yield
+            return
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held.add(root)
+            yield
+        finally:
+            held.discard(root)
+            os.close(fd)  # releases the lock
 
     def publish(self, staged: Path) -> Path:
         """Atomically give the staged directory its final name."""
