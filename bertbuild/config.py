@@ -419,11 +419,12 @@ def build_section(section: type[BaseModel], origin: str, /, **values):
         raise ConfigError(f"{origin}: " + "; ".join(_describe(error) for error in exc.errors())) from None
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml_file(path: Path, what: str = "config file"):
+    """A YAML file's content ({} when empty), or one ConfigError line: not found, or not valid YAML."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        raise ConfigError(f"{path}: {what} not found") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     return raw if raw is not None else {}
@@ -432,7 +433,7 @@ def _read_yaml(path: Path) -> dict:
 def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> BuildConfig:
     """Read a YAML config file, apply `KEY=VALUE` overrides, validate."""
     path = Path(path)
-    raw = _read_yaml(path)
+    raw = read_yaml_file(path)
     for assignment in overrides:
         if isinstance(raw, dict):
             _apply_override(raw, assignment)
@@ -452,7 +453,7 @@ def with_overrides(config: BuildConfig, overrides: list[str] | tuple[str, ...] =
 def _config_from_path(value):
     """The flow parameter may name a config file (as prefect.yaml's presets do) instead of holding one."""
     if isinstance(value, (str, Path)):
-        return _read_yaml(Path(value))
+        return read_yaml_file(Path(value))
     return value
 
 

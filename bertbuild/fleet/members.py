@@ -19,11 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from bertbuild.artifacts.store import check_segment, default_store
-from bertbuild.config import BuildConfig, build_section, load_config
+from bertbuild.config import BuildConfig, build_section, load_config, read_yaml_file
 from bertbuild.errors import ConfigError, UserInputError
 
 
@@ -104,12 +103,7 @@ def load_members(members: list[FleetMember | dict] | str) -> list[ResolvedMember
 
 
 def _read_members_file(path: Path) -> dict:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: members file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = read_yaml_file(path, "members file")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with a 'members' list, got {type(raw).__name__}")
     return raw
