@@ -152,6 +152,15 @@ def test_a_missing_bucket_is_one_line_and_is_not_created(aws_env, tmp_path, caps
     assert "no-such-bucket-here" not in {b["Name"] for b in buckets}
 
 
+def test_a_run_that_would_publish_to_a_missing_bucket_stops_before_any_work(aws_env, prefect_harness, tmp_path,
+                                                                           capsys):
+    """Not after an hour of building: the store is checked as the run starts."""
+    code = main(["run", "--config", "configs/generated-tiny.yaml", "--set", "publish.store=s3://no-such-bucket-x/b",
+                 "--set", f"output_dir={tmp_path / 'runs'}", "--no-cache"])
+    assert code == 2 and "bucket 'no-such-bucket-x' does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # no run directory: nothing was built
+
+
 def test_an_unreachable_endpoint_is_one_line(no_aws, capsys):
     dead = f"http://127.0.0.1:{free_port()}"
     code = main(["artifacts", "list", "--store", "s3://bucket/bert", "--storage-option", f"endpoint_url={dead}",

@@ -18,6 +18,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from bertbuild.artifacts.layout import Bundle, onnx_name, predictions_name
+from bertbuild.artifacts.store import as_store, default_store
 from bertbuild.backends.base import engine_name
 from bertbuild.backends.registry import TENSORRT_BACKENDS, int8_variant, resolve_backend
 from bertbuild.config import ConfigParameter, with_overrides
@@ -49,6 +50,8 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
     if require_commit:
         check_commit(require_commit)
     cfg = with_overrides(config, overrides or [])
+    if cfg.publish.enabled:  # a missing bucket or a dead endpoint: one line now, not after the whole build
+        as_store(cfg.publish.store or default_store(), cfg.publish.storage_options)
     logger = get_run_logger()
     run = open_run(cfg.output_dir, cfg.model_name, current_run_id(), cache_enabled=cfg.cache.enabled,
                    cache_dir=cfg.cache.dir, refresh=cfg.cache.refresh, attempt=current_attempt())
