@@ -115,7 +115,7 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
         share = threads_each(threads, len(group))
         validating = {p: validate_engine.submit(scored[p][0], squad, reference, cfg.eval, cfg.validation.batches,
                                                 cfg.tolerance_for(p), run, share) for p in group}
-        comparing = {p: compare_with_reference.submit(scored[p][1], squad, reference) for p in group}
+        comparing = {p: compare_with_reference.submit(scored[p][1], squad, reference, run) for p in group}
         checked |= {p: (validating[p].result(), comparing[p].result()) for p in group}
 
     rows, gates = [], []

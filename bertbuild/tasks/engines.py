@@ -109,9 +109,9 @@ def validate_engine(engine: dict, squad: dict, reference: dict, eval_cfg: EvalCo
 
 @task(name="compare-with-reference", cache_policy=NO_CACHE)
 @measured("compare-with-reference")
-def compare_with_reference(scored: dict, squad: dict, reference: dict) -> dict:
+def compare_with_reference(scored: dict, squad: dict, reference: dict, run: RunContext) -> dict:
     """Against TensorFlow, by question and by logit: ΔEM and ΔF1 with paired bootstrap 95 % intervals
-    (fixed seed), and the largest |Δlogit| over every window."""
+    (fixed seed), and the largest |Δlogit| over every window. `run`: whose step journal records it."""
     from bertbuild.evaluation.bootstrap import paired_bootstrap
     from bertbuild.evaluation.score import max_abs_logit_diff
     from bertbuild.squad.metrics import question_scores, read_predictions
