@@ -164,7 +164,7 @@ class Manifest(BaseModel):
     """A bundle's manifest. Read from a store it is untrusted: `from_json` validates every field's type,
     every file entry, the file names (safe and writable side by side) and the gate records."""
 
-    model_config = ConfigDict(extra="ignore", frozen=False)
+    model_config = ConfigDict(extra="ignore")  # fields a newer bertbuild adds are read past, not refused
 
     model: str
     run_id: str
