@@ -52,7 +52,7 @@ _PATH_PREFIX = "@entry/"  # marks a stored path as relative to its entry
 # Libraries whose version can change what a step writes or measures.
 LIBRARIES = ("bertbuild", "numpy", "onnx", "onnx-graphsurgeon", "onnxruntime", "onnxruntime-gpu", "polygraphy",
              "tensorflow-cpu", "tensorflow", "tf2onnx", "tokenizers", "tensorrt")
-STEPS = ("export", "reference", "features", "fuse", "fp16", "calibration", "int8", "engine", "evaluation",
+STEPS = ("export", "reference", "features", "fuse", "fp16", "bf16", "calibration", "int8", "engine", "evaluation",
          "benchmark", "sensitivity", "tune", "trt_check")
 
 

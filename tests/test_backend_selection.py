@@ -42,10 +42,22 @@ def test_auto_picks_tensorrt_when_it_imports_and_a_gpu_is_visible(monkeypatch, c
     assert "backend tensorrt: auto: TensorRT imports" in caplog.text
 
 
-def test_auto_falls_back_to_onnxruntime_and_says_why(monkeypatch, caplog):
+def test_auto_picks_openvino_on_a_cpu_host_where_it_runs(monkeypatch, caplog):
     _fake_tensorrt(monkeypatch, ok=False)
+    name, reason = resolve_backend("auto")  # the real answer: OpenVINO is a dependency and runs on this CPU
+    assert name == "openvino" and "no NVIDIA GPU visible" in reason and "OpenVINO" in reason
+    with caplog.at_level(logging.INFO, logger="bertbuild.backends.registry"):
+        assert get_backend("auto", threads=1).name == "openvino"
+    assert "backend openvino: auto: not TensorRT" in caplog.text
+
+
+def test_auto_falls_back_to_onnxruntime_and_says_why(monkeypatch, caplog):
+    from bertbuild.backends.openvino import OpenVinoBackend
+
+    _fake_tensorrt(monkeypatch, ok=False)
+    monkeypatch.setattr(OpenVinoBackend, "available", lambda self: (False, "openvino is not installed"))
     name, reason = resolve_backend("auto")
-    assert name == "onnxruntime" and "no NVIDIA GPU visible" in reason
+    assert name == "onnxruntime" and "no NVIDIA GPU visible" in reason and "openvino is not installed" in reason
     with caplog.at_level(logging.INFO, logger="bertbuild.backends.registry"):
         backend = get_backend("auto", threads=1)
     assert type(backend) is OnnxRuntimeBackend and "using ONNX Runtime on the CPU" in caplog.text

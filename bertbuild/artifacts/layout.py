@@ -20,11 +20,12 @@ RESULTS = "results.json"
 REGRESSION = "regression.json"
 INT8_CALIBRATION = "int8/calibration.json"
 
-_ONNX = {Precision.FP32: "model-fp32.onnx", Precision.FUSED_FP32: "model-fused.onnx", Precision.FP16: "model-fp16.onnx"}
+_ONNX = {Precision.FP32: "model-fp32.onnx", Precision.FUSED_FP32: "model-fused.onnx", Precision.FP16: "model-fp16.onnx",
+         Precision.BF16: "model-bf16.onnx"}
 
 
 def onnx_name(precision: str) -> str:
-    """The bundle name of the FP32, fused FP32 or FP16 ONNX file (INT8 files: `int8_name`)."""
+    """The bundle name of the FP32, fused FP32, FP16 or BF16 ONNX file (INT8 files: `int8_name`)."""
     return _ONNX[Precision(precision)]
 
 
@@ -74,7 +75,7 @@ class Bundle:
     def add_engine(self, precision: str, engine: dict, validation: dict, scored: dict, bench: dict) -> None:
         """One scored engine: its file and metadata, validation reports, predictions and timing."""
         name = scored["engine"]
-        for path in (engine["path"], engine["metadata"]):
+        for path in (engine["path"], engine["metadata"], *([engine["weights"]] if engine.get("weights") else [])):
             self.add(engine_file_name(precision, path), path, precision)
         report = Path(validation["report"])
         for bundle_name, path in zip(validation_names(name), (report, report.with_suffix(".txt"))):
@@ -99,7 +100,7 @@ class Bundle:
                 self.add(name, path, engine["precision"])
 
     def tensorrt_inputs(self, int8_paths: dict[str, str] | None = None) -> dict[str, str]:
-        """The ONNX files TensorRT builds from: FP32, fused, FP16 and the s8s8 INT8 file (never u8s8 or ort)."""
+        """The ONNX files TensorRT builds from: FP32, fused, FP16, BF16 and the s8s8 INT8 file (never u8s8 or ort)."""
         chosen = {name: path for name, path in self.files.items() if name in _ONNX.values()}
         if int8_paths and TENSORRT_INT8_VARIANT in int8_paths:
             path = int8_paths[TENSORRT_INT8_VARIANT]

@@ -303,7 +303,9 @@ def clean_results(rows: Any) -> list[dict]:
     clean = []
     for row in rows if isinstance(rows, list) else []:
         if isinstance(row, dict) and isinstance(row.get("precision"), str) and row["precision"]:
+            compute = row.get("compute_precision")
             clean.append({"engine": str(row.get("engine") or ""), "precision": row["precision"],
+                          "compute_precision": compute if isinstance(compute, str) else None,
                           **{key: _number(row.get(key)) for key in RESULT_NUMBERS}})
     return clean
 

@@ -91,6 +91,15 @@ class Engine:
         self.metadata_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
+# What a runtime that computes each file as written (ONNX Runtime, strongly typed TensorRT) computes in.
+_AS_WRITTEN = {"fp32": "fp32", "fused-fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8": "int8+fp32"}
+
+
+def as_written(precision: str) -> str:
+    """The compute precision of an engine that runs its file as written: INT8 GEMMs with FP32 float parts for INT8."""
+    return _AS_WRITTEN[str(precision)]
+
+
 def engine_name(backend: str, precision: str) -> str:
     """An engine's name in rows, gates and reports (`onnxruntime-int8`): made here only, so names always match."""
     return f"{backend}-{precision}"
@@ -129,8 +138,22 @@ class Backend(ABC):
     def available(self) -> tuple[bool, str]:
         """(True, what will be used, possibly "") or (False, why not, with the fix)."""
 
+    def supports(self, precision: str) -> tuple[bool, str]:
+        """Whether this backend computes `precision` on this host: (True, "") or (False, why, in one line)."""
+        return True, ""
+
     @abstractmethod
-    def build(self, onnx_path: Path, precision: str, profiles: list[Profile], out_dir: Path) -> Engine: ...
+    def build(self, onnx_path: Path, precision: str, profiles: list[Profile], out_dir: Path,
+              float_parts: str | None = None) -> Engine:
+        """`float_parts`: an INT8 engine's float precision where the runtime chooses it (OpenVINO); else unused."""
 
     @abstractmethod
     def load(self, engine_path: Path) -> Runner: ...
+
+    @abstractmethod
+    def onnx_runner(self, onnx_path: Path | str, precision: str, float_parts: str | None = None) -> Runner:
+        """A runner straight from an ONNX file, computing as this backend's engine of it would.
+
+        The INT8 tune split judges candidate files with it. Backends that must
+        compile an engine first (TensorRT) judge on ONNX Runtime's CPU provider.
+        """

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from bertbuild import onnx_files
-from bertbuild.backends.base import Backend, Engine, Profile, Runner, profiles_from_metadata, read_metadata
+from bertbuild.backends.base import (Backend, Engine, Profile, Runner, as_written, profiles_from_metadata,
+                                     read_metadata)
 from bertbuild.errors import MissingDependency
 from bertbuild.host import gpu_info
 from bertbuild.model.signature import INPUT_NAMES
@@ -141,13 +142,23 @@ class OnnxRuntimeBackend(Backend):
     def _session_providers(self, profiles: list[Profile]) -> list:
         return list(self.providers)
 
+    def onnx_runner(self, onnx_path: Path | str, precision: str, float_parts: str | None = None) -> Runner:
+        """The file on the CPU provider: the tune split's judge for every ONNX Runtime backend, GPU ones too."""
+        return OnnxRuntimeRunner(onnx_path, threads=self.threads)
+
+    def supports(self, precision: str) -> tuple[bool, str]:
+        if precision == "bf16" and not self.needs_gpu:
+            return False, "ONNX Runtime's CPU provider has no BF16 arithmetic"
+        return True, ""
+
     def _check_providers(self, session) -> None:
         """ORT falls back to later providers when one fails to load (no CUDA/TensorRT libraries): refuse that."""
         if session.get_providers()[0] != self.providers[0]:
             raise MissingDependency(f"{self.name}: ONNX Runtime could not start {self.providers[0]} (it fell back to "
                                     f"{session.get_providers()[0]}); check the CUDA/TensorRT libraries on this host")
 
-    def build(self, onnx_path: Path, precision: str, profiles: list[Profile], out_dir: Path) -> Engine:
+    def build(self, onnx_path: Path, precision: str, profiles: list[Profile], out_dir: Path,
+              float_parts: str | None = None) -> Engine:
         """Let ORT optimize the graph once and save the result as the engine.
 
         ORT has no shape profiles: dynamic axes serve every (batch, seq), so the
@@ -184,7 +195,8 @@ class OnnxRuntimeBackend(Backend):
             saved["why_not_saved"] = (f"{self.providers[0]} compiles subgraphs into nodes ONNX Runtime cannot "
                                       "save; the engine is the source ONNX and the compiled engines are cached")
         engine = Engine(engine_path, self.name, precision, {
-            "onnxruntime": ort.__version__, "providers": session.get_providers(), "graph_optimization": "all",
+            "onnxruntime": ort.__version__, "compute_precision": as_written(precision),
+            "providers": session.get_providers(), "graph_optimization": "all",
             **saved, "threads": options.intra_op_num_threads, "profiles": [p.to_json() for p in profiles],
             "source_onnx": str(onnx_path), "source_sha256": onnx_files.files_digest(onnx_path),
             **(gpu_info() if self.needs_gpu else {}),

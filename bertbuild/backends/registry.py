@@ -1,7 +1,9 @@
 """Backends by name. Tasks pass the name (a string), never a backend object.
 
 `auto` is not a backend but a choice made on the host that runs the build:
-TensorRT when it imports and a GPU is visible, else ONNX Runtime on the CPU.
+TensorRT when it imports and a GPU is visible; else OpenVINO when it is
+installed and runs on this CPU (the fastest CPU runtime measured here,
+benchmarks/README.md); else ONNX Runtime on the CPU.
 `resolve_backend` makes it once and says why, so a flow can log the choice and
 pass the concrete name on (engine metadata then names the backend really used).
 """
@@ -17,6 +19,8 @@ log = logging.getLogger(__name__)
 AUTO = "auto"
 # Backends whose engines TensorRT builds: they get the s8s8 INT8 file and the readiness check first.
 TENSORRT_BACKENDS = frozenset({"tensorrt", "onnxruntime-tensorrt"})
+# Backends that run the portable signed Q/DQ file as INT8 kernels: TensorRT's, and OpenVINO on the CPU.
+PORTABLE_INT8_BACKENDS = TENSORRT_BACKENDS | {"openvino"}
 # The INT8 file TensorRT builds from: signed Q/DQ with zero point 0. The others (u8s8, ort) are ONNX Runtime's.
 TENSORRT_INT8_VARIANT = "s8s8"
 
@@ -25,17 +29,36 @@ def int8_variant(backend: str, configured: str) -> str:
     """The INT8 file a backend builds its engine from.
 
     TensorRT takes only the signed file (s8s8: INT8 Q/DQ, zero point 0), whatever
-    `precision.int8.variant` says; ONNX Runtime runs the configured one (its
+    `precision.int8.variant` says, and OpenVINO runs that same file (so the CPU
+    engine is the file GPU users get); ONNX Runtime runs the configured one (its
     `ort` file uses kernels TensorRT cannot import).
     """
-    return TENSORRT_INT8_VARIANT if backend in TENSORRT_BACKENDS else configured
+    return TENSORRT_INT8_VARIANT if backend in PORTABLE_INT8_BACKENDS else configured
+
+
+def runtime_fields(backend: str) -> dict:
+    """The runtime version an engine, a score or a timing of `backend` depends on, for its step key.
+
+    ONNX Runtime and TensorRT are among every step's libraries (`step_cache.LIBRARIES`); OpenVINO
+    joins only the steps it runs (engines, scoring, validation, timing, the tune split), so its
+    upgrade recomputes none of the export, fusion or the TensorFlow reference.
+    """
+    if backend != "openvino":
+        return {}
+    import importlib.metadata
+
+    try:
+        return {"openvino": importlib.metadata.version("openvino")}
+    except importlib.metadata.PackageNotFoundError:
+        return {"openvino": None}
 
 
 def _backends() -> dict[str, type[Backend]]:
     from bertbuild.backends.onnxrt import OnnxRuntimeBackend, OnnxRuntimeCudaBackend, OnnxRuntimeTensorRTBackend
+    from bertbuild.backends.openvino import OpenVinoBackend
     from bertbuild.backends.tensorrt import TensorRTBackend
 
-    return {"onnxruntime": OnnxRuntimeBackend, "onnxruntime-cuda": OnnxRuntimeCudaBackend,
+    return {"onnxruntime": OnnxRuntimeBackend, "openvino": OpenVinoBackend, "onnxruntime-cuda": OnnxRuntimeCudaBackend,
             "onnxruntime-tensorrt": OnnxRuntimeTensorRTBackend, "tensorrt": TensorRTBackend}
 
 
@@ -43,10 +66,14 @@ def resolve_backend(name: str) -> tuple[str, str]:
     """(concrete backend name, why it was chosen). Only `auto` involves a choice; other names pass through."""
     if name != AUTO:
         return name, f"engines.backend is '{name}'"
-    ok, detail = _backends()["tensorrt"]().available()
+    backends = _backends()
+    ok, detail = backends["tensorrt"]().available()
     if ok:
         return "tensorrt", f"auto: TensorRT imports and a GPU is visible ({detail})"
-    return "onnxruntime", f"auto: not TensorRT ({detail}); using ONNX Runtime on the CPU"
+    cpu_ok, cpu_detail = backends["openvino"]().available()
+    if cpu_ok:
+        return "openvino", f"auto: not TensorRT ({detail}); {cpu_detail}"
+    return "onnxruntime", f"auto: not TensorRT ({detail}); not OpenVINO ({cpu_detail}); using ONNX Runtime on the CPU"
 
 
 def get_backend(name: str, **options) -> Backend:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bertbuild.backends.base import Backend, Engine, Profile, Runner, profiles_from_metadata, read_metadata
+from bertbuild.backends.base import (Backend, Engine, Profile, Runner, as_written, profiles_from_metadata,
+                                     read_metadata)
 from bertbuild.backends.profiles import describe, fitting_profile
 from bertbuild.host import gpu_info, slug
 from bertbuild.model.signature import INPUT_NAMES
@@ -115,7 +116,27 @@ class TensorRTBackend(Backend):
             return False, f"tensorrt is installed but does not import ({first})"
         return True, f"TensorRT {trt.__version__} on {gpu['gpu']}"
 
-    def build(self, onnx_path: Path, precision: str, profiles: list[Profile], out_dir: Path) -> Engine:
+    def onnx_runner(self, onnx_path: Path | str, precision: str, float_parts: str | None = None) -> Runner:
+        """ONNX Runtime's CPU provider: no TensorRT engine is built per INT8 tune-split candidate."""
+        from bertbuild.backends.onnxrt import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(onnx_path, threads=self.threads)
+
+    def supports(self, precision: str) -> tuple[bool, str]:
+        """BF16 needs Ampere (compute capability 8.0) or later; strongly typed FP16 and INT8 run on any."""
+        if precision != "bf16":
+            return True, ""
+        capability = gpu_info().get("compute_capability") or "0"
+        try:
+            major = int(str(capability).split(".")[0])
+        except ValueError:
+            major = 0
+        if major < 8:
+            return False, f"TensorRT builds BF16 on compute capability 8.0 (Ampere) or later; this GPU has {capability}"
+        return True, ""
+
+    def build(self, onnx_path: Path, precision: str, profiles: list[Profile], out_dir: Path,
+              float_parts: str | None = None) -> Engine:
         from bertbuild._lazy import require
         from bertbuild.trt_check import check_onnx, matrix_version_for
 
@@ -136,7 +157,7 @@ class TensorRTBackend(Backend):
         engine_path = out_dir / f"{Path(onnx_path).stem}.plan"
         engine_path.write_bytes(plan)
         engine = Engine(engine_path, self.name, precision, {
-            "tensorrt": trt.__version__, "strongly_typed": True, **gpu,
+            "tensorrt": trt.__version__, "strongly_typed": True, "compute_precision": as_written(precision), **gpu,
             "profiles": [p.to_json() for p in profiles], "timing_cache": str(cache), "source_onnx": str(onnx_path),
             "trt_ready": readiness.to_json(),
         })

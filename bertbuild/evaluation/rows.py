@@ -18,16 +18,17 @@ def reference_row(reference: dict) -> dict:
 
 
 def engine_row(precision: str, scored: dict, validation: dict, comparison: dict, bench: dict,
-               reference: dict) -> dict:
+               reference: dict, compute_precision: str | None = None) -> dict:
     """One engine's row: accuracy (`score_engine`), parity (`validate_engine`, `compare_with_reference`), speed.
 
     `windows_per_s` is the scoring pass's rate on the run's windows, batched as
     `eval.length_bucket` says; engines may score side by side, so it is a rate
     under contention. `seq_per_s` and the latencies come from the benchmark,
-    which times each engine alone.
+    which times each engine alone. `compute_precision`: what the engine computes in, as its backend
+    reports it (OpenVINO's compiled layers; the file's own types elsewhere), e.g. "int8+bf16".
     """
     return {
-        "engine": scored["engine"], "precision": str(precision),
+        "engine": scored["engine"], "precision": str(precision), "compute_precision": compute_precision,
         "exact_match": scored["exact_match"], "f1": scored["f1"],
         "f1_drop": round(reference["f1"] - scored["f1"], 2),
         "delta": comparison["delta"], "max_abs_dlogit": comparison["max_abs_dlogit"],

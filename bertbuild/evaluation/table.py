@@ -4,6 +4,7 @@ from __future__ import annotations
 
 COLUMNS = (
     ("engine", "engine", "{}"),
+    ("compute_precision", "computes in", "{}"),
     ("exact_match", "EM", "{:.2f}"),
     ("f1", "F1", "{:.2f}"),
     ("f1_drop", "ΔF1", "{:+.2f}"),

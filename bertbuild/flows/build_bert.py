@@ -5,8 +5,8 @@ each expensive one is cached by content. Run it with `bertbuild run --config
 configs/X.yaml`, or as a deployment (`prefect deployment run build-bert/on-demand`).
 
     fetch -> featurize SQuAD (once) -> export -> TensorFlow reference (in the background)
-          -> fuse -> FP16;  -> choose-int8 subflow (calibrate, tune split, fallback)
-    every ONNX file -> engine -> score (EM/F1), side by side, while the reference runs
+          -> fuse -> FP16, BF16;  -> choose-int8 subflow (calibrate, tune split, fallback, float parts)
+    every ONNX file the backend computes here -> engine -> score (EM/F1), side by side, while the reference runs
     reference done -> validate each engine (Polygraphy) and compare it with TensorFlow (ΔF1 intervals, logits)
     then each engine timed alone -> its gates -> publish exactly this run's files -> fail the run on a failed gate
 """
@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger
 from bertbuild.artifacts.layout import VOCAB, Bundle, onnx_name, predictions_name
 from bertbuild.artifacts.store import as_store, default_store
 from bertbuild.backends.base import engine_name
-from bertbuild.backends.registry import TENSORRT_BACKENDS, int8_variant, resolve_backend
+from bertbuild.backends.registry import TENSORRT_BACKENDS, get_backend, int8_variant, resolve_backend
 from bertbuild.config import ConfigParameter, with_overrides
 from bertbuild.evaluation.gates import GateResult, engine_gates, parity_limit
 from bertbuild.evaluation.rows import engine_row, reference_row
@@ -35,7 +35,7 @@ from bertbuild.sharing import threads_each
 from bertbuild.tasks.engines import (benchmark_engine, build_engine, check_tensorrt_ready, compare_with_reference,
                                      score_engine, validate_engine)
 from bertbuild.tasks.model import export_onnx, fetch_model, tensorflow_reference
-from bertbuild.tasks.precision import fp16_onnx, fuse
+from bertbuild.tasks.precision import bf16_onnx, fp16_onnx, fuse
 from bertbuild.tasks.squad import featurize_squad
 
 
@@ -59,6 +59,7 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
     logger.info("run directory %s; backend %s (%s)", run.run_dir, backend, why)
     cfg = cfg.model_copy(update={"engines": cfg.engines.model_copy(update={"backend": backend})})
     threads, precisions = cfg.engines.threads, cfg.engines.precisions
+    float_parts = None  # an INT8 engine's float precision, where the runtime chooses it (choose_int8 says)
 
     model = fetch_model(cfg.model, cfg.model_name)
     model_config = read_config(Path(model.checkpoint_dir) / CONFIG_FILE)
@@ -81,13 +82,15 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
         fused = fuse(exported, model, run, cfg.export.external_data)
         onnx[Precision.FUSED_FP32], reports["fusion"] = fused["path"], fused["report"]
         bundle.add(onnx_name(Precision.FUSED_FP32), fused["path"], Precision.FUSED_FP32)
-        if Precision.FP16 in precisions:
-            reports["fp16"] = fp16_onnx(fused, cfg.precision.fp16, run, cfg.export.external_data)
-            onnx[Precision.FP16] = reports["fp16"]["path"]
-            bundle.add(onnx_name(Precision.FP16), onnx[Precision.FP16], Precision.FP16)
+        for half, write in ((Precision.FP16, fp16_onnx), (Precision.BF16, bf16_onnx)):
+            if half in precisions:  # the file is written (and published, for TensorRT) even where no engine runs it
+                reports[str(half)] = write(fused, cfg.precision.fp16, run, cfg.export.external_data)
+                onnx[half] = reports[str(half)]["path"]
+                bundle.add(onnx_name(half), onnx[half], half)
         if Precision.INT8 in precisions:
             variant = int8_variant(backend, cfg.precision.int8.variant)
             int8 = choose_int8(fused, model, cfg, run, variant, engine_name(backend, Precision.INT8))
+            float_parts = int8["float_parts"]
             int8_paths = int8["written"]["paths"]
             onnx[Precision.INT8] = int8_paths[variant]
             bundle.add_int8(int8_paths, int8["calibration"]["cache_path"])
@@ -95,6 +98,7 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
                            int8_choice=int8["report"])
             decided.append(GateResult.from_json(int8["gate"]))
 
+    precisions, reports["skipped_engines"] = _computable(backend, precisions, logger)
     reports["trt_ready"] = check_tensorrt_ready(bundle.tensorrt_inputs(int8_paths), cfg.engines.profiles,
                                                 backend in TENSORRT_BACKENDS, run)
     # Scoring needs no reference, so it runs while the TensorFlow reference does. It starts once every
@@ -105,8 +109,9 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
     scored: dict[str, tuple[dict, dict]] = {}  # all scoring done before any timing
     for group in groups:  # `at_once` engines at a time, each holding its weights
         share = threads_each(threads, len(group))  # side by side: a share of the cores each, no spinning
-        engines = {p: build_engine.with_options(tags=tags).submit(backend, onnx[p], p, cfg.engines.profiles, run,
-                                                                   threads) for p in group}
+        engines = {p: build_engine.with_options(tags=tags).submit(
+            backend, onnx[p], p, cfg.engines.profiles, run, threads,
+            float_parts if p == Precision.INT8 else None) for p in group}
         scoring = {p: score_engine.submit(engines[p], squad, cfg.eval, run, share) for p in group}
         scored |= {p: (engines[p].result(), scoring[p].result()) for p in group}
     reference = reference.result()
@@ -123,7 +128,7 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
         (engine, score), (validation, comparison) = scored[precision], checked[precision]
         bench = benchmark_engine(engine, squad, cfg.benchmark, cfg.eval, model.vocab_path,
                                  model.lower_case, run, threads)
-        row = engine_row(precision, score, validation, comparison, bench, reference)
+        row = engine_row(precision, score, validation, comparison, bench, reference, engine["compute_precision"])
         gates += engine_gates(row, reference, cfg.gate_for(precision),
                               parity_limit(precision, cfg.parity.max_abs_logit), decided)
         rows.append(row)
@@ -139,3 +144,21 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
                          checkpoint_dir=model.checkpoint_dir)
     logger.info("%s\n%s", result["title"], result["table"])
     return outcome(result, run.path("results.json"))  # Failed, naming each failed gate, if one failed
+
+
+def _computable(backend: str, precisions, logger) -> tuple[list, dict[str, str]]:
+    """(the precisions whose engines `backend` computes on this host, {skipped engine: why}).
+
+    Each skipped one is one logged line, not a failure; its ONNX file is still
+    written and published (TensorRT builds BF16 on Ampere and later).
+    """
+    runtime = get_backend(backend)
+    kept, skipped = [], {}
+    for precision in precisions:
+        ok, why = runtime.supports(precision)
+        if ok:
+            kept.append(precision)
+        else:
+            skipped[engine_name(backend, precision)] = why
+            logger.info("%s engine skipped: %s", engine_name(backend, precision), why)
+    return kept, skipped

@@ -3,6 +3,10 @@
     calibrate (train-half windows) -> quantize every MatMul -> judge on the tune split
     short of `precision.tune.min_answer_agreement`: rank nodes by sensitivity ->
         quantize with the worst returned to FP32 -> judge -> ... -> keep the fastest that passes
+    on a runtime that chooses the float parts (OpenVINO): judge the kept file with BF16 float
+        parts too; keep BF16 if it still passes (`engines.int8_float_parts: auto`), else FP32
+
+Every judgement runs on the run's backend, as its engine will compute.
 
 No held-out question is read here: the flow scores the chosen file on held-out
 questions once, afterwards. A fallback that cannot run (disabled, a zero
@@ -25,9 +29,13 @@ from bertbuild.tasks.precision import (calibrate_int8, int8_onnx, prepare_int8_s
 
 @flow(name="choose-int8")
 def choose_int8(fused: dict, model: ModelInfo, cfg: BuildConfig, run: RunContext, variant: str, engine: str) -> dict:
-    """{"written": the kept quantize_int8 result, "calibration", "tune", "report", "gate"}."""
+    """{"written": the kept quantize_int8 result, "calibration", "tune", "report", "gate", "float_parts"}.
+
+    `cfg.engines.backend` must be a concrete backend (the flow resolves `auto` first).
+    """
     logger = get_run_logger()
-    precision, threads = cfg.precision, cfg.engines.threads
+    precision, threads, backend = cfg.precision, cfg.engines.threads, cfg.engines.backend
+    choosing = chooses_float_parts(backend)
     int8_cfg, dataset = precision.int8, cfg.eval.dataset
     external = cfg.export.external_data  # how every written file keeps its weights (None: as its input)
     bucket = cfg.eval.length_bucket  # every pass over SQuAD here is batched as scoring batches
@@ -43,9 +51,9 @@ def choose_int8(fused: dict, model: ModelInfo, cfg: BuildConfig, run: RunContext
         written[result["paths"][variant]] = result
         return result["paths"][variant]
 
-    def judge(path: str) -> dict:
+    def judge(path: str, float_parts: str | None = "fp32" if choosing else None) -> dict:
         tried = tune_try(path, tune, fused["path"], cfg.eval.batch_size, cfg.benchmark, run, threads,
-                         length_bucket=bucket)
+                         length_bucket=bucket, backend=backend, float_parts=float_parts)
         return {**tried["signal"], "p50_ms": tried["p50_ms"]}
 
     def passes(metrics: dict) -> bool:
@@ -74,8 +82,46 @@ def choose_int8(fused: dict, model: ModelInfo, cfg: BuildConfig, run: RunContext
         else:
             report["fallback"] = {"skipped": f"the budget allows no try (max_tries {precision.fallback.max_tries}, "
                                              f"max_nodes {precision.fallback.max_nodes}, {len(ranking)} ranked nodes)"}
+    float_parts = None
+    if choosing:
+        float_parts, best, report["float_parts"] = _float_parts(kept, best, judge, passes, backend,
+                                                                cfg.engines.int8_float_parts)
+        logger.info("int8 float parts on %s: %s (%s)", backend, float_parts, report["float_parts"]["why"])
     gate = GateResult(engine, "tune_answer_agreement", best["answer_agreement"],
                       precision.tune.min_answer_agreement, passes(best), "min")
     tune_record = {k: tune[k] for k in ("questions", "windows", "seed", "question_ids")}
     return {"written": written[kept], "calibration": calibration, "tune": tune_record, "report": report,
-            "gate": gate.to_json(), "techniques": source["techniques"]}
+            "gate": gate.to_json(), "techniques": source["techniques"], "float_parts": float_parts}
+
+
+def chooses_float_parts(backend: str) -> bool:
+    """Whether `backend` runs an INT8 file's float parts at a precision of its choosing (OpenVINO's hint)."""
+    return backend == "openvino"
+
+
+def _float_parts(kept: str, fp32: dict, judge, passes, backend: str, setting: str) -> tuple[str, dict, dict]:
+    """(float parts, the kept file's tune metrics with them, the report): BF16 where it runs and passes.
+
+    `fp32`: the kept file judged with FP32 float parts, reported beside the choice either way.
+    """
+    from bertbuild.backends.registry import get_backend
+
+    report = {"setting": setting, "fp32": fp32}
+    if setting == "fp32":
+        return "fp32", fp32, {**report, "chosen": "fp32", "why": "engines.int8_float_parts is fp32"}
+    ok, why = get_backend(backend).supports("bf16")
+    if not ok:
+        if setting == "bf16":
+            from bertbuild.errors import UserInputError
+
+            raise UserInputError(f"engines.int8_float_parts is bf16, but {why}")
+        return "fp32", fp32, {**report, "chosen": "fp32", "why": why}
+    bf16 = judge(kept, "bf16")
+    report["bf16"] = bf16
+    if setting == "bf16" or passes(bf16):
+        why = ("engines.int8_float_parts is bf16" if setting == "bf16" else
+               f"BF16 float parts keep {100 * bf16['answer_agreement']:.2f}% of FP32's answers on the tune split "
+               f"(FP32 float parts: {100 * fp32['answer_agreement']:.2f}%)")
+        return "bf16", bf16, {**report, "chosen": "bf16", "why": why}
+    return "fp32", fp32, {**report, "chosen": "fp32", "why": f"BF16 float parts fall short on the tune split "
+                                                              f"({100 * bf16['answer_agreement']:.2f}%)"}

@@ -1,4 +1,4 @@
-"""FP32 ONNX -> FP16 ONNX with FP32 islands, graph inputs and outputs unchanged.
+"""FP32 ONNX -> FP16 (or BF16) ONNX with FP32 islands, graph inputs and outputs unchanged.
 
 Why our own converter rather than `onnxruntime.transformers.float16` (not a
 public API: it lives in ORT's model-optimizer tools and changes between
@@ -27,6 +27,12 @@ The conversion itself is small once the islands are known:
 The same file runs on ONNX Runtime (CPU) and is what TensorRT builds a strongly
 typed FP16 network from: the precision is in the graph, not in builder flags.
 
+BF16 is the same conversion to another 16-bit type (`convert_to_bf16`): the
+same islands, no clipping (BF16 has FP32's range, with an 8-bit mantissa).
+TensorRT builds it strongly typed on Ampere and later, and OpenVINO runs it
+on CPUs with AVX512_BF16 or AMX; ONNX Runtime's CPU provider has no BF16
+kernels for these ops, so the flow skips that engine there.
+
 Files are read and written through `bertbuild.onnx_files`: an input past
 protobuf's 2 GB limit (external data) works, and the FP16 file, half the
 size, is written inline unless it is still too big or the input was external by choice.
@@ -51,6 +57,7 @@ from bertbuild.precision.graph_index import FLOAT, GraphIndex, logits_head
 log = logging.getLogger(__name__)
 
 HALF = TensorProto.FLOAT16
+BF16 = TensorProto.BFLOAT16
 FP16_MAX = float(np.finfo(np.float16).max)  # 65504
 CHUNK = 1 << 22  # elements converted at a time: a 2 GB table never needs a second FP32 copy
 
@@ -140,30 +147,42 @@ def _fp32_node_set(g: GraphIndex, outputs: list[str], cfg: Fp16Config) -> tuple[
     return keep, len(islands)
 
 
-def _to_half(array: np.ndarray) -> tuple[np.ndarray, int]:
+def _to_half(array: np.ndarray, to: int = HALF) -> tuple[np.ndarray, int]:
+    """`array` in the 16-bit type `to`, in chunks; FP16 values past its range are clipped (and counted)."""
+    import ml_dtypes  # onnx's own dependency: numpy has no bfloat16
+
     flat = array.reshape(-1)
-    half = np.empty(flat.shape, np.float16)
+    half = np.empty(flat.shape, np.float16 if to == HALF else ml_dtypes.bfloat16)
     clipped = 0
     for start in range(0, flat.size, CHUNK):
         part = flat[start:start + CHUNK]
-        clipped += int(np.count_nonzero(np.abs(part) > FP16_MAX))
-        half[start:start + CHUNK] = np.clip(part, -FP16_MAX, FP16_MAX)
+        if to == HALF:
+            clipped += int(np.count_nonzero(np.abs(part) > FP16_MAX))
+            part = np.clip(part, -FP16_MAX, FP16_MAX)
+        half[start:start + CHUNK] = part
     return half.reshape(array.shape), clipped
 
 
-def _half_tensor(tensor: TensorProto, name: str) -> tuple[TensorProto, int]:
-    array, clipped = _to_half(numpy_helper.to_array(tensor))
+def _half_tensor(tensor: TensorProto, name: str, to: int = HALF) -> tuple[TensorProto, int]:
+    array, clipped = _to_half(numpy_helper.to_array(tensor), to)
     return numpy_helper.from_array(array, name), clipped
 
 
-def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config | None = None,
+def convert_to_bf16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config | None = None,
                     external_data: bool | None = None) -> Fp16Report:
+    """Write `out_path`: `in_path` in BF16, with the same FP32 islands as the FP16 file."""
+    return convert_to_fp16(in_path, out_path, cfg, external_data, to=BF16)
+
+
+def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config | None = None,
+                    external_data: bool | None = None, to: int = HALF) -> Fp16Report:
     """Write `out_path`: `in_path` in FP16 except LayerNorms, `cfg.keep_fp32_ops` and the QA head.
 
     `external_data`: how `out_path` keeps its weights; None follows `in_path`
-    (`onnx_files.external_like`).
+    (`onnx_files.external_like`). `to`: the 16-bit type (FLOAT16, or BFLOAT16 for `convert_to_bf16`).
     """
     cfg = cfg or Fp16Config()
+    half_type, tag = to, ("fp16" if to == HALF else "bf16")  # `cast` below takes its own `to`
     start = time.perf_counter()
     external = onnx_files.external_like(in_path, external_data)
     model = onnx_files.load(Path(in_path))
@@ -192,7 +211,7 @@ def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config |
         nonlocal clipped_total
         if name not in half_init_names:
             target = name if readers[name] == {True} else f"{name}__fp16"
-            converted, clipped = _half_tensor(g.initializers[name], target)
+            converted, clipped = _half_tensor(g.initializers[name], target, to)
             clipped_total += clipped
             new_inits.append(converted)
             half_init_names[name] = target
@@ -204,7 +223,7 @@ def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config |
     def cast(name: str, to: int) -> str:
         key = (name, to)
         if key not in casts:
-            suffix = "fp16" if to == HALF else "fp32"
+            suffix = "fp32" if to == FLOAT else tag
             out = f"{name}__{suffix}"
             new_nodes.append(helper.make_node("Cast", [name], [out], to=to, name=f"{name}__cast_{suffix}"))
             casts[key] = out
@@ -223,16 +242,16 @@ def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config |
                 elif name in g.initializers:
                     inputs.append(half_initializer(name))
                 else:  # graph input or FP32-island output
-                    inputs.append(cast(name, HALF))
+                    inputs.append(cast(name, half_type))
             node.input[:] = inputs
-            _retype_attributes(node)
+            _retype_attributes(node, half_type)
         new_nodes.append(node)
 
     # Graph outputs keep their names and float32 type: the FP16 producer writes a renamed tensor.
     renamed = {}
     for value in graph.output:
         if value.name in half_tensors:
-            renamed[value.name] = f"{value.name}__fp16"
+            renamed[value.name] = f"{value.name}__{tag}"
     if renamed:
         for node in new_nodes:
             node.output[:] = [renamed.get(name, name) for name in node.output]
@@ -267,12 +286,12 @@ def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config |
     return report
 
 
-def _retype_attributes(node: onnx.NodeProto) -> None:
-    """Float-typed attributes of an FP16-region node: Cast targets and constant values."""
+def _retype_attributes(node: onnx.NodeProto, to: int = HALF) -> None:
+    """Float-typed attributes of a 16-bit-region node: Cast targets and constant values."""
     for attr in node.attribute:
         if node.op_type == "Cast" and attr.name == "to" and attr.i == FLOAT:
-            attr.i = HALF
+            attr.i = to
         elif node.op_type in ("Constant", "ConstantOfShape") and attr.name == "value" and attr.t.data_type == FLOAT:
-            converted, _ = _half_tensor(attr.t, attr.t.name)
+            converted, _ = _half_tensor(attr.t, attr.t.name, to)
             attr.t.CopyFrom(converted)
 

@@ -28,6 +28,11 @@ def _profiles(profiles: tuple[ProfileConfig, ...]):
     return [Profile(tuple(p.min), tuple(p.opt), tuple(p.max)) for p in profiles]
 
 
+def engine_files(engine: dict) -> list[str]:
+    """Every file an engine is made of, for step keys: the engine, and OpenVINO's weights beside its IR."""
+    return [engine["path"], *([engine["weights"]] if engine.get("weights") else [])]
+
+
 def _runner(engine: dict, threads: int | None):
     from bertbuild.backends.base import engine_name
     from bertbuild.backends.registry import get_backend
@@ -40,21 +45,26 @@ def _runner(engine: dict, threads: int | None):
 @task(name="build-engine", cache_policy=NO_CACHE)
 @measured("build-engine")
 def build_engine(backend: str, onnx_path: str, precision: str, profiles: tuple[ProfileConfig, ...],
-                 run: RunContext, threads: int | None) -> dict:
-    """{"path", "backend", "precision", "onnx", "metadata"}: an engine for this kind of host."""
-    from bertbuild.backends import base, onnxrt, registry, tensorrt
+                 run: RunContext, threads: int | None, float_parts: str | None = None) -> dict:
+    """{"path", "backend", "precision", "onnx", "metadata", "compute_precision"} (+ "weights" for OpenVINO IR):
+    an engine for this kind of host. `float_parts`: an INT8 engine's float precision where the runtime chooses it."""
+    from bertbuild.backends import base, onnxrt, openvino, registry, tensorrt
     from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
         engine = registry.get_backend(backend, threads=threads).build(Path(onnx_path), precision,
-                                                                     _profiles(profiles), out)
-        return {"path": str(engine.path), "metadata": str(engine.metadata_path)}
+                                                                     _profiles(profiles), out, float_parts)
+        weights = engine.metadata.get("weights_file")
+        return {"path": str(engine.path), "metadata": str(engine.metadata_path),
+                **({"weights": str(engine.path.with_name(weights))} if weights else {})}
 
     fields = {"backend": backend, "precision": str(precision), "threads": threads,
-              "profiles": [p.model_dump(mode="json") for p in profiles]}
-    key = step_key("engine", files=[onnx_path], fields=fields, modules=[base, onnxrt, tensorrt], host=True)
+              "profiles": [p.model_dump(mode="json") for p in profiles], **registry.runtime_fields(backend),
+              **({"float_parts": float_parts} if float_parts else {})}
+    key = step_key("engine", files=[onnx_path], fields=fields, modules=[base, onnxrt, tensorrt, openvino], host=True)
     built = run.cache.run("engine", key, produce)
-    return {**built, "backend": backend, "precision": str(precision), "onnx": onnx_path}
+    compute = base.read_metadata(built["path"]).get("compute_precision") or base.as_written(precision)
+    return {**built, "backend": backend, "precision": str(precision), "onnx": onnx_path, "compute_precision": compute}
 
 
 @task(name="score-engine", cache_policy=NO_CACHE)
@@ -73,8 +83,11 @@ def score_engine(engine: dict, squad: dict, eval_cfg: EvalConfig, run: RunContex
         return score.save_outputs(score.evaluate(runner, SquadSet.load(squad["path"]), eval_cfg,
                                                  get_run_logger().info), out, runner.name)
 
-    key = step_key("evaluation", files=[engine["path"], squad["path"]],
-                   fields={"eval": eval_cfg.model_dump(mode="json")}, modules=[score])
+    from bertbuild.backends.registry import runtime_fields
+
+    key = step_key("evaluation", files=[*engine_files(engine), squad["path"]],
+                   fields={"eval": eval_cfg.model_dump(mode="json"), **runtime_fields(engine["backend"])},
+                   modules=[score])
     return run.cache.run("evaluation", key, produce)
 
 
@@ -100,10 +113,12 @@ def validate_engine(engine: dict, squad: dict, reference: dict, eval_cfg: EvalCo
         report.save(stem)
         return {**report.to_json(), "text": report.to_text(), "report": f"{stem}.json"}
 
+    from bertbuild.backends.registry import runtime_fields
+
     fields = {"batch_size": eval_cfg.batch_size, "length_bucket": eval_cfg.length_bucket, "batches": batches,
-              "tolerance": tolerance.model_dump(mode="json")}
-    key = step_key("validation", files=[engine["path"], squad["path"], reference["run_results"]], fields=fields,
-                   modules=[validate])
+              "tolerance": tolerance.model_dump(mode="json"), **runtime_fields(engine["backend"])}
+    key = step_key("validation", files=[*engine_files(engine), squad["path"], reference["run_results"]],
+                   fields=fields, modules=[validate])
     return run.cache.run("validation", key, produce)
 
 
@@ -145,13 +160,17 @@ def benchmark_engine(engine: dict, squad: dict, bench: BenchmarkConfig, eval_cfg
         runner = _runner(engine, threads)
         stats = latency.measure(runner, feed, warmup=bench.warmup, iterations=bench.iterations, name=runner.name)
         record = {**stats.to_dict(), "backend": engine["backend"], "precision": engine["precision"],
-                  "machine": latency.machine_note()}
+                  "compute_precision": engine.get("compute_precision"), "machine": latency.machine_note()}
         path = out / f"benchmark-{runner.name}.json"
         path.write_text(json.dumps(record, indent=2) + "\n")
         return {**record, "path": str(path)}
 
-    fields = {"bench": bench.model_dump(mode="json", exclude={"reuse"}), "threads": threads}
-    key = step_key("benchmark", files=[engine["path"], squad["path"]], fields=fields, modules=[latency], host=True)
+    from bertbuild.backends.registry import runtime_fields
+
+    fields = {"bench": bench.model_dump(mode="json", exclude={"reuse"}), "threads": threads,
+              **runtime_fields(engine["backend"])}
+    key = step_key("benchmark", files=[*engine_files(engine), squad["path"]], fields=fields, modules=[latency],
+                   host=True)
     return run.timing_cache(bench.reuse).cache.run("benchmark", key, produce)
 
 

@@ -64,6 +64,22 @@ def fp16_onnx(fused: dict, fp16_cfg: Fp16Config, run: RunContext, external_data:
     return run.cache.run("fp16", key, produce)
 
 
+@task(name="bf16-onnx", cache_policy=NO_CACHE)
+@measured("bf16-onnx")
+def bf16_onnx(fused: dict, fp16_cfg: Fp16Config, run: RunContext, external_data: bool | None = None) -> dict:
+    """BF16 file with the FP16 file's FP32 islands (`precision.fp16` names them); the report as a dict."""
+    from bertbuild import onnx_files
+    from bertbuild.precision import fp16
+    from bertbuild.step_cache import step_key
+
+    def produce(out: Path) -> dict:
+        return fp16.convert_to_bf16(fused["path"], out / "model-bf16.onnx", fp16_cfg, external_data).to_json()
+
+    fields = {**fp16_cfg.model_dump(mode="json"), **_external(external_data)}
+    key = step_key("bf16", files=[fused["path"]], fields=fields, modules=[fp16, onnx_files])
+    return run.cache.run("bf16", key, produce)
+
+
 def calibration_windows(model: ModelInfo, int8_cfg: Int8Config, dataset: str,
                         length_bucket: int = DEFAULT_LENGTH_BUCKET):
     """The train-half windows calibration reads (seeded; no held-out question is read), batched by `length_bucket`."""
@@ -191,9 +207,12 @@ def tune_windows(model: ModelInfo, tune_cfg, calibration: dict, eval_cfg, run: R
 @task(name="tune-try", cache_policy=NO_CACHE)
 @measured("tune-try")
 def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, bench, run: RunContext,
-             threads: int | None, length_bucket: int = DEFAULT_LENGTH_BUCKET) -> dict:
-    """A candidate file on the tune windows: agreement with the FP32 file, and its latency there.
+             threads: int | None, length_bucket: int = DEFAULT_LENGTH_BUCKET, backend: str = "onnxruntime",
+             float_parts: str | None = None) -> dict:
+    """A candidate INT8 file on the tune windows: agreement with the FP32 file, and its latency there.
 
+    Both run on the run's `backend` as its engines would compute (`Backend.onnx_runner`: OpenVINO with
+    `float_parts`; TensorRT runs judge on ONNX Runtime's CPU provider, as no engine is built per try).
     The agreement is cached by content. The latency is cached per host kind and
     reused only when `benchmark.reuse` is on; every candidate of one run is
     timed in that run, one after the other, so their ratios are comparable.
@@ -201,43 +220,51 @@ def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, b
     import numpy as np
 
     from bertbuild.arrays import load_npz
-    from bertbuild.backends.onnxrt import OnnxRuntimeRunner
+    from bertbuild.backends.registry import get_backend, runtime_fields
     from bertbuild.evaluation import latency, score
+    from bertbuild.precision import Precision
     from bertbuild.precision import tuning
     from bertbuild.squad.sets import SquadSet
     from bertbuild.step_cache import step_key
 
     windows = SquadSet.load(tune["path"])
+    runtime = get_backend(backend, threads=threads)
+    on = {"backend": backend, **runtime_fields(backend)} if backend != "onnxruntime" else {}
 
-    def logits(path: str) -> tuple:
-        start, end, _ = score.run_logits(OnnxRuntimeRunner(path, threads=threads), windows.features, batch_size,
+    def runner(path: str, precision: str):
+        return runtime.onnx_runner(path, precision, float_parts if precision == Precision.INT8 else None)
+
+    def logits(path: str, precision: str = Precision.INT8) -> tuple:
+        start, end, _ = score.run_logits(runner(path, precision), windows.features, batch_size,
                                          length_bucket=length_bucket)
         return start, end
 
     def reference(out: Path) -> dict:  # the FP32 logits, once per (file, tune split)
-        start, end = logits(reference_onnx)
+        start, end = logits(reference_onnx, Precision.FUSED_FP32)
         np.savez(out / "tune-fp32-logits.npz", start=start, end=end)
         return {"path": str(out / "tune-fp32-logits.npz")}
 
     def agreement(out: Path) -> dict:
         saved = load_npz(run.cache.run("tune", step_key("tune", files=[reference_onnx, tune["path"]],
-                                                       fields={"batch": batch_size, "length_bucket": length_bucket},
+                                                       fields={"batch": batch_size, "length_bucket": length_bucket,
+                                                               **on},
                                                        modules=[score]),
                                       reference)["path"])
         return tuning.compare(windows, (saved["start"], saved["end"]), logits(onnx_path)).to_json()
 
     def timing(out: Path) -> dict:
-        stats = latency.measure(OnnxRuntimeRunner(onnx_path, threads=threads),
-                                latency.feed_from(windows.features, batch_size), warmup=bench.warmup,
-                                iterations=bench.iterations)
+        stats = latency.measure(runner(onnx_path, Precision.INT8), latency.feed_from(windows.features, batch_size),
+                                warmup=bench.warmup, iterations=bench.iterations)
         return {"p50_ms": round(stats.p50_ms, 2)}
 
+    parts = {"float_parts": float_parts} if float_parts else {}
     files = [onnx_path, reference_onnx, tune["path"]]
     signal = run.cache.run("tune", step_key("tune", files=files, fields={"batch": batch_size,
-                                                                       "length_bucket": length_bucket},
+                                                                       "length_bucket": length_bucket, **on, **parts},
                                            modules=[tuning, score]), agreement)
     timed = run.timing_cache(bench.reuse)
-    fields = {"batch": batch_size, "warmup": bench.warmup, "iterations": bench.iterations, "threads": threads}
+    fields = {"batch": batch_size, "warmup": bench.warmup, "iterations": bench.iterations, "threads": threads,
+              **on, **parts}
     p50 = timed.cache.run("benchmark", step_key("benchmark", files=[onnx_path, tune["path"]], fields=fields,
                                                 modules=[latency], host=True), timing)["p50_ms"]
     return {"path": onnx_path, "signal": {k: v for k, v in signal.items() if k != "cached"}, "p50_ms": p50}
