@@ -68,21 +68,23 @@ def tiny_onnx(tiny_checkpoint, tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_trt_files(tiny_onnx, vocab_path, tmp_path_factory) -> dict:
-    """The files the flow hands TensorRT, of the tiny model: fp32, fused, fp16 and INT8 s8s8 (plus u8s8, not for TensorRT)."""
+    """The files the flow hands TensorRT, of the tiny model: fp32, fused, fp16, bf16 and INT8 s8s8 (plus u8s8, not for TensorRT)."""
     from bertbuild.precision.calibration import calibrate
     from bertbuild.precision.calibration_set import calibration_set
     from bertbuild.precision.config import Fp16Config, Int8Config
-    from bertbuild.precision.fp16 import convert_to_fp16
+    from bertbuild.precision.fp16 import convert_to_bf16, convert_to_fp16
     from bertbuild.precision.int8 import quantize_int8
 
     directory = tmp_path_factory.mktemp("tiny-trt")
     fp16 = directory / "model-fp16.onnx"
     convert_to_fp16(tiny_onnx["fused"], fp16, Fp16Config())
+    bf16 = directory / "model-bf16.onnx"
+    convert_to_bf16(tiny_onnx["fused"], bf16, Fp16Config())
     cfg = Int8Config(samples=16, max_seq_length=128, batch_size=8).plain()
     calibration = calibrate(tiny_onnx["fused"], calibration_set(cfg, vocab_path, lower_case=True), cfg,
                             out_dir=directory / "calibration")
     int8 = quantize_int8(tiny_onnx["fused"], directory, calibration, cfg).paths
-    return {"fp32": tiny_onnx["fp32"], "fused": tiny_onnx["fused"], "fp16": fp16,
+    return {"fp32": tiny_onnx["fp32"], "fused": tiny_onnx["fused"], "fp16": fp16, "bf16": bf16,
             "s8s8": Path(int8["s8s8"]), "u8s8": Path(int8["u8s8"]), "checkpoint": tiny_onnx["checkpoint"]}
 
 

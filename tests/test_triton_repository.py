@@ -286,3 +286,111 @@ def test_external_data_goes_into_the_version_folder_and_loads_there(tiny_onnx, s
     config = parsed(model_dir / "config.pbtxt")
     assert config_io(config) == onnx_io(built.path)
     answer_request(config, model_dir, batch=2, seq=48)
+
+
+# --- OpenVINO engines: an IR pair for Triton's OpenVINO backend ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def openvino_engine(tiny_onnx, tmp_path_factory) -> dict:
+    """A real OpenVINO engine (IR pair + metadata) of the tiny model's fused file, as the flow's engine dict."""
+    pytest.importorskip("openvino")
+    from bertbuild.backends.openvino import OpenVinoBackend
+
+    built = OpenVinoBackend(threads=1).build(tiny_onnx["fused"], "fused-fp32", list(PROFILES),
+                                             tmp_path_factory.mktemp("openvino"))
+    return {"path": str(built.path), "metadata": str(built.metadata_path), "backend": "openvino",
+            "precision": "fused-fp32", "onnx": str(tiny_onnx["fused"]), "weights": str(built.path.with_suffix(".bin"))}
+
+
+def _parameters(config: model_config_pb2.ModelConfig) -> dict[str, str]:
+    return {key: value.string_value for key, value in config.parameters.items()}
+
+
+def _openvino_answers(config: model_config_pb2.ModelConfig, model_dir: Path, batch: int, seq: int) -> None:
+    """Compile `model_dir/1/<default_model_filename>` as Triton's OpenVINO backend reads it (the .bin found by its
+    stem) at the config's precision hint, and answer a request built from the config alone."""
+    from bertbuild.backends.openvino import import_openvino
+
+    ov = import_openvino()
+    feed = {t.name: np.ones([batch if d == -1 and i == 0 else seq if d == -1 else d for i, d in enumerate(t.dims)],
+                            np_dtype(t.data_type)) for t in config.input}
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(model_dir / "1" / config.default_model_filename)), "CPU",
+                                  {"INFERENCE_PRECISION_HINT": _parameters(config)["INFERENCE_PRECISION_HINT"],
+                                   "INFERENCE_NUM_THREADS": "1"})
+    results = compiled.create_infer_request().infer(feed)
+    for tensor in config.output:
+        value = np.asarray(results[compiled.output(tensor.name)])
+        assert value.shape == (batch, seq) and value.dtype == np_dtype(tensor.data_type) and np.isfinite(value).all()
+
+
+def test_openvino_engine_is_an_ir_pair_for_tritons_openvino_backend(openvino_engine, tmp_path):
+    files = repository_files("tiny", [openvino_engine], PROFILES, 2, tmp_path)
+    assert files == {"triton/tiny-fused-fp32/config.pbtxt": str(tmp_path / "triton/tiny-fused-fp32/config.pbtxt"),
+                     "triton/tiny-fused-fp32/1/model.xml": openvino_engine["path"],
+                     "triton/tiny-fused-fp32/1/model.bin": openvino_engine["weights"]}
+    text = Path(files["triton/tiny-fused-fp32/config.pbtxt"]).read_text()
+    config = parsed_text(text)
+    assert config.backend == "openvino" and config.platform == "" and "platform" not in text
+    assert config.default_model_filename == "model.xml"  # also the backend's default name
+    (group,) = config.instance_group
+    assert group.kind == model_config_pb2.ModelInstanceGroup.KIND_CPU and group.count == 1
+    # Triton's OpenVINO backend fixes the batch at max_batch_size and refuses any other: it does not batch here,
+    # every dimension is the ONNX file's, batch and sequence free.
+    assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+    assert config_io(config) == onnx_io(openvino_engine["onnx"])
+    assert [list(t.dims) for t in (*config.input, *config.output)] == [[-1, -1]] * 5
+    assert _parameters(config) == {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                                   "NUM_STREAMS": "1"}
+    assert "reads no INFERENCE_PRECISION_HINT" in text  # the reader is told that Triton cannot pin f32
+
+    # Laid out as Triton would find it, the renamed pair loads and answers any batch and length.
+    model_dir = tmp_path / "repo" / "tiny-fused-fp32"
+    for name, source in files.items():
+        target = tmp_path / "repo" / name.removeprefix("triton/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(Path(source).read_bytes())
+    _openvino_answers(config, model_dir, batch=3, seq=40)
+
+
+def test_a_bf16_openvino_engine_asks_triton_for_bf16(openvino_engine, tmp_path):
+    import json
+    import shutil
+
+    engine_dir = tmp_path / "bf16"
+    engine_dir.mkdir()
+    paths = {key: Path(shutil.copy(openvino_engine[key], engine_dir)) for key in ("path", "metadata", "weights")}
+    record = json.loads(paths["metadata"].read_text())
+    paths["metadata"].write_text(json.dumps({**record, "precision": "bf16", "inference_precision_hint": "bf16",
+                                             "compute_precision": "bf16"}))
+    # No "onnx" in the dict and no "weights": the metadata's source ONNX file, and the .bin of the engine's stem.
+    engine = {"path": str(paths["path"]), "backend": "openvino", "precision": "bf16"}
+    files = repository_files("tiny", [engine], PROFILES, 2, tmp_path / "run")
+    assert files["triton/tiny-bf16/1/model.bin"] == str(paths["weights"])
+    config = parsed(files["triton/tiny-bf16/config.pbtxt"])
+    assert _parameters(config) == {"INFERENCE_PRECISION_HINT": "bf16", "HINT_BF16": "YES",
+                                   "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+    assert config_io(config) == onnx_io(record["source_onnx"])
+
+
+def test_an_openvino_engine_without_its_weights_is_refused(openvino_engine, tmp_path):
+    engine = {**openvino_engine, "weights": str(tmp_path / "missing.bin")}
+    with pytest.raises(UserInputError, match="missing.bin is missing; an OpenVINO IR is served as a pair"):
+        repository_files("tiny", [engine], PROFILES, 2, tmp_path)
+
+
+def test_download_triton_lays_out_the_openvino_pair(openvino_engine, engines, tmp_path):
+    from bertbuild.artifacts.download import download
+    from bertbuild.artifacts.store import ArtifactStore
+
+    store = ArtifactStore(tmp_path / "store")
+    _publish(store, tmp_path, [openvino_engine, engines["fp32"]])
+    download(store, "tiny", tmp_path / "repo", triton=True)
+    repo = tmp_path / "repo"
+    assert {n for n in _tree(repo) if n.startswith("tiny-fused-fp32/")} == {
+        "tiny-fused-fp32/config.pbtxt", "tiny-fused-fp32/1/model.xml", "tiny-fused-fp32/1/model.bin"}
+    assert (repo / "tiny-fused-fp32/1/model.bin").read_bytes() == Path(openvino_engine["weights"]).read_bytes()
+    config = parsed(repo / "tiny-fused-fp32" / "config.pbtxt")
+    assert config.backend == "openvino"
+    _openvino_answers(config, repo / "tiny-fused-fp32", batch=1, seq=32)
+    assert parsed(repo / "tiny-fp32" / "config.pbtxt").platform == "onnxruntime_onnx"  # unchanged beside it

@@ -19,16 +19,23 @@ serves, written with `openvino.save_model` with weight compression off (its
 default would halve FP32 weights to FP16 on disk). Its metadata names the
 OpenVINO version, the hint, the CPU's capabilities and the per-layer precisions.
 
-No network and no telemetry: ONNX is read with `Core.read_model` and written
-with `save_model`, which never load `openvino_telemetry`; only the model
-conversion API (`openvino.convert_model`, `ovc`) collects usage data, and it
-is not used (tests/test_openvino_backend.py checks it).
+No network and no telemetry. `import openvino` itself imports the model
+conversion API (ovc), which starts `openvino_telemetry`, writes a client id
+under ~/intel and sends an "import" event to Google Analytics, unless the user
+opted out or CI=true; `convert_model` sends more. OpenVINO falls back to a
+no-op stub of its own when `openvino_telemetry` cannot be imported, so
+`import_openvino` marks that module absent in this process before the first
+import: nothing is sent or written, and the user's global opt-in setting and
+environment are left alone. ONNX is read with `Core.read_model` and IR written
+with `save_model`; the conversion API is never used
+(tests/test_openvino_backend.py checks both).
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -48,9 +55,18 @@ FLOAT_LAYERS = ("Subgraph", "MVN", "ScaledDotProductAttention", "Softmax", "Eltw
 _HINTS = {"bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16")}
 
 
+def import_openvino():
+    """`openvino`, with its usage telemetry off for this process (see the module docstring); every import goes here."""
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # None: `import openvino_telemetry` raises ImportError
+    import openvino
+
+    return openvino
+
+
 def capabilities() -> list[str]:
     """The CPU plugin's OPTIMIZATION_CAPABILITIES ('FP32', 'BF16', 'FP16', 'INT8', ...); [] if it cannot say."""
-    import openvino as ov
+    ov = import_openvino()
 
     try:
         return [str(c) for c in ov.Core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")]
@@ -143,9 +159,7 @@ class OpenVinoRunner(Runner):
         self.compiled = None
 
     def _activate_impl(self) -> None:
-        import openvino as ov
-
-        core = ov.Core()
+        core = import_openvino().Core()
         try:
             model = core.read_model(str(self.model_path))
         except RuntimeError as error:  # not a model OpenVINO reads
@@ -177,7 +191,7 @@ class OpenVinoBackend(Backend):
             return False, "openvino is not installed (pip install openvino)"
         if platform.machine().lower() not in ("x86_64", "amd64", "arm64", "aarch64"):
             return False, f"OpenVINO's CPU plugin does not run on {platform.machine()}"
-        import openvino as ov
+        ov = import_openvino()
 
         try:
             devices = ov.Core().available_devices
@@ -193,7 +207,7 @@ class OpenVinoBackend(Backend):
     def build(self, onnx_path: Path, precision: str, profiles: list[Profile], out_dir: Path,
               float_parts: str | None = None) -> Engine:
         """Read the ONNX file, write it as IR (weights as they are), compile it once to record what it runs in."""
-        import openvino as ov
+        ov = import_openvino()
 
         ok, why = self.supports(precision if precision != Precision.INT8 else (float_parts or "fp32"))
         if not ok:

@@ -6,6 +6,11 @@ its own name (and, for an ONNX file with external data, its data files beside
 it, under the names the .onnx records), so Triton loads exactly the file that
 was scored and timed. The store keeps content once, so listing an engine a
 second time costs no bytes.
+
+An OpenVINO engine is an IR pair (`<stem>.openvino.xml` and its weights,
+`<stem>.openvino.bin`, the engine dict's "weights"): its `1/` lists both under
+the names Triton's OpenVINO backend reads, `model.xml` and `model.bin` (an IR
+finds its weights by its own stem, so the pair is renamed together).
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ def repository_files(model: str, engines: Iterable[Mapping], profiles: Sequence,
     """Bundle name -> local file of the Triton repository for `engines`; each config.pbtxt written under `run_dir`.
 
     `engines`: dicts with the built engine's `path`, `backend`, `precision` and `onnx`
-    (the ONNX file it was built from, whose inputs and outputs a TensorRT plan has).
-    `profiles` and `batch`: the run's `engines.profiles` and `benchmark.batch`.
+    (the ONNX file it was built from, whose inputs and outputs a TensorRT plan and
+    an OpenVINO IR have), and for an OpenVINO engine its `weights` (the .bin; by
+    default the engine's own stem + .bin). `profiles` and `batch`: the run's
+    `engines.profiles` and `benchmark.batch`.
     """
     from bertbuild.runs import onnx_companions
     from bertbuild.serving.triton import model_config
@@ -41,6 +48,20 @@ def repository_files(model: str, engines: Iterable[Mapping], profiles: Sequence,
         written = Path(run_dir) / folder / "config.pbtxt"
         written.parent.mkdir(parents=True, exist_ok=True)
         written.write_text(config.to_pbtxt())
-        model_file = {f"{folder}/{VERSION}/{path.name}": str(path)}
+        if engine["backend"] == "openvino":
+            model_file = _openvino_files(f"{folder}/{VERSION}", path, engine.get("weights"))
+        else:
+            model_file = {f"{folder}/{VERSION}/{path.name}": str(path)}
         files |= {f"{folder}/config.pbtxt": str(written), **model_file, **onnx_companions(model_file)}
     return files
+
+
+def _openvino_files(version_dir: str, xml: Path, weights: str | Path | None) -> dict[str, str]:
+    """`model.xml` and `model.bin` in the version folder: the engine's IR pair, under Triton's default names."""
+    from bertbuild.errors import UserInputError
+    from bertbuild.serving.triton import OPENVINO_MODEL, OPENVINO_WEIGHTS
+
+    bin_path = Path(weights) if weights else xml.with_suffix(".bin")
+    if not bin_path.is_file():
+        raise UserInputError(f"{xml}: its weights file {bin_path} is missing; an OpenVINO IR is served as a pair")
+    return {f"{version_dir}/{OPENVINO_MODEL}": str(xml), f"{version_dir}/{OPENVINO_WEIGHTS}": str(bin_path)}
