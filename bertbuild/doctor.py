@@ -27,7 +27,7 @@ LOCK_FILE = "requirements.lock"
 PREFECT_FILE = "prefect.yaml"
 # Shown even when they match: the ones a user asks about first when something breaks.
 KEY_LIBRARIES = ("prefect", "sqlalchemy", "fastapi", "pydantic", "numpy", "onnx", "onnx-graphsurgeon",
-                 "onnxruntime", "polygraphy", "tokenizers", "tensorflow-cpu", "tf2onnx")
+                 "onnxruntime", "openvino", "polygraphy", "tokenizers", "tensorflow-cpu", "tf2onnx")
 _LOCK_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?\s*$")
 
 

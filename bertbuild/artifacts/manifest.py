@@ -49,6 +49,7 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "tf2onnx": ("tf2onnx",),
     "onnx": ("onnx",),
     "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),
+    "openvino": ("openvino",),
     "polygraphy": ("polygraphy",),
     "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"),
     "prefect": ("prefect",),

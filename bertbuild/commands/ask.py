@@ -9,7 +9,8 @@ from bertbuild.commands.arguments import at_least
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("ask", help="answer a question over a context with a built engine")
-    parser.add_argument("--engine", required=True, type=Path, help="an engine (.onnx for ONNX Runtime, .plan for TensorRT)")
+    parser.add_argument("--engine", required=True, type=Path,
+                        help="an engine (.onnx for ONNX Runtime, .xml for OpenVINO, .plan for TensorRT)")
     parser.add_argument("--question", required=True)
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--context", help="the passage to search")
@@ -35,7 +36,7 @@ def run(args) -> int:
             raise UserInputError(f"cannot read --context-file {args.context_file}: {exc}") from None
     else:
         context = args.context
-    backend = get_backend("tensorrt" if args.engine.suffix == ".plan" else "onnxruntime")
+    backend = get_backend({".plan": "tensorrt", ".xml": "openvino"}.get(args.engine.suffix, "onnxruntime"))
     vocab = args.vocab or find_vocab(args.engine)
     span = answer(backend.load(args.engine), vocab, args.question, context, lower_case=not args.cased,
                   max_seq_length=args.max_seq_length, doc_stride=args.doc_stride)
