@@ -127,3 +127,49 @@ def test_softmax_may_go_fp16_when_not_kept(tiny_onnx, tmp_path):
 def types_of(path) -> dict:
     inferred = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     return _elem_types([*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output])
+
+
+def test_bf16_file_has_the_same_islands_in_bfloat16_and_matches_on_openvino(tiny_onnx, feeds, tmp_path):
+    """BF16 is the FP16 conversion to the other 16-bit type: same FP32 islands, bfloat16 elsewhere.
+
+    ONNX Runtime's CPU provider has no BF16 kernels for these ops, so the file is run on OpenVINO
+    at the BF16 hint where the CPU has it, else at FP32 (the file's weights and casts all the same).
+    """
+    from bertbuild.backends.openvino import OpenVinoRunner, can_compute, capabilities
+    from bertbuild.precision.fp16 import convert_to_bf16
+
+    fp16 = convert_to_fp16(tiny_onnx["fused"], tmp_path / "model-fp16.onnx", Fp16Config())
+    bf16 = convert_to_bf16(tiny_onnx["fused"], tmp_path / "model-bf16.onnx", Fp16Config())
+    converted = onnx.load(str(tmp_path / "model-bf16.onnx"))
+    onnx.checker.check_model(converted, full_check=True)
+    assert bf16.fp32_nodes == fp16.fp32_nodes and bf16.casts_inserted == fp16.casts_inserted
+    types = {i.data_type for i in converted.graph.initializer if i.data_type != TensorProto.INT64}
+    assert TensorProto.BFLOAT16 in types and TensorProto.FLOAT16 not in types
+    assert set(_elem_types(converted.graph.output).values()) == {TensorProto.FLOAT}
+    for node in converted.graph.node:
+        if node.op_type == "LayerNormalization":
+            assert _float_input_type(converted, node) == TensorProto.FLOAT
+
+    hint = "bf16" if can_compute("bf16", capabilities())[0] else "f32"
+    with OpenVinoRunner(tmp_path / "model-bf16.onnx", hint) as runner:
+        outputs = [runner.infer(feed) for feed in feeds]
+    got = [np.concatenate([o[name] for o in outputs]) for name in ("start_logits", "end_logits")]
+    for a, b in zip(_run(tiny_onnx["fused"], feeds), got):
+        assert np.isfinite(b).all() and np.abs(a - b).mean() < 0.25  # BF16's validation tolerance
+
+
+def test_bf16_keeps_values_past_the_fp16_range(tmp_path):
+    """BF16 has FP32's exponent: a -1e9 mask constant stays about -1e9, nothing is clipped."""
+    import ml_dtypes
+
+    from bertbuild.precision.fp16 import convert_to_bf16
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "big"], ["y"], name="mul")], "g", [x], [y],
+                              [numpy_helper.from_array(np.float32(-1e9), "big")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)]), str(tmp_path / "g.onnx"))
+    report = convert_to_bf16(tmp_path / "g.onnx", tmp_path / "g-bf16.onnx", Fp16Config(keep_logits_fp32=False))
+    (big,) = onnx.load(str(tmp_path / "g-bf16.onnx")).graph.initializer
+    assert report.values_clipped == 0 and big.data_type == TensorProto.BFLOAT16
+    assert float(numpy_helper.to_array(big).astype(np.float32)) == float(np.float32(ml_dtypes.bfloat16(-1e9)))
