@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bertbuild.commands.arguments import at_least
+from bertbuild.commands.arguments import at_least, output_file, text_file
 
 
 def add_parser(sub) -> None:
@@ -54,6 +54,11 @@ def run(args) -> int:
         raise UserInputError(f"ONNX model not found: {', '.join(missing)}")
     if not 32 <= args.seq <= 512 or args.batch < 1:
         raise UserInputError(f"--seq must be in 32..512 and --batch >= 1 (got seq {args.seq}, batch {args.batch})")
+    check_provider(args.provider)
+    if args.vocab is not None:
+        text_file(args.vocab, "--vocab", "a vocab.txt (UTF-8 text)")
+    if args.json is not None:
+        output_file(args.json, "--json")
     note = machine_note()
     threads = args.threads or os.cpu_count() or 1
     names = [p.name if [q.name for q in args.onnx].count(p.name) == 1 else str(p) for p in args.onnx]
@@ -72,9 +77,22 @@ def run(args) -> int:
           f"(int32 feed in, float32 logits out); {note}.")
     print(latency_table(rows))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"provider": provider, "threads": threads, "machine": note,
                                          "rows": [r.to_dict() for r in rows]}, indent=2) + "\n")
     return 0
+
+
+def check_provider(provider: str) -> None:
+    """The execution provider must be one this ONNX Runtime has: a header must never name one that did not run."""
+    import onnxruntime
+
+    from bertbuild.errors import UserInputError
+
+    available = onnxruntime.get_available_providers()
+    if provider not in available:
+        raise UserInputError(f"--provider {provider}: not available in this ONNX Runtime "
+                             f"(available here: {', '.join(available)})")
 
 
 def _heldout_passes(args, names: list[str], threads: int, note: str) -> int:
@@ -100,6 +118,7 @@ def _heldout_passes(args, names: list[str], threads: int, note: str) -> int:
           f"over the pass (after one untimed call per batch shape); {note}.")
     print(pass_table(rows))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"provider": args.provider, "threads": threads, "machine": note,
                                          "seq": args.seq, "lengths": "heldout",
                                          "rows": [r.to_dict() for r in rows]}, indent=2) + "\n")
