@@ -395,13 +395,35 @@ def _describe(error: dict) -> str:
     return f"{where}: {message} (got {shown if len(shown) <= 120 else shown[:117] + '...'})"
 
 
-def _plain_value(value) -> bool:
-    """YAML's plain data: text, a finite or infinite number, a boolean, null, and lists and mappings of them."""
-    if isinstance(value, dict):
-        return all(isinstance(key, (str, int, float, bool)) and _plain_value(item) for key, item in value.items())
-    if isinstance(value, list):
-        return all(_plain_value(item) for item in value)
+def _plain_value(value, inside: tuple[int, ...] = ()) -> bool:
+    """YAML's plain data: text, a number, a boolean, null, and lists and mappings of them, holding no
+    container inside itself (an anchor referenced within itself: `&a [*a]`)."""
+    if isinstance(value, (dict, list)):
+        if id(value) in inside:
+            return False
+        inside = (*inside, id(value))
+        if isinstance(value, dict):
+            return all(isinstance(key, (str, int, float, bool)) and _plain_value(item, inside)
+                       for key, item in value.items())
+        return all(_plain_value(item, inside) for item in value)
     return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _holds_itself(value, inside: tuple[int, ...] = ()) -> bool:
+    """True for YAML data holding a list or mapping inside itself (validating it would recurse forever)."""
+    if not isinstance(value, (dict, list)):
+        return False
+    if id(value) in inside:
+        return True
+    inside = (*inside, id(value))
+    return any(_holds_itself(item, inside) for item in (value.values() if isinstance(value, dict) else value))
+
+
+def _plain_kind(value) -> str:
+    """What a value that is not plain data is, for the message."""
+    if isinstance(value, (dict, list)):
+        return "structure holding itself (an anchor used inside itself)"
+    return type(value).__name__
 
 
 def _apply_override(raw: dict, assignment: str) -> None:
@@ -426,7 +448,7 @@ def _apply_override(raw: dict, assignment: str) -> None:
         raise ConfigError(f"--set {key}: the value {value!r} is not valid YAML ({problem}); "
                           f"quote it, e.g. --set '{key}=\"...\"'") from None
     if not _plain_value(parsed):
-        raise ConfigError(f"--set {key}: the value {value!r} is a YAML {type(parsed).__name__}, not text, a number, "
+        raise ConfigError(f"--set {key}: the value {value!r} is a YAML {_plain_kind(parsed)}, not text, a number, "
                           f"a boolean, a list or a mapping; quote it, e.g. --set '{key}=\"{value}\"'")
     node = raw
     for part in parents:
@@ -471,6 +493,8 @@ def read_yaml_file(path: Path, what: str = "config file"):
         raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if _holds_itself(raw):
+        raise ConfigError(f"{path}: a YAML anchor is used inside itself (e.g. `&a [*a]`): the data never ends")
     return raw if raw is not None else {}
 
 

@@ -57,6 +57,7 @@ def not_onnx(tmp_path):
     ("model.name=!!binary aGk=", "is a YAML bytes"),
     ("eval.limit=!!set {a}", "is a YAML set"),
     ("eval..limit=1", "--set eval..limit: empty part in the key"),
+    ("eval.limit=&a [*a]", "is a YAML structure holding itself"),
     ("=1", "expected KEY=VALUE"),
 ])
 def test_a_set_value_yaml_cannot_take_is_one_line_naming_the_key(assignment, fragment, config, capsys):
@@ -76,6 +77,12 @@ def test_a_set_value_yaml_cannot_take_is_one_line_naming_the_key(assignment, fra
 ])
 def test_config_validation_refuses_empty_precisions_and_non_finite_numbers(assignment, fragment, config, capsys):
     _refused(["run", "--config", config, "--set", assignment], capsys, fragment)
+
+
+def test_a_config_file_holding_itself_is_one_line(tmp_path, capsys):
+    path = tmp_path / "loop.yaml"
+    path.write_text("model:\n  source: generated:tiny\neval: &a\n  x: *a\n")
+    _refused(["run", "--config", path], capsys, "a YAML anchor is used inside itself")
 
 
 def test_a_nan_in_the_config_file_is_refused_too(tmp_path, capsys):
