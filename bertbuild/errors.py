@@ -70,6 +70,10 @@ class IntegrityError(BertbuildError):
     """A stored or downloaded file whose sha256 or size differs from its manifest (exit 1)."""
 
 
+class OutOfSpace(BertbuildError):
+    """A disk (or quota) filled up while writing: the message names the path and the space left (exit 1)."""
+
+
 class RunConflict(BertbuildError):
     """The run id is already published with different contents (bundles are immutable)."""
 
