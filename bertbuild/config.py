@@ -423,7 +423,8 @@ def _plain_kind(value) -> str:
     """What a value that is not plain data is, for the message."""
     if isinstance(value, (dict, list)):
         return "structure holding itself (an anchor used inside itself)"
-    return type(value).__name__
+    names = {"date": "date", "datetime": "timestamp", "bytes": "!!binary value", "set": "!!set"}
+    return names.get(type(value).__name__, type(value).__name__)
 
 
 def _apply_override(raw: dict, assignment: str) -> None:
