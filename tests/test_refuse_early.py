@@ -282,3 +282,40 @@ def test_finetune_mistakes_are_one_line_before_the_flow(flags, fragment, tiny_ch
 
     line = _refused(["finetune", "--pretrained", tiny_checkpoint, *map(fill, flags)], capsys, fill(fragment))
     assert "Traceback" not in line and not (tmp_path / "ft").exists()
+
+
+# -- 9. interruption: 130 for Ctrl-C, 143 for SIGTERM ------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["sigterm", "prefect", "ctrl-c"])
+def test_an_interrupted_command_exits_130_or_143_in_one_line(how, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = textwrap.dedent(f"""
+        import signal, sys, time
+        from bertbuild import cli
+        from bertbuild.commands import passes
+
+        def slow(args):
+            if {how!r} == "prefect":
+                from prefect.exceptions import TerminationSignal
+                raise TerminationSignal(signal.SIGTERM)
+            print("ready", flush=True)
+            time.sleep(60)
+
+        passes.run = slow
+        real = passes.add_parser
+        passes.add_parser = lambda sub: (real(sub), sub.choices["passes"].set_defaults(handler=slow))
+        sys.exit(cli.main(["passes"]))
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    if how != "prefect":
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.2)
+        child.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    expected = (130, "bertbuild: interrupted") if how == "ctrl-c" else (143, "bertbuild: terminated")
+    assert (child.returncode, err.strip()) == expected
