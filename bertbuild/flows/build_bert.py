@@ -30,7 +30,7 @@ from bertbuild.memory_budget import check_memory, engine_groups, side_by_side
 from bertbuild.model.checkpoint import CONFIG_FILE, check_sequence_lengths, read_config
 from bertbuild.model.export import weight_bytes
 from bertbuild.precision import Precision
-from bertbuild.preflight import run_sequence_lengths
+from bertbuild.preflight import check_names_and_paths, check_questions, run_sequence_lengths
 from bertbuild.runs import check_commit, open_run
 from bertbuild.sharing import threads_each
 from bertbuild.tasks.engines import (benchmark_engine, build_engine, check_tensorrt_ready, compare_with_reference,
@@ -51,6 +51,9 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
     if require_commit:
         check_commit(require_commit)
     cfg = with_overrides(config, overrides or [])
+    # `bertbuild run` made these checks before Prefect started; a deployment's run makes them here, before any work.
+    check_names_and_paths(cfg)
+    check_questions(cfg)
     if cfg.publish.enabled:  # a missing bucket or a dead endpoint: one line now, not after the whole build
         as_store(cfg.publish.store or default_store(), cfg.publish.storage_options)
     logger = get_run_logger()
