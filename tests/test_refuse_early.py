@@ -97,7 +97,8 @@ def test_a_nan_in_the_config_file_is_refused_too(tmp_path, capsys):
     (["bench", "--onnx", "{onnx}", "--min-seconds=-inf"], "argument --min-seconds: expected a finite number"),
     (["finetune", "--pretrained", "{onnx}", "--out", "{out}", "--lr", "nan"], "--lr: Input should be a finite number"),
     (["finetune", "--pretrained", "{onnx}", "--out", "{out}", "--weight-decay", "inf"],
-     "--weight_decay: Input should be a finite number"),
+     "--weight-decay: Input should be a finite number (got inf)"),
+    (["finetune", "--pretrained", "{onnx}", "--out", "{out}", "--warmup", "nan"], "--warmup: Input should be a finite"),
 ])
 def test_non_finite_numbers_on_the_command_line_are_refused(argv, fragment, not_onnx, tmp_path, capsys):
     argv = [a.replace("{onnx}", str(not_onnx)).replace("{out}", str(tmp_path / "ft")) for a in argv]

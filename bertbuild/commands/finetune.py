@@ -69,7 +69,10 @@ def config_from(args):
         return FinetuneConfig(**values)
     except ValidationError as exc:
         error = exc.errors()[0]
-        raise ConfigError(f"--{'-'.join(map(str, error['loc']))}: {error['msg']}") from None
+        flags = {field: flag for flag, field in _FIELD.items()}
+        field = str(error["loc"][0]) if error["loc"] else ""
+        flag = flags.get(field, field).replace("_", "-")
+        raise ConfigError(f"--{flag}: {error['msg']} (got {error.get('input')!r})") from None
 
 
 def run(args) -> int:
