@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 from bertbuild import __version__
@@ -43,9 +44,24 @@ def prefect_environment() -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "bertbuild")
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (outside a flow; inside one Prefect raises its own TerminationSignal)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done; 2 a mistake in what was given (one line); 1 a failed gate or a transient failure
+    retries could not get past; 130 Ctrl-C; 143 SIGTERM (README, "Mistakes and exit codes")."""
     prefect_environment()
     args = build_parser().parse_args(argv)
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
     try:
         return int(args.handler(args) or 0)
     except BertbuildError as exc:
@@ -55,6 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bertbuild: interrupted", file=sys.stderr)
         return 130
+    except BaseException as exc:
+        if not isinstance(exc, Terminated) and type(exc).__name__ != "TerminationSignal":  # Prefect's, in a flow
+            raise
+        print("bertbuild: terminated", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

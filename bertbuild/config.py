@@ -28,7 +28,8 @@ from bertbuild.precision.config import PrecisionConfig
 from bertbuild.squad.batching import DEFAULT_LENGTH_BUCKET, bucket_lengths
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: every number a config gives must be finite (a NaN threshold passes or fails nothing).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _existing_path(value: str, exists) -> str:
@@ -157,6 +158,13 @@ class EngineConfig(_Section):
     # Engines built and scored at the same time. None: all of them for a model of up to 256 MiB of
     # FP32 weights, else one at a time (bertbuild.memory_budget.engine_groups says why).
     concurrent: int | None = Field(default=None, ge=1)
+
+    @field_validator("precisions")
+    @classmethod
+    def _some_precision(cls, value):
+        if not value:
+            raise ValueError(f"name at least one precision ({', '.join(Precision)}): a run with none builds nothing")
+        return value
 
 
 def _merged_into(defaults: dict) -> BeforeValidator:
@@ -397,21 +405,72 @@ def _describe(error: dict) -> str:
         return message
     if {"publish", "storage_options"} & set(error["loc"]):  # the input may hold storage options, credentials among them: never echoed
         return f"{where}: {message}"
-    return f"{where}: {message} (got {error.get('input')!r})"
+    shown = repr(error.get("input"))
+    return f"{where}: {message} (got {shown if len(shown) <= 120 else shown[:117] + '...'})"
+
+
+def _plain_value(value, inside: tuple[int, ...] = ()) -> bool:
+    """YAML's plain data: text, a number, a boolean, null, and lists and mappings of them, holding no
+    container inside itself (an anchor referenced within itself: `&a [*a]`)."""
+    if isinstance(value, (dict, list)):
+        if id(value) in inside:
+            return False
+        inside = (*inside, id(value))
+        if isinstance(value, dict):
+            return all(isinstance(key, (str, int, float, bool)) and _plain_value(item, inside)
+                       for key, item in value.items())
+        return all(_plain_value(item, inside) for item in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _holds_itself(value, inside: tuple[int, ...] = ()) -> bool:
+    """True for YAML data holding a list or mapping inside itself (validating it would recurse forever)."""
+    if not isinstance(value, (dict, list)):
+        return False
+    if id(value) in inside:
+        return True
+    inside = (*inside, id(value))
+    return any(_holds_itself(item, inside) for item in (value.values() if isinstance(value, dict) else value))
+
+
+def _plain_kind(value) -> str:
+    """What a value that is not plain data is, for the message."""
+    if isinstance(value, (dict, list)):
+        return "structure holding itself (an anchor used inside itself)"
+    names = {"date": "date", "datetime": "timestamp", "bytes": "!!binary value", "set": "!!set"}
+    return names.get(type(value).__name__, type(value).__name__)
 
 
 def _apply_override(raw: dict, assignment: str) -> None:
-    """`--set eval.limit=50`: the value is parsed as YAML so numbers stay numbers."""
+    """`--set eval.limit=50`: the value is parsed as YAML so numbers stay numbers.
+
+    A value YAML cannot parse (`[1,`, `*a`, a tab), or one that is not plain data (a date, `!!binary`,
+    `!!set`), is one ConfigError line naming the key.
+    """
     key, sep, value = assignment.partition("=")
+    key = key.strip()
     if not sep or not key:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. eval.limit=50")
     *parents, leaf = key.split(".")
+    if not all(part.strip() for part in [*parents, leaf]):
+        raise ConfigError(f"--set {key}: empty part in the key (expected e.g. eval.limit)")
+    try:
+        parsed = yaml.safe_load(value)
+    except RecursionError:
+        raise ConfigError(f"--set {key}: the value is nested too deeply") from None
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())[:120]
+        raise ConfigError(f"--set {key}: the value {value!r} is not valid YAML ({problem}); "
+                          f"quote it, e.g. --set '{key}=\"...\"'") from None
+    if not _plain_value(parsed):
+        raise ConfigError(f"--set {key}: the value {value!r} is a YAML {_plain_kind(parsed)}, not text, a number, "
+                          f"a boolean, a list or a mapping; quote it, e.g. --set '{key}=\"{value}\"'")
     node = raw
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {assignment!r}: '{part}' is not a section")
-    node[leaf] = yaml.safe_load(value)
+    node[leaf] = parsed
 
 
 def parse_config(raw: dict, origin: str = "config") -> BuildConfig:
@@ -436,11 +495,21 @@ def build_section(section: type[BaseModel], origin: str, /, **values):
 def read_yaml_file(path: Path, what: str = "config file"):
     """A YAML file's content ({} when empty), or one ConfigError line: not found, or not valid YAML."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a YAML {what}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8), expected a YAML {what}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if _holds_itself(raw):
+        raise ConfigError(f"{path}: a YAML anchor is used inside itself (e.g. `&a [*a]`): the data never ends")
     return raw if raw is not None else {}
 
 

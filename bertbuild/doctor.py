@@ -117,12 +117,30 @@ class Deployment:
 
 def deployments_of(prefect_file: Path) -> list[Deployment]:
     """The deployments prefect.yaml declares, with their pool and schedules (anchors resolved)."""
-    import yaml
+    from bertbuild.config import read_yaml_file
+    from bertbuild.errors import UserInputError
 
-    spec = yaml.safe_load(prefect_file.read_text()) or {}
+    spec = read_yaml_file(prefect_file, "prefect file")
+    if not isinstance(spec, dict):
+        raise UserInputError(f"{prefect_file}: expected a mapping with a `deployments:` list at the top level, "
+                             f"got a YAML {type(spec).__name__}")
+    entries = spec.get("deployments") or []
+    if not isinstance(entries, list):
+        raise UserInputError(f"{prefect_file}: deployments: expected a list, got a YAML {type(entries).__name__}")
     found = []
-    for entry in spec.get("deployments") or []:
-        flow = _flow_name(prefect_file.parent, entry.get("entrypoint", ""))
+    for number, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) \
+                or not isinstance(entry.get("entrypoint", ""), str) \
+                or not isinstance(entry.get("work_pool") or {}, dict) \
+                or not isinstance(entry.get("schedules") or [], list):
+            raise UserInputError(f"{prefect_file}: deployments[{number}]: expected a mapping with a text `name`, "
+                                 "a text `entrypoint`, a `work_pool` mapping and a `schedules` list")
+        try:
+            flow = _flow_name(prefect_file.parent, entry.get("entrypoint", ""))
+        except Exception as exc:  # noqa: BLE001 - Prefect raises many kinds for an entrypoint it cannot load
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise UserInputError(f"{prefect_file}: deployments[{number}] ({entry['name']}): cannot load its "
+                                 f"entrypoint {entry.get('entrypoint', '')!r} ({reason})") from None
         pool = (entry.get("work_pool") or {}).get("name")
         found.append(Deployment(f"{flow}/{entry['name']}", pool, tuple(entry.get("schedules") or ())))
     return found

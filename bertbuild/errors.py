@@ -27,7 +27,20 @@ class ConfigError(UserInputError):
 
 
 class FetchError(BertbuildError):
-    """A download or archive that could not be fetched, verified or unpacked."""
+    """A source the user gave that cannot be fetched, verified or unpacked (exit 2).
+
+    A missing file, an HTTP 404/403, a bad or empty archive, a folder without a checkpoint, a wrong
+    sha256 pin: retrying changes nothing, so it is a mistake in what was given, like any `UserInputError`.
+    """
+
+    exit_code = 2
+
+
+class FetchFailed(FetchError):
+    """A fetch stopped by something transient that every retry met (connection errors, HTTP 5xx/429,
+    a full disk): exit 1, as for a failed build. Running again later may succeed."""
+
+    exit_code = 1
 
 
 class MissingDependency(BertbuildError):
@@ -55,6 +68,10 @@ class ValidationError(BertbuildError):
 
 class IntegrityError(BertbuildError):
     """A stored or downloaded file whose sha256 or size differs from its manifest (exit 1)."""
+
+
+class OutOfSpace(BertbuildError):
+    """A disk (or quota) filled up while writing: the message names the path and the space left (exit 1)."""
 
 
 class RunConflict(BertbuildError):

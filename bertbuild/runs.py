@@ -1,7 +1,8 @@
 """Run directories: every flow run writes into a directory of its own.
 
     <output_dir>/<model>/<run id>/      this run's files (engines, reports, the bundle's layout)
-    <output_dir>/<model>/latest         symlink to the newest run directory (moved atomically)
+    <output_dir>/<model>/latest         symlink to the newest run that completed, passed or failed on a gate
+                                        (moved atomically; never to a run still working, or one that crashed)
 
 The run id is the one the store publishes under (`20261201T020000Z-1a2b3c4d`:
 the flow run's scheduled start and id), so a local directory and its bundle
@@ -46,7 +47,7 @@ class RunContext:
 
 def open_run(output_dir: str | os.PathLike, model: str, run_id: str, *, cache_enabled: bool = True,
              cache_dir: str | None = None, refresh: tuple[str, ...] = (), attempt: int = 1) -> RunContext:
-    """Create `<output_dir>/<model>/<run_id>/` and point `latest` at it.
+    """Create `<output_dir>/<model>/<run_id>/` (`latest` moves only when the run completes: `mark_complete`).
 
     On a first attempt the directory must not exist (FileExistsError: another
     run owns it). On a retry (`attempt` > 1) an earlier attempt's directory is
@@ -62,8 +63,23 @@ def open_run(output_dir: str | os.PathLike, model: str, run_id: str, *, cache_en
     run_dir.mkdir()
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_root()
     cache = StepCache(root=root if cache_enabled else None, scratch=run_dir / ".scratch", refresh=frozenset(refresh))
-    _point_latest(parent, run_dir)
     return RunContext(run_id, run_dir, cache)
+
+
+def mark_complete(run: RunContext) -> bool:
+    """The run wrote its results (its gates passed or failed): point `latest` at it, unless `latest` already
+    names a newer completed run (run ids sort by start time; a run started earlier may finish later).
+    Returns whether `latest` now names this run."""
+    parent = run.run_dir.parent
+    link = parent / LATEST
+    try:
+        current = os.readlink(link)
+    except OSError:
+        current = None
+    if current and current != run.run_dir.name and current > run.run_dir.name and (parent / current).is_dir():
+        return False
+    _point_latest(parent, run.run_dir)
+    return True
 
 
 def check_commit(expected: str) -> None:

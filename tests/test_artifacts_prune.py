@@ -227,4 +227,4 @@ def test_cli_prune_errors_are_one_line(tmp_path, capsys):
         main(["artifacts", "prune", "--store", str(tmp_path), "--model", "tiny", "--keep", "-1"])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.count("\n") == 1
-    assert err.startswith("bertbuild artifacts prune: error: argument --keep: must be >= 0 (got -1)")
+    assert err.startswith("bertbuild: error: artifacts prune: argument --keep: must be >= 0 (got -1)")

@@ -378,3 +378,82 @@ def test_publish_task_retries_io_errors_but_not_bad_input(tmp_path, prefect_harn
     with pytest.raises(UserInputError, match="invalid model name"):
         attempt("bad/name")
     assert len(calls) == 1  # UserInputError: tried once, not three times
+
+
+# -- out of space ------------------------------------------------------------------------------------------
+
+def _no_space(path):
+    import errno
+
+    return OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+def _local_only(store):
+    if not store.is_local:
+        pytest.skip("a full disk is a local store's failure (S3 answers with its own errors)")
+
+
+def _assert_nothing_published(store, root: Path, before_latest):
+    assert store.runs("tiny") == ([before_latest] if before_latest else [])
+    assert store.latest("tiny") == before_latest
+    assert not [p for p in (root / ".staging").rglob("*") if p.is_file() and "blobs" in p.parts]
+    assert not list(root.rglob("*.tmp"))
+
+
+def test_a_full_disk_while_staging_blobs_is_one_line_and_nothing_half_written(store, tmp_path, monkeypatch):
+    from bertbuild.errors import OutOfSpace
+
+    _local_only(store)
+    publish_bundle(store, "tiny", "old", make_files(tmp_path / "old"), {}, PASS, True)
+    blobs_before = set(store.blobs())
+    real_put, calls = store.fs.put_file, []
+
+    def put_half_then_fill_up(local, path, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:  # the second blob: half its bytes land, then the disk is full
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_bytes(Path(local).read_bytes()[:100])
+            raise _no_space(path)
+        return real_put(local, path, **kwargs)
+
+    monkeypatch.setattr(store.fs, "put_file", put_half_then_fill_up)
+    with pytest.raises(OutOfSpace) as err:
+        publish_bundle(store, "tiny", "new", make_files(tmp_path / "new"), {}, PASS, True)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("publish: no space left on device writing ")
+    assert calls[1] in message and " free there)" in message and "nothing was published" in message
+    assert err.value.exit_code == 1
+    _assert_nothing_published(store, Path(store.root), "old")
+    assert set(store.blobs()) == blobs_before  # no partial blob under its hash name
+
+
+def test_a_full_disk_while_writing_the_manifest_leaves_no_run(store, tmp_path, monkeypatch):
+    from bertbuild.artifacts import store as store_module
+    from bertbuild.errors import OutOfSpace
+
+    _local_only(store)
+
+    def fsync_fails(fd):
+        raise _no_space(f"fd {fd}")
+
+    monkeypatch.setattr(store_module.os, "fsync", fsync_fails)
+    with pytest.raises(OutOfSpace, match=r"no space left on device writing fd \d+ \(.* free there\)"):
+        publish_bundle(store, "tiny", "r1", make_files(tmp_path / "a"), {}, PASS, True)
+    monkeypatch.undo()
+    _assert_nothing_published(store, Path(store.root), None)
+    assert store.read_manifest("tiny", "r1") is None
+
+
+def test_the_cli_prints_the_full_disk_as_one_line(tmp_path, monkeypatch, capsys):
+    from bertbuild.cli import main
+    from bertbuild.errors import OutOfSpace
+
+    def handler(args):
+        raise OutOfSpace("publish: no space left on device writing /s/x (1.0 MiB free there); nothing was published")
+
+    from bertbuild.commands import artifacts
+
+    monkeypatch.setattr(artifacts, "run_list", artifacts._with_store(handler))
+    assert main(["artifacts", "list", "--store", str(tmp_path / "s")]) == 1
+    assert capsys.readouterr().err == ("bertbuild: error: publish: no space left on device writing /s/x "
+                                       "(1.0 MiB free there); nothing was published\n")

@@ -52,3 +52,24 @@ def test_a_gate_for_another_commit_refuses_to_start(prefect_harness, tmp_path):
     here = git_info()
     if here["commit"] and not here["dirty"]:  # a clean checkout passes for its own commit
         check_commit(here["commit"][:10])
+
+
+def test_latest_names_only_a_completed_run_and_the_newest_of_them(tmp_path):
+    from bertbuild.runs import mark_complete
+
+    latest = tmp_path / "model" / "latest"
+    first = open_run(tmp_path, "model", "20261201T020000Z-aaaa", cache_enabled=False)
+    (first.run_dir / ".scratch").mkdir()
+    assert not latest.exists() and not latest.is_symlink()  # a run still working (only .scratch) is not latest
+    assert mark_complete(first)
+    assert latest.resolve() == first.run_dir.resolve()
+
+    crashed = open_run(tmp_path, "model", "20261202T020000Z-bbbb", cache_enabled=False)
+    (crashed.run_dir / ".scratch").mkdir()  # it dies here: never marked complete
+    newer = open_run(tmp_path, "model", "20261203T020000Z-cccc", cache_enabled=False)
+    assert latest.resolve() == first.run_dir.resolve()
+    assert mark_complete(newer)
+    assert latest.resolve() == newer.run_dir.resolve()
+    # a run started earlier that finishes later does not take `latest` back
+    assert not mark_complete(crashed)
+    assert latest.resolve() == newer.run_dir.resolve()

@@ -37,7 +37,9 @@ adds them): a bundle whose ONNX file would not load after a download is refused.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -47,7 +49,7 @@ from bertbuild.artifacts.manifest import MANIFEST_NAME, Manifest, build_manifest
 from bertbuild.artifacts.names import name_set_problem
 from bertbuild.artifacts.store import (STAGING_MAX_AGE_S, ArtifactStore, as_store, check_bundle_name, check_model,
                                        check_run_id, new_token)
-from bertbuild.errors import IntegrityError, RunConflict, UserInputError
+from bertbuild.errors import IntegrityError, OutOfSpace, RunConflict, UserInputError
 from bertbuild.evaluation.gates import GateResult
 
 # hook(step, name) is called before each step: "stage", "verify", "release" (per file
@@ -133,6 +135,12 @@ def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: d
             hook("latest", model)
             store.set_latest(model, run_id)
             moved = store.latest(model) == run_id  # another publish may have written it since
+    except OSError as exc:
+        if exc.errno not in FULL:
+            raise
+        # Nothing half-written is visible: blobs appear by rename once complete, the manifest and
+        # `latest` by a link/rename of a complete temp file; the staging copies go below.
+        raise OutOfSpace(_out_of_space(store, exc, staging, dest)) from None
     finally:
         # Best effort: a killed process skips this, and its pending list keeps
         # protecting its run and blobs until the staging dir is pruned.
@@ -140,6 +148,34 @@ def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: d
     return PublishResult(model=model, run_id=run_id, passed=ok, released=ok, latest=moved, path=dest,
                          url=store.url_of(dest), store=store.url, files=manifest.files, gates=manifest.gates,
                          uploaded_bytes=uploaded)
+
+
+FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _out_of_space(store: ArtifactStore, exc: OSError, staging: str, dest: str) -> str:
+    """One line: which path filled up, how much space is left there, and that nothing was published."""
+    path = exc.filename or staging
+    free = ""
+    if store.is_local:
+        probe = Path(path)
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        try:
+            free = f" ({_size(shutil.disk_usage(probe).free)} free there)"
+        except OSError:
+            pass
+    what = "disk quota exceeded" if exc.errno == errno.EDQUOT else "no space left on device"
+    return (f"publish: {what} writing {path}{free}; nothing was published to {store.url_of(dest)} "
+            "(the partial copies were removed): free space in the store and run again")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.0f} B"
 
 
 def _same_files_or_conflict(store: ArtifactStore, existing: bytes, manifest: Manifest, dest: str) -> None:

@@ -55,7 +55,7 @@ from fsspec.implementations.local import LocalFileSystem
 from bertbuild.artifacts.filesystems import OBJECT_STORES, check_object_store, open_filesystem, store_errors
 from bertbuild.artifacts.manifest import MANIFEST_NAME, Manifest
 from bertbuild.artifacts.names import bundle_name_problem, is_sha256
-from bertbuild.errors import IntegrityError, UserInputError
+from bertbuild.errors import IntegrityError, StoreUnavailable, UserInputError
 from bertbuild.hashing import sha256_stream
 
 DEFAULT_STORE = "runs/store"
@@ -149,6 +149,9 @@ class ArtifactStore:
                                  f"(s3://bucket/prefix), not the local directory {location}")
         else:
             fs, root = LocalFileSystem(), Path(location).expanduser().resolve().as_posix()
+            if Path(root).exists() and not Path(root).is_dir():
+                raise StoreUnavailable(f"{location} is not an artifact store: it is a file, not a directory "
+                                       "(name a directory or a URL such as s3://bucket/prefix)")
         self.fs = fs
         self.root = root.rstrip("/") or "/"
         self.location = location

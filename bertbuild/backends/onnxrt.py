@@ -105,6 +105,13 @@ class OnnxRuntimeRunner(Runner):
         except (Fail, InvalidArgument, InvalidProtobuf, NoSuchFile) as error:  # a file that is not a model we can run
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UserInputError(f"{self.model_path}: ONNX Runtime cannot load it ({reason})") from None
+        if self.providers:  # ORT falls back to a later provider (or CPU) when the first cannot start: refuse that
+            wanted = self.providers[0] if isinstance(self.providers[0], str) else self.providers[0][0]
+            started = self._session.get_providers()[0]
+            if started != wanted:
+                self._session = None
+                raise UserInputError(f"{self.model_path}: ONNX Runtime could not start {wanted} (it fell back to "
+                                     f"{started}); check the provider's libraries on this host")
         self._outputs = [o.name for o in self._session.get_outputs()]
 
     def _infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -61,7 +61,8 @@ def add_parser(sub) -> None:
     history = actions.add_parser("history", help="one row per released run: versions, EM/F1 and p50 per precision")
     common(history, model_required=True)
     history.add_argument("--plot", type=Path, default=None,
-                         help="trend plot to write (PNG; default: <model>-history.png in the current directory)")
+                         help="trend plot to write (.png, .svg or .pdf; default: <model>-history.png in the "
+                              "current directory)")
     history.set_defaults(handler=run_history)
 
     prune = actions.add_parser("prune", help="remove old runs and unreferenced blobs (dry run unless --yes)")
@@ -148,14 +149,31 @@ def run_history(args) -> int:
     from bertbuild.artifacts.history import history_table, read_history, write_trend_plot
 
     store = args.store
+    plot = plot_path(args.plot or Path(f"{args.model}-history.png"))
     entries = read_history(store, args.model)
     if not entries:
         print(f"no released runs of {args.model} in {store.url}")
         return 0
     _print_table(history_table(entries))
-    plot = write_trend_plot(entries, args.plot or Path(f"{args.model}-history.png"))
+    plot = write_trend_plot(entries, plot)
     print(f"\n{len(entries)} released runs of {args.model} in {store.url}; trend plot: {plot}")
     return 0
+
+
+PLOT_FORMATS = (".png", ".svg", ".pdf")
+
+
+def plot_path(path: Path) -> Path:
+    """The --plot file: a supported image format in a folder that can be written (one line before any work)."""
+    from bertbuild.commands.arguments import output_file
+    from bertbuild.errors import UserInputError
+
+    if path.is_dir():
+        raise UserInputError(f"--plot {path}: is a directory; name an image file ({', '.join(PLOT_FORMATS)})")
+    if path.suffix.lower() not in PLOT_FORMATS:
+        raise UserInputError(f"--plot {path}: unsupported format {path.suffix or '(no extension)'!r}; "
+                             f"use {', '.join(PLOT_FORMATS)}")
+    return output_file(path, "--plot")
 
 
 @_with_store

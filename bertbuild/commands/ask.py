@@ -23,13 +23,16 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from bertbuild.evaluation.ask import answer, find_vocab
+    from bertbuild.commands.arguments import text_file
+    from bertbuild.evaluation.ask import answer, check_max_seq_length, find_vocab
     from bertbuild.backends.registry import get_backend
     from bertbuild.errors import UserInputError
 
     if not args.engine.is_file():
         raise UserInputError(f"engine not found: {args.engine}")
+    check_max_seq_length(args.engine, args.max_seq_length)
     if args.context_file is not None:
+        text_file(args.context_file, "--context-file")
         try:
             context = args.context_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -37,7 +40,7 @@ def run(args) -> int:
     else:
         context = args.context
     backend = get_backend({".plan": "tensorrt", ".xml": "openvino"}.get(args.engine.suffix, "onnxruntime"))
-    vocab = args.vocab or find_vocab(args.engine)
+    vocab = text_file(args.vocab, "--vocab", "a vocab.txt (UTF-8 text)") if args.vocab else find_vocab(args.engine)
     span = answer(backend.load(args.engine), vocab, args.question, context, lower_case=not args.cased,
                   max_seq_length=args.max_seq_length, doc_stride=args.doc_stride)
     if span is None:

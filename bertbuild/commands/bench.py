@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertbuild.commands.arguments import at_least
+from bertbuild.commands.arguments import at_least, output_file, text_file
 
 # The backends `bench` times ONNX files on, straight from the file (the others need an engine built first).
 BENCH_BACKENDS = ("onnxruntime", "openvino")
@@ -253,6 +253,12 @@ def run(args) -> int:
         raise UserInputError(f"ONNX model not found: {', '.join(missing)}")
     if not 32 <= args.seq <= 512 or args.batch < 1:
         raise UserInputError(f"--seq must be in 32..512 and --batch >= 1 (got seq {args.seq}, batch {args.batch})")
+    if "onnxruntime" in (args.backend or ["onnxruntime"]):
+        check_provider(args.provider)
+    if args.vocab is not None:
+        text_file(args.vocab, "--vocab", "a vocab.txt (UTF-8 text)")
+    if args.json is not None:
+        output_file(args.json, "--json")
     if args.lengths != "heldout" and (args.length_bucket or args.limit is not None):
         raise UserInputError("--length-bucket and --limit go with --lengths heldout")
     threads = args.threads or os.cpu_count() or 1
@@ -277,6 +283,7 @@ def run(args) -> int:
     for line in skipped + failed:
         print(line)
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({**_compat(record), "threads": threads, "machine": note, "backends": record,
                                          "skipped": skipped + failed, "rows": [r.to_dict() for r in rows]},
                                         indent=2) + "\n")
@@ -286,6 +293,18 @@ def run(args) -> int:
 def _compat(record: dict) -> dict:
     """The top-level `provider` earlier records had, where ONNX Runtime ran."""
     return {"provider": record["onnxruntime"]["provider"]} if "onnxruntime" in record else {}
+
+
+def check_provider(provider: str) -> None:
+    """The execution provider must be one this ONNX Runtime has: a header must never name one that did not run."""
+    import onnxruntime
+
+    from bertbuild.errors import UserInputError
+
+    available = onnxruntime.get_available_providers()
+    if provider not in available:
+        raise UserInputError(f"--provider {provider}: not available in this ONNX Runtime "
+                             f"(available here: {', '.join(available)})")
 
 
 def _heldout_passes(args, pairs: list[Pair], skipped: list[str], threads: int, note: str) -> int:
@@ -313,6 +332,7 @@ def _heldout_passes(args, pairs: list[Pair], skipped: list[str], threads: int, n
     for line in skipped + failed:
         print(line)
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({**_compat(record), "threads": threads, "machine": note, "backends": record,
                                          "seq": args.seq, "lengths": "heldout", "skipped": skipped + failed,
                                          "rows": [r.to_dict() for r in rows]}, indent=2) + "\n")

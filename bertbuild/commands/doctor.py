@@ -16,7 +16,12 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from prefect.settings import PREFECT_API_URL
 
+    from bertbuild.commands.arguments import text_file
     from bertbuild.doctor import report, run_checks
+
+    for flag, given in (("--lock", args.lock), ("--prefect-file", args.prefect_file)):
+        if given is not None and given.exists():  # a missing one is reported among the checks
+            text_file(given, flag)
 
     checks = run_checks(args.lock, args.prefect_file, PREFECT_API_URL.value())
     print(report(checks))

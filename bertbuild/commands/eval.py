@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bertbuild.commands.arguments import at_least
+from bertbuild.commands.arguments import at_least, output_file, text_file
 
 
 def add_parser(sub) -> None:
@@ -52,8 +52,9 @@ def _vocab(args) -> tuple[Path, bool]:
             vocab = find_vocab(args.onnx)
         except UserInputError:
             vocab = bundled_file(UNCASED_VOCAB)
-    if not Path(vocab).is_file():
+    if not Path(vocab).is_file() and not Path(vocab).is_dir():
         raise UserInputError(f"vocab file not found: {vocab}")
+    text_file(vocab, "--vocab", "a vocab.txt (UTF-8 text)")
     return Path(vocab), False if args.cased else vocab_is_uncased(vocab)
 
 
@@ -86,12 +87,19 @@ def run(args) -> int:
     from bertbuild.evaluation.score import evaluate, scoring_set
     from bertbuild.squad.metrics import question_scores
 
+    from bertbuild.squad.sets import check_offset
+
     if not args.onnx.is_file():
         raise UserInputError(f"ONNX model not found: {args.onnx}")
+    if args.json is not None:
+        output_file(args.json, "--json")
+    if args.compare is not None:
+        text_file(args.compare, "--compare", "a `bertbuild eval --json` file")
     vocab, lower_case = _vocab(args)
     bucket = {} if args.length_bucket is None else {"length_bucket": args.length_bucket}
     cfg = build_section(EvalConfig, "eval", dataset=args.dataset, split=args.split, limit=args.limit,
                         offset=args.offset, batch_size=args.batch_size, **bucket)
+    check_offset(cfg.dataset, cfg.split, cfg.offset, "--offset")
     eval_set = scoring_set(cfg, vocab, lower_case)
     if not eval_set.examples:
         raise UserInputError(f"no questions in split {args.split!r} at offset {args.offset}")

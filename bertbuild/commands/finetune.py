@@ -69,16 +69,19 @@ def config_from(args):
         return FinetuneConfig(**values)
     except ValidationError as exc:
         error = exc.errors()[0]
-        raise ConfigError(f"--{'-'.join(map(str, error['loc']))}: {error['msg']}") from None
+        flags = {field: flag for flag, field in _FIELD.items()}
+        field = str(error["loc"][0]) if error["loc"] else ""
+        flag = flags.get(field, field).replace("_", "-")
+        raise ConfigError(f"--{flag}: {error['msg']} (got {error.get('input')!r})") from None
 
 
 def run(args) -> int:
-    from bertbuild.flows.finetune_bert import finetune_bert
-    from bertbuild.training.finetune import load_initial_weights
+    from bertbuild.preflight import check_finetune
 
     cfg = config_from(args)
-    if cfg.pretrained_dir is not None:
-        load_initial_weights(cfg.pretrained_dir, cfg.seed)  # a bad checkpoint: one line before any flow starts
+    check_finetune(cfg)  # a mistake is one line here, before the flow (and Prefect's traceback) starts
+    from bertbuild.flows.finetune_bert import finetune_bert
+
     summary = finetune_bert(cfg, progress=True)
     print(f"{summary['prefix']} (step {summary['step']}/{summary['total_steps']}, final loss "
           f"{summary['final_loss']:.4f}, {summary['steps_per_second']:.3f} steps/s)")

@@ -1,4 +1,4 @@
-"""`bertbuild run --config configs/X.yaml [--set key=value ...] [--no-cache] [--refresh STEP ...]`."""
+"""`bertbuild run --config configs/X.yaml [--set key=value ...] [--no-cache] [--refresh STEP ...] [--check]`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ def add_parser(sub) -> None:
                         help="recompute every step and store nothing in the step cache (cache.enabled=false)")
     parser.add_argument("--refresh", action="append", default=[], choices=STEPS, metavar="STEP",
                         help=f"recompute STEP and replace its cache entry (repeatable; one of {', '.join(STEPS)})")
+    parser.add_argument("--check", action="store_true",
+                        help="only run the checks made before any work (config, paths, questions, checkpoint, "
+                             "memory, store) and exit: 0 if the run would start, 2 naming the first problem")
     parser.set_defaults(handler=run)
 
 
@@ -25,58 +28,19 @@ def cache_overrides(no_cache: bool, refresh: list[str]) -> list[str]:
     return overrides
 
 
-def preflight(cfg) -> None:
-    """Fail on bad input in one line before a flow (and its server) starts.
-
-    Inside a flow a user error would surface as a failed task with Prefect's
-    traceback in the log. Fetching here is not wasted: the flow's own fetch
-    is then a cache hit.
-    """
-    from bertbuild.backends.registry import get_backend
-    from bertbuild.fetch import fetch_checkpoint
-    from bertbuild.memory_budget import check_memory
-    from bertbuild.model.checkpoint import inspect_checkpoint
-
-    get_backend(cfg.engines.backend)  # e.g. tensorrt on a host without it: one line, exit 2
-    info = inspect_checkpoint(fetch_checkpoint(cfg.model.source, sha256=cfg.model.sha256), cfg.model.lower_case)
-    _check_sequence_lengths(cfg, info)
-    _check_dataset_halves(cfg)
-    if cfg.resources.check_memory:
-        check_memory(info.config, cfg.model.source)
-
-
-def _check_dataset_halves(cfg) -> None:
-    """INT8 calibrates and tunes on the train half; the run scores `eval.split`: each must have questions."""
-    from bertbuild.errors import UserInputError
-    from bertbuild.squad.sets import load_split
-
-    needed = {"train": "INT8 calibration and tuning need"} if "int8" in cfg.engines.precisions else {}
-    needed.setdefault(cfg.eval.split, "scoring (eval.split) needs")
-    names = {"train": "its train half", "heldout": "its held-out half", "all": "it"}
-    for split, use in needed.items():
-        if not load_split(cfg.eval.dataset, split):
-            raise UserInputError(
-                f"eval.dataset {cfg.eval.dataset}: {names[split]} has no questions, and {use} them "
-                "(articles alternate between the train and held-out halves, so a dataset needs at least two)")
-
-
-def _check_sequence_lengths(cfg, info) -> None:
-    """Each sequence length the run will feed must fit the model's position embeddings (some HF models have < 512)."""
-    from bertbuild.model.checkpoint import CONFIG_FILE, check_sequence_lengths
-
-    lengths = {"eval.max_seq_length": cfg.eval.max_seq_length, "benchmark.seq": cfg.benchmark.seq}
-    if "int8" in cfg.engines.precisions:
-        lengths["precision.int8.max_seq_length"] = cfg.precision.int8.max_seq_length
-    check_sequence_lengths(info.config, lengths, info.directory / CONFIG_FILE)
-
-
 def run(args) -> int:
     from bertbuild.config import load_config
     from bertbuild.errors import GateFailed
-    from bertbuild.flows.build_bert import build_bert
+    from bertbuild.preflight import preflight
 
     cfg = load_config(args.config, [*args.overrides, *cache_overrides(args.no_cache, args.refresh)])
-    preflight(cfg)
+    preflight(cfg)  # every mistake is one line here, before Prefect starts
+    if args.check:
+        print(f"{args.config}: ready to run {cfg.model_name} ({', '.join(cfg.engines.precisions)}; "
+              f"output_dir {cfg.output_dir})")
+        return 0
+    from bertbuild.flows.build_bert import build_bert
+
     try:
         result = build_bert(cfg)
     except GateFailed as failed:

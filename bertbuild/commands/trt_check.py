@@ -30,6 +30,10 @@ def run(args) -> int:
 
     from bertbuild.trt_check import check_onnx
 
+    from bertbuild.commands.arguments import output_file
+
+    if args.json:
+        output_file(args.json, "--json")
     profiles = None
     if args.config:
         from bertbuild.config import load_config
@@ -41,5 +45,6 @@ def run(args) -> int:
     # stdout holds exactly the offending lines; the verdict goes to stderr when there are any.
     print(report.summary(), file=sys.stdout if report.ready else sys.stderr)
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
     return 0 if report.ready else 1

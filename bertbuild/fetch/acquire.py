@@ -36,7 +36,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertbuild.errors import FetchError, UserInputError
+import errno
+
+from bertbuild.errors import FetchError, FetchFailed, UserInputError
 from bertbuild.fetch.archive import Limits, extract_archive
 from bertbuild.fetch.cache import CacheEntry, cache_key, default_cache_dir
 from bertbuild.fetch.download import RetryPolicy, download_gdrive, download_http, one_line
@@ -241,14 +243,23 @@ def _download(src: Source, dest: Path, *, api_key, progress, endpoints: Endpoint
 
 @contextlib.contextmanager
 def _reported(src: Source) -> Iterator[None]:
-    """Prefix every failure with the source, on one line, as a FetchError."""
+    """Prefix every failure with the source, on one line, keeping its kind.
+
+    FetchError (exit 2) for what the user gave; FetchFailed (exit 1) for what retries could not get past
+    and for the host's own trouble (a full disk, an I/O error).
+    """
     try:
         yield
     except FetchError as exc:
-        raise FetchError(one_line(f"cannot fetch {src.display}: {exc}", 600)) from exc
+        raise type(exc)(one_line(f"cannot fetch {src.display}: {exc}", 600)) from exc
     except OSError as exc:  # disk full, permissions, ...
         cause = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-        raise FetchError(one_line(f"cannot fetch {src.display}: {cause}", 600)) from exc
+        kind = FetchFailed if exc.errno in HOST_ERRNOS else FetchError
+        raise kind(one_line(f"cannot fetch {src.display}: {cause}", 600)) from exc
+
+
+# The host's trouble, not the source's: exit 1 (anything else, e.g. a file that cannot be read, is exit 2).
+HOST_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EROFS})
 
 
 @contextlib.contextmanager

@@ -48,7 +48,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from bertbuild.errors import FetchError
+from bertbuild.errors import FetchError, FetchFailed
 from bertbuild.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def one_line(text: str, limit: int = 300) -> str:
 
 
 def retrying(attempt: Callable[[int], T], policy: RetryPolicy, what: str) -> T:
-    """Call `attempt(budget)` until it stops raising `Retryable`; then raise FetchError.
+    """Call `attempt(budget)` until it stops raising `Retryable`; then raise FetchFailed (exit 1: transient).
 
     `budget`: the requests the attempt may still make (urllib3 may retry inside
     it); each `Retryable` says how many it spent. The wait after it continues
@@ -148,7 +148,7 @@ def retrying(attempt: Callable[[int], T], policy: RetryPolicy, what: str) -> T:
         except Retryable as exc:
             used += max(1, exc.requests)
             if used >= policy.attempts:
-                raise FetchError(f"{one_line(exc)} (gave up after {used} attempts)") from exc
+                raise FetchFailed(f"{one_line(exc)} (gave up after {used} attempts)") from exc
             pause = policy.delay(used - 1)
             log.warning("%s: %s; retrying in %.2fs (%d/%d)", what, one_line(exc), pause, used + 1, policy.attempts)
             time.sleep(pause)

