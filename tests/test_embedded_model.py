@@ -41,7 +41,7 @@ def run(card, tmp_path_factory, prefect_harness):
         "output_dir": str(out / "runs"),
         "cache": {"dir": str(out / "cache")},
     }
-    assert config["engines"]["precisions"] == ["fp32", "fused-fp32", "fp16", "int8"]
+    assert config["engines"]["precisions"] == ["fp32", "fused-fp32", "fp16", "bf16", "int8"]
     result = build_bert(config)
     return {row["precision"]: row for row in result["rows"]}, Path(result["run_dir"]), result
 
@@ -61,7 +61,7 @@ def test_export_and_fusion_keep_fp32_logits(run):
     # ONNX FP32 vs TensorFlow: summation order alone gives ~2e-4 here (see configs/default.yaml).
     assert rows["fp32"]["max_abs_dlogit"] <= 5e-4
     outputs = result["reports"]["outputs"]
-    unfused, fused = (np.load(outputs[name]["logits"]) for name in ("onnxruntime-fp32", "onnxruntime-fused-fp32"))
+    unfused, fused = (np.load(outputs[rows[p]["engine"]]["logits"]) for p in ("fp32", "fused-fp32"))
     assert max(np.abs(unfused[k] - fused[k]).max() for k in ("start", "end")) <= 1e-4
     assert rows["fused-fp32"]["f1"] == rows["fp32"]["f1"]
 
@@ -70,6 +70,8 @@ def test_reduced_precisions_stay_within_their_f1_budgets(run):
     rows, _, result = run
     reference = rows["fp32 (reference)"]["f1"]
     assert reference - rows["fp16"]["f1"] <= 0.1
+    if "bf16" in rows:  # where the backend computes BF16 (OpenVINO on a CPU with AVX512_BF16 or AMX)
+        assert reference - rows["bf16"]["f1"] <= 0.1
     assert reference - rows["int8"]["f1"] <= 1.0
     assert all(row["gates"] == "PASS" for key, row in rows.items() if key != "fp32 (reference)")
     assert result["published"]["released"]
@@ -82,8 +84,9 @@ def test_ask_answers_a_heldout_question_with_the_published_int8_engine(run, caps
     from bertbuild.squad.metrics import normalize_answer
 
     rows, out, result = run
-    # The INT8 engine is ONNX Runtime's saved graph of the ORT-only u8s8 file: one per run.
-    (engine,) = (out / "engines" / "int8").glob("*.ort.onnx")
+    # The INT8 engine of the run's backend (`auto`): OpenVINO IR of the s8s8 file on a CPU host with OpenVINO,
+    # else ONNX Runtime's saved graph of the ORT-only file. One per run.
+    (engine,) = [p for p in (out / "engines" / "int8").iterdir() if p.suffix in (".xml", ".onnx")]
     reference = json.loads((out / "predictions-tensorflow-fp32.json").read_text())
     _, heldout = data.split_by_article(data.load_dataset())
     examples = {e.qid: e for e in data.examples_from(heldout)}

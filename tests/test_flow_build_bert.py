@@ -33,7 +33,11 @@ def _config(tmp_path, **sections):
         # last release is exercised only where a test makes the second build slower on purpose.
         "regression": {"max_latency_ratio_vs_latest": None},
     }
-    return config | sections
+    config |= sections
+    # ONNX Runtime by name: these tests read its engine files and names; the default backend
+    # (auto: OpenVINO on a CPU host) has its own test below.
+    config["engines"] = {"backend": "onnxruntime", **config["engines"]}
+    return config
 
 
 def _manifest(result) -> dict:
@@ -189,6 +193,44 @@ def test_all_precisions_are_written_scored_gated_and_published(tmp_path, prefect
             "int8/model.int8-u8s8.onnx", "int8/model.int8-ort.onnx", "int8/calibration.json", "results.json",
             "engines/int8/model.int8-ort.ort.onnx"} <= names
     assert not any(n.endswith(".npz") for n in names)
+
+
+def test_the_default_backend_on_a_cpu_host_builds_every_precision_on_openvino(tmp_path, prefect_harness):
+    """`auto` on this CPU host: OpenVINO engines from the portable files, each saying what it computes in."""
+    from bertbuild.backends.openvino import can_compute, capabilities
+    from bertbuild.backends.registry import resolve_backend
+    from bertbuild.flows.build_bert import build_bert
+
+    if resolve_backend("auto")[0] != "openvino":
+        pytest.skip(f"auto picks {resolve_backend('auto')[0]} here: {resolve_backend('auto')[1]}")
+    bf16 = can_compute("bf16", capabilities())[0]
+    loose = {"max_f1_drop": 100.0, "min_argmax_agreement": 0.5}
+    config = _config(tmp_path, engines={"precisions": ["fp32", "fused-fp32", "fp16", "bf16", "int8"]},
+                     precision={"int8": {"samples": 16, "max_seq_length": 128}, "tune": {"questions": 12,
+                                                                                         "min_answer_agreement": 0.5}},
+                     gates={"fp16": loose, "bf16": loose, "int8": loose})
+    config["engines"]["backend"] = "auto"
+    result = build_bert(config)
+    rows = {row["engine"]: row for row in result["rows"]}
+    expected = ["openvino-fp32", "openvino-fused-fp32", "openvino-fp16", *(["openvino-bf16"] if bf16 else []),
+                "openvino-int8"]
+    assert list(rows) == ["tensorflow-fp32", *expected]
+    assert rows["openvino-fp32"]["compute_precision"] == "fp32" and rows["openvino-fp32"]["max_abs_dlogit"] <= 1e-4
+    reports = json.loads((Path(result["run_dir"]) / "results.json").read_text())["reports"]
+    parts = reports["int8_choice"]["float_parts"]
+    assert parts["chosen"] in ("fp32", "bf16") and "fp32" in parts and ("bf16" in parts) == bf16
+    assert rows["openvino-int8"]["compute_precision"] == f"int8+{parts['chosen']}"  # what OpenVINO reports
+    assert reports["int8"]["paths"]["s8s8"] == reports["outputs"]["openvino-int8"]["onnx"]  # the portable file
+    if bf16:
+        assert rows["openvino-bf16"]["compute_precision"] == "bf16"
+    else:
+        assert reports["skipped_engines"] == {"openvino-bf16": capabilities() and
+                                              can_compute("bf16", capabilities())[1]}
+    names = set(result["published"]["files"])
+    assert {"model-bf16.onnx", "engines/int8/model.int8-s8s8.openvino.xml",
+            "engines/int8/model.int8-s8s8.openvino.bin", "triton/tiny-int8/1/model.xml",
+            "triton/tiny-int8/1/model.bin", "triton/tiny-int8/config.pbtxt"} <= names
+    assert "model-bf16.onnx" in reports["trt_ready"]
 
 
 def test_tune_questions_are_train_half_and_never_calibration_questions(tmp_path, prefect_harness):

@@ -475,7 +475,7 @@ def test_bertbuild_run_builds_and_scores_every_precision_of_an_hf_folder(hf_fold
     loose = "{max_f1_drop: 100.0, min_argmax_agreement: 0.0}"
     code = main(_run_args(
         tmp_path, hf_folder,
-        "--set", "engines.precisions=[fp32, fused-fp32, fp16, int8]",
+        "--set", "engines.precisions=[fp32, fused-fp32, fp16, int8]", "--set", "engines.backend=onnxruntime",
         "--set", "eval.limit=10", "--set", "eval.batch_size=4", "--set", "validation.batches=2",
         "--set", "benchmark.batch=2", "--set", "benchmark.seq=128", "--set", "benchmark.warmup=1",
         "--set", "benchmark.iterations=2",

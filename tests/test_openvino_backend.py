@@ -136,7 +136,15 @@ def test_compute_label_names_the_gemms_and_the_float_parts(layers, label):
     ("int8", None, "f32"), ("int8", "fp32", "f32"), ("int8", "bf16", "bf16"),
 ])
 def test_each_engine_asks_for_the_precision_its_file_carries(precision, float_parts, hint):
-    assert ovb.inference_precision(precision, float_parts) == hint
+    assert ovb.inference_precision(precision, float_parts, ["FP32", "BF16", "FP16", "INT8"]) == hint
+
+
+def test_fp16_runs_at_fp32_where_the_cpu_has_no_fp16_arithmetic(monkeypatch):
+    """Most CPUs lack FP16 arithmetic: the FP16 file still gets an engine, at the f32 hint, and says so."""
+    assert ovb.inference_precision("fp16", None, ["FP32", "INT8"]) == "f32"
+    monkeypatch.setattr(ovb, "capabilities", lambda: ["FP32", "INT8"])
+    assert get_backend("openvino").supports("fp16") == (True, "")
+    assert not get_backend("openvino").supports("bf16")[0]
 
 
 def test_openvino_version_keys_only_the_steps_it_runs():

@@ -53,6 +53,9 @@ GEMM_LAYERS = ("FullyConnected", "MatMul")
 FLOAT_LAYERS = ("Subgraph", "MVN", "ScaledDotProductAttention", "Softmax", "Eltwise")
 # The hint (OpenVINO's name) each 16-bit precision needs, and the CPU capability that runs it.
 _HINTS = {"bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16")}
+# Precisions whose engine is skipped on a CPU without the arithmetic. FP16 is not among them: most CPUs
+# lack FP16 arithmetic, and its file then runs at the f32 hint (FP16 weights, FP32 arithmetic), named so.
+_NEEDS_ARITHMETIC = ("bf16",)
 
 
 def import_openvino():
@@ -82,14 +85,17 @@ def can_compute(precision: str, caps: list[str]) -> tuple[bool, str]:
     return True, ""
 
 
-def inference_precision(precision: str, float_parts: str | None = None) -> str:
+def inference_precision(precision: str, float_parts: str | None = None, caps: list[str] | None = None) -> str:
     """The INFERENCE_PRECISION_HINT for an engine of `precision`: what its file carries.
 
-    FP32 files -> f32 (never the CPU's BF16 default); BF16 -> bf16; FP16 -> f16;
-    INT8 -> its float parts' precision (`float_parts`, fp32 unless chosen bf16).
+    FP32 files -> f32 (never the CPU's BF16 default); BF16 -> bf16; FP16 -> f16 where
+    the CPU has FP16 arithmetic (`caps`, default this CPU's), else f32; INT8 -> its float
+    parts' precision (`float_parts`, fp32 unless chosen bf16).
     """
     if precision == Precision.INT8:
         precision = float_parts or "fp32"
+    if precision == Precision.FP16 and not can_compute(precision, capabilities() if caps is None else caps)[0]:
+        return "f32"
     if precision in _HINTS:
         return _HINTS[precision][0]
     if precision in (Precision.FP32, Precision.FUSED_FP32, "fp32"):
@@ -202,6 +208,8 @@ class OpenVinoBackend(Backend):
         return True, f"OpenVINO {ov.get_version().split('-')[0]} on the CPU ({', '.join(capabilities())})"
 
     def supports(self, precision: str) -> tuple[bool, str]:
+        if str(precision) not in _NEEDS_ARITHMETIC:
+            return True, ""
         return can_compute(str(precision), capabilities())
 
     def build(self, onnx_path: Path, precision: str, profiles: list[Profile], out_dir: Path,
