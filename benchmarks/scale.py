@@ -183,7 +183,7 @@ def forward_macs(batch: int, seq: int, hidden: int, ffn: int, layers: int) -> in
     return layers * (4 * tokens * hidden * hidden + 2 * tokens * hidden * ffn + 2 * batch * seq * seq * hidden)
 
 
-def bench_run(run_dir: Path, seq: int, seconds: float, out_json: Path) -> dict | None:
+def bench_run(run_dir: Path, seq: int, seconds: float, out_json: Path, warmup: int = 5) -> dict | None:
     """`bertbuild bench` on the run's files, ONNX Runtime then OpenVINO; its JSON record, None if it failed."""
     files = [run_dir / name for name in BENCH_FILES if (run_dir / name).is_file()]
     if not files:
@@ -192,7 +192,8 @@ def bench_run(run_dir: Path, seq: int, seconds: float, out_json: Path) -> dict |
     command = [sys.executable, "-m", "bertbuild.cli", "bench", "--backend", "onnxruntime", "--backend", "openvino"]
     for path in files:
         command += ["--onnx", str(path)]
-    command += ["--batch", str(BENCH_BATCH), "--seq", str(seq), "--min-seconds", str(seconds), "--json", str(out_json)]
+    command += ["--batch", str(BENCH_BATCH), "--seq", str(seq), "--min-seconds", str(seconds), "--warmup", str(warmup),
+                "--json", str(out_json)]
     print(f"\nrunning: bertbuild {' '.join(command[3:])}", flush=True)
     out_json.unlink(missing_ok=True)
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -242,7 +243,7 @@ def bench_table(record: dict, shape: dict, seq: int, ceiling: dict | None) -> tu
 
 
 def bench_step(run_dir: Path, results: dict, work: Path, seconds: float, ceiling_seconds: float,
-               size: str | None = None, layers: int | None = None) -> bool:
+               size: str | None = None, layers: int | None = None, warmup: int = 5) -> bool:
     """Step 4 on a finished run: bench, the ceiling at the model's shapes, the tables. True if it all ran."""
     if str(ROOT / "benchmarks") not in sys.path:
         sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -251,7 +252,7 @@ def bench_step(run_dir: Path, results: dict, work: Path, seconds: float, ceiling
     seq = results["config"]["benchmark"]["seq"]
     shape = model_shape(run_dir, results, size, layers)
     name = f"{results.get('model', run_dir.name)}-{results.get('run_id', 'run')}"
-    record = bench_run(run_dir, seq, seconds, work / f"bench-{name}.json")
+    record = bench_run(run_dir, seq, seconds, work / f"bench-{name}.json", warmup)
     if record is None or not record.get("rows"):
         return False
     threads = record.get("threads") or os.cpu_count() or 1
@@ -297,6 +298,7 @@ def main() -> int:
                         help="skip generation and the build: only bench an existing run (the directory of its "
                              "results.json)")
     parser.add_argument("--bench-seconds", type=float, default=5.0, help="bench's --min-seconds per row (default 5)")
+    parser.add_argument("--bench-warmup", type=int, default=5, help="bench's untimed calls per row (default 5)")
     parser.add_argument("--ceiling-seconds", type=float, default=1.0,
                         help="timing budget per GEMM graph of the INT8 ceiling (default 1)")
     args = parser.parse_args()
@@ -306,7 +308,8 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     if args.bench_only is not None:
         run_dir, results = _run_dir(args.bench_only)
-        ok = bench_step(run_dir, results, args.work, args.bench_seconds, args.ceiling_seconds, args.size, args.layers)
+        ok = bench_step(run_dir, results, args.work, args.bench_seconds, args.ceiling_seconds, args.size, args.layers,
+                        args.bench_warmup)
         return 0 if ok else 1
 
     from bertbuild.evaluation.table import STEP_COLUMNS, format_table
@@ -350,7 +353,7 @@ def main() -> int:
         per_window = row["p50_ms"] / bench["batch"]
         print(f"  {row['engine']:24s} {per_window:8.1f} ms/window   {per_window * windows / 3.6e6:5.2f} h")
     benched = bench_step(results_path.parent, results, args.work, args.bench_seconds, args.ceiling_seconds,
-                         args.size, args.layers)
+                         args.size, args.layers, args.bench_warmup)
     return 0 if benched and all(not s.get("failed") for s in steps) else 1
 
 
