@@ -42,6 +42,9 @@ def prefect_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # bertbuild.* loggers get Prefect's handlers, so their lines reach the run's log (and the UI), not only stderr.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "bertbuild")
+    # The temporary server gets 20 s to start by default; on a busy 2-core host (a big build's child steps,
+    # other runs) it has missed that and the run died before any work. Two minutes, unless the user says.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 class Terminated(BaseException):
