@@ -15,20 +15,23 @@ waits. On the first SIGINT or SIGTERM it:
 2. stops the child steps (`register_child`: SIGTERM, then SIGKILL after a second),
 3. writes `INTERRUPTED` into every run directory the command opened (`note_run`),
 4. ends the flow runs it noted Cancelled (Ctrl-C) or Crashed (SIGTERM), and their
-   unfinished task runs with them, on the temporary server, which `supervise` started
-   in its own process group so Ctrl-C did not kill it first,
-5. stops that server, prints one line (`bertbuild: interrupted during export-onnx`)
-   and exits 130 (SIGINT) or 143 (SIGTERM) without waiting for the worker thread.
+   unfinished task runs with them, on the temporary server, which started in a
+   process group of its own (`server_in_own_group`) so the Ctrl-C did not kill it first,
+5. stops that server, removes half-written step cache entries, prints one line
+   (`bertbuild: interrupted during export-onnx (run directory ... marked INTERRUPTED;
+   nothing published)`) and exits 130 (SIGINT) or 143 (SIGTERM) without waiting
+   for the worker thread.
 
 Nothing is published, and `latest` does not move: publishing and `mark_complete`
-call `stop_if_interrupted()`, which never returns once an interruption began. The step
-cache writes each entry in a hidden directory renamed into place (`step_cache`),
-so an interrupted step leaves no entry; the cleanup removes those directories.
+call `stop_if_interrupted()`, which never returns once an interruption began; so
+does a step cache entry about to be installed, and a worker thread whose child
+step was stopped (`isolation.run_in_child`) parks instead of reporting a failure.
 
-Each stage is bounded, so the whole takes a few seconds at most; a second signal
-exits at once. Without a supervisor (a flow run by a Prefect worker, a test
-calling the flow), `on_flow_interrupted` does steps 2 and 3 as the flow unwinds and
-Prefect's engine reports the state itself.
+Each stage is bounded (children 1.5 s, the API 2 s, the server 1.5 s); measured,
+the whole takes under a second. A second signal exits at once. Without a
+supervisor (a flow run by a Prefect worker and cancelled from the UI, a flow
+called in a test), `flow_run_noted` stops the child steps and marks the run
+directory as the flow unwinds, and Prefect's engine reports the state itself.
 """
 
 from __future__ import annotations
@@ -265,19 +268,30 @@ class _OwnGroup:
 
     def Popen(self, *args, **kwargs):  # noqa: N802 - subprocess's name
         # PR_SET_PDEATHSIG fires when the thread that forked exits: fork from one that lasts.
-        return _on_lasting_thread(lambda: self._real.Popen(*args, process_group=0, preexec_fn=_die_with_parent,
+        return _on_lasting_thread(lambda: self._real.Popen(*args, process_group=0, preexec_fn=die_with_parent(),
                                                            **kwargs))
 
 
-def _die_with_parent() -> None:
-    try:
-        import ctypes
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that has the child killed (SIGTERM) when this process dies, even by SIGKILL (Linux's
+    PR_SET_PDEATHSIG, which fires when the forking *thread* ends: fork from one that waits for the child or
+    outlives it). None where unavailable. libc is looked up here, in the parent: the function run between
+    fork and exec only calls it, never imports (another thread may hold the import lock at the fork)."""
+    global _prctl
+    if _prctl is None:
+        try:
+            import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - not Linux: the server still stops with the command, as before
-        pass
+            _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):
+            _prctl = False
+    if not _prctl or not sys.platform.startswith("linux"):
+        return None
+    prctl = _prctl
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+_prctl: Any = None
 _spawner: "queue.Queue | None" = None
 
 
@@ -450,17 +464,25 @@ def _exit(signum: int, saved_err: int | None, during: list[str] | None = None, m
     os._exit(EXIT_CODES.get(signum, 130))
 
 
-# -- a flow's hooks, for runs without a supervisor (a deployment's run on a worker, a flow called in a test) ----
+# -- inside a flow ----------------------------------------------------------------------------------------------
 
-def flow_stopped(flow, flow_run, state) -> None:
-    """`on_crashed`/`on_cancellation`: Prefect's engine is ending the run after a signal (KeyboardInterrupt,
-    TerminationSignal, a cancel from the UI): stop its child steps and mark its run directory."""
-    signum = signal.SIGINT if state.is_cancelled() else signal.SIGTERM
-    stop_children()
-    mark_runs(signum, running_steps(), only=str(flow_run.id), state=f"flow run {state.name}")
-    forget_run(flow_run.id)
+@contextmanager
+def flow_run_noted(flow_run_id: Any) -> Iterator[None]:
+    """The body of a flow: its run is one an interruption ends (`note_run`) until the body returns.
 
-
-def flow_finished(flow, flow_run, state) -> None:
-    """`on_completion`/`on_failure`: nothing to stop any more for this run."""
-    forget_run(flow_run.id)
+    Without a supervisor (a deployment's run on a worker, cancelled from the UI or stopped: Prefect raises
+    TerminationSignal; a flow called in a terminal: KeyboardInterrupt), the exception passes through here:
+    the child steps are stopped and the run directory marked, and Prefect's engine then reports the state."""
+    note_run(flow_run_id)
+    try:
+        yield
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TerminationSignal":
+            signum = int(getattr(exc, "signal", 0) or (signal.SIGINT if isinstance(exc, KeyboardInterrupt)
+                                                        else signal.SIGTERM))
+            stop_children()
+            mark_runs(signum, running_steps(), only=str(flow_run_id),
+                      flow_run="left to Prefect's engine: Crashed, or Cancelled for a cancel from the UI")
+        raise
+    finally:
+        forget_run(flow_run_id)

