@@ -64,6 +64,11 @@ _children: dict[int, subprocess.Popen] = {}
 _steps: dict[int, str] = {}  # id of a token -> step name, in the order the steps started
 _runs: dict[str, dict] = {}  # flow run id (or run dir) -> {"flow_run_id", "run_dir"}
 _scratch: set[Path] = set()  # step cache directories being written
+_unwound: list[str] = []  # steps an interruption's exception passed through (no supervisor)
+
+
+def _is_interruption(exc: BaseException) -> bool:
+    return isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TerminationSignal"  # Prefect's
 
 
 # -- what the command's threads tell the supervisor -----------------------------------------------------------
@@ -119,6 +124,11 @@ def step(name: str) -> Iterator[None]:
         _steps[id(token)] = name
     try:
         yield
+    except BaseException as exc:
+        if _is_interruption(exc):  # for `flow_run_noted`, which sees the exception after this step ended
+            with _lock:
+                _unwound.append(name)
+        raise
     finally:
         with _lock:
             _steps.pop(id(token), None)
@@ -477,11 +487,14 @@ def flow_run_noted(flow_run_id: Any) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TerminationSignal":
+        if _is_interruption(exc):
             signum = int(getattr(exc, "signal", 0) or (signal.SIGINT if isinstance(exc, KeyboardInterrupt)
                                                         else signal.SIGTERM))
             stop_children()
-            mark_runs(signum, running_steps(), only=str(flow_run_id),
+            with _lock:
+                during = list(dict.fromkeys([*_unwound, *running_steps()]))
+                _unwound.clear()
+            mark_runs(signum, during, only=str(flow_run_id),
                       flow_run="left to Prefect's engine: Crashed, or Cancelled for a cancel from the UI")
         raise
     finally:
