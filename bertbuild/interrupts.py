@@ -37,6 +37,7 @@ directory as the flow unwinds, and Prefect's engine reports the state itself.
 from __future__ import annotations
 
 import contextvars
+import datetime
 import json
 import os
 import shutil
@@ -249,11 +250,15 @@ def end_flow_runs(signum: int, message: str, timeout_s: float = _API_TIMEOUT_S) 
 
 def _set_states(ids: list[str], signum: int, message: str) -> str:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import LogCreate
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.states import Cancelled, Crashed
 
     make = Cancelled if signum == signal.SIGINT else Crashed
     with get_client(sync_client=True, httpx_settings={"timeout": _API_TIMEOUT_S}) as client:
+        now = datetime.datetime.now(datetime.timezone.utc)  # the run's log (the UI) says why it ended
+        client.create_logs([LogCreate(name="bertbuild", level=30, message=f"bertbuild: {message}", timestamp=now,
+                                      flow_run_id=flow_run_id) for flow_run_id in ids])
         for flow_run_id in ids:
             tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
             for task_run in tasks:
