@@ -245,7 +245,8 @@ def end_flow_runs(signum: int, message: str, timeout_s: float = _API_TIMEOUT_S) 
     worker.join(timeout_s)
     if "states" in outcome:
         return outcome["states"]
-    return f"flow run state not recorded ({outcome.get('error', f'the Prefect API did not answer in {timeout_s:.0f} s')})"
+    why = outcome.get("error", f"the Prefect API did not answer in {timeout_s:.0f} s")
+    return f"flow run state not recorded ({why})"
 
 
 def _set_states(ids: list[str], signum: int, message: str) -> str:
@@ -447,23 +448,27 @@ def _silence() -> int | None:
 
 
 def _stop_everything(signum: int, server: Any, saved_err: int | None) -> None:
+    """The stages of the module docstring, each bounded; the process exits whatever one of them raises."""
     started = time.monotonic()
-    during = running_steps()
-    stop_children()
-    marked = mark_runs(signum, during)
-    what = WORDS.get(signum, "interrupted")
-    message = f"{what} ({signal.Signals(signum).name})" + (f" during {', '.join(during)}" if during else "")
-    state = end_flow_runs(signum, message)
-    for path in marked:  # what became of the flow run, honestly (the server may be gone)
-        try:
+    during, marked = running_steps(), []
+    try:
+        stop_children()
+        marked = mark_runs(signum, during)
+        what = WORDS.get(signum, "interrupted")
+        message = f"{what} ({signal.Signals(signum).name})" + (f" during {', '.join(during)}" if during else "")
+        state = end_flow_runs(signum, message)
+        for path in marked:  # what became of the flow run, honestly (the server may be gone)
             note = json.loads(path.read_text())
             path.write_text(json.dumps({**note, "flow_run": state,
                                         "seconds_to_stop": round(time.monotonic() - started, 2)}, indent=1) + "\n")
-        except (OSError, ValueError):
-            pass
-    stop_temporary_server(server)
-    remove_scratch()
-    _exit(signum, saved_err, during, marked)
+    except BaseException:  # noqa: BLE001 - stopping must not turn into a traceback
+        pass
+    finally:
+        try:
+            stop_temporary_server(server)
+            remove_scratch()
+        finally:
+            _exit(signum, saved_err, during, marked)
 
 
 def _exit(signum: int, saved_err: int | None, during: list[str] | None = None, marked: list[Path] = ()) -> None:

@@ -27,6 +27,7 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BOUND_S = 15  # the promise is 5 s; a loaded 2-core CI host gets slack. The measured time is printed.
 MODEL = "generated-tiny"
+CONFIG = PROJECT_ROOT / "configs" / "generated-tiny.yaml"
 SMALL = [f"--set={item}" for item in ("eval.limit=8", "validation.batches=1", "benchmark.batch=2", "benchmark.seq=128",
                                       "benchmark.warmup=1", "benchmark.iterations=2")]
 
@@ -44,7 +45,7 @@ def _start(place: dict) -> tuple[subprocess.Popen, list[str]]:
            "BERTBUILD_CACHE": str(place["cache"]), "PYTHONPATH": os.pathsep.join(sys.path)}
     env.pop("PREFECT_API_URL", None)  # the temporary server, as a user's run has it
     process = subprocess.Popen(
-        [sys.executable, "-m", "bertbuild.cli", "run", "--config", str(PROJECT_ROOT / "configs" / "generated-tiny.yaml"),
+        [sys.executable, "-m", "bertbuild.cli", "run", "--config", str(CONFIG),
          "--set", f"output_dir={place['runs']}", *SMALL],
         cwd=place["root"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True)  # its own process group, as a shell gives a foreground job
@@ -131,7 +132,7 @@ def test_the_next_run_completes_and_becomes_latest(place):
            "BERTBUILD_CACHE": str(place["cache"]), "PYTHONPATH": os.pathsep.join(sys.path)}
     env.pop("PREFECT_API_URL", None)
     done = subprocess.run(
-        [sys.executable, "-m", "bertbuild.cli", "run", "--config", str(PROJECT_ROOT / "configs" / "generated-tiny.yaml"),
+        [sys.executable, "-m", "bertbuild.cli", "run", "--config", str(CONFIG),
          "--set", f"output_dir={place['runs']}", *SMALL],
         cwd=place["root"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -50,7 +50,7 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
     `require_commit`: a CI gate's commit; the run refuses to start unless this code is that commit, clean
     (a worker runs its own checkout, which need not be what was pushed).
     """
-    with flow_run_noted(flow_run.id):  # Ctrl-C/SIGTERM: it ends Cancelled/Crashed, INTERRUPTED (bertbuild/interrupts.py)
+    with flow_run_noted(flow_run.id):  # Ctrl-C/SIGTERM: Cancelled/Crashed, INTERRUPTED (bertbuild/interrupts.py)
         return _build_bert(config, overrides, require_commit)
 
 

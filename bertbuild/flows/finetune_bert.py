@@ -15,7 +15,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from bertbuild.interrupts import flow_run_noted, step
-
 from bertbuild.training.config import FinetuneConfig
 
 

@@ -14,9 +14,9 @@ from prefect.states import Failed, State
 
 from bertbuild.config import BuildConfig
 from bertbuild.errors import GateFailed
-from bertbuild.interrupts import stop_if_interrupted
 from bertbuild.evaluation.gates import enforce
 from bertbuild.evaluation.table import format_table
+from bertbuild.interrupts import stop_if_interrupted
 from bertbuild.resources import read_journal
 from bertbuild.artifacts.layout import REGRESSION, RESULTS, Bundle
 from bertbuild.evaluation.gates import GateResult
