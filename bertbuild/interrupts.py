@@ -74,15 +74,6 @@ def _is_interruption(exc: BaseException) -> bool:
 
 # -- what the command's threads tell the supervisor -----------------------------------------------------------
 
-def requested() -> bool:
-    """Whether an interruption began (a supervised command received SIGINT or SIGTERM)."""
-    return _requested.is_set()
-
-
-def supervised() -> bool:
-    return _supervised
-
-
 def stop_if_interrupted() -> None:
     """Call before anything that must not happen once interrupted (publishing, moving `latest`):
     returns at once normally; after an interruption, never returns (the process is about to exit)."""
