@@ -14,6 +14,7 @@ import importlib
 import os
 import signal
 import sys
+import threading
 
 from bertbuild import __version__
 from bertbuild.commands.arguments import OneLineParser
@@ -21,6 +22,8 @@ from bertbuild.errors import BertbuildError
 
 # Explicit, ordered list: adding a command is one file plus one name here.
 COMMANDS = ("run", "finetune", "ask", "eval", "fetch", "artifacts", "bench", "passes", "backends", "trt_check", "doctor")
+# Commands that run a Prefect flow: a supervisor stops them on Ctrl-C/SIGTERM (bertbuild/interrupts.py).
+FLOW_COMMANDS = ("run", "finetune")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:  # not the main thread: leave signals alone
         pass
     try:
+        if args.command in FLOW_COMMANDS and threading.current_thread() is threading.main_thread():
+            from bertbuild.interrupts import supervise
+
+            return int(supervise(lambda: args.handler(args), prefect=True) or 0)
         return int(args.handler(args) or 0)
     except BertbuildError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

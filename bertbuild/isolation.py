@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from bertbuild import interrupts
 from bertbuild.errors import BertbuildError, StepFailed
 
 LOG_PREFIX = "bertbuild-step: "
@@ -61,18 +62,28 @@ def run_in_child(step: str, target: str, kwargs: dict, log: Callable[[str], None
         call.write_text(json.dumps({"target": target, "kwargs": kwargs}))
         start = time.perf_counter()
         process = subprocess.Popen([sys.executable, "-m", "bertbuild.isolation", str(call), str(answer)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                   preexec_fn=interrupts.die_with_parent())  # this thread waits for it
+        interrupts.register_child(process)  # Ctrl-C or SIGTERM stops it (bertbuild/interrupts.py)
         tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
-        for line in process.stdout:
-            line = line.rstrip("\n")
-            if line.startswith(LOG_PREFIX):
-                log(line[len(LOG_PREFIX):])
-            elif line.strip():
-                tail.append(line)
-        process.stdout.close()
-        # wait4, not wait: it returns this child's own rusage, so its peak RSS is its alone.
-        _, status, usage = os.wait4(process.pid, 0)
+        try:
+            for line in process.stdout:
+                line = line.rstrip("\n")
+                if line.startswith(LOG_PREFIX):
+                    log(line[len(LOG_PREFIX):])
+                elif line.strip():
+                    tail.append(line)
+            process.stdout.close()
+            # wait4, not wait: it returns this child's own rusage, so its peak RSS is its alone.
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:  # KeyboardInterrupt, Prefect's TerminationSignal: the child must not outlive this
+            _stop(process)
+            raise
+        finally:
+            interrupts.unregister_child(process)
         process.returncode = code = os.waitstatus_to_exitcode(status)
+        if interrupts.interrupted_while_waiting(code):
+            interrupts.park()  # the supervisor is stopping the command: no failure to report, no traceback
         seconds = time.perf_counter() - start
         outcome = json.loads(answer.read_text()) if answer.is_file() else None
         # The child's own VmHWM at exit is its true peak. wait4's ru_maxrss is the fallback for a killed
@@ -93,6 +104,21 @@ def run_in_child(step: str, target: str, kwargs: dict, log: Callable[[str], None
     ended = _describe_exit(code)
     raise StepFailed(f"{step} was {ended} after {seconds:.0f} s at {peak / 2**30:.1f} GiB peak RSS"
                      + (f"; {hint}" if hint else ""))
+
+
+def _stop(process: subprocess.Popen, grace_s: float = 1.0) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`; reaped either way."""
+    for send, wait in ((process.terminate, grace_s), (process.kill, None)):
+        try:
+            send()
+            process.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except ChildProcessError:  # already reaped
+            return
 
 
 def _describe_exit(code: int) -> str:

@@ -96,10 +96,12 @@ class StepMeter:
 @contextmanager
 def metered(run_dir: Path | str, step: str) -> Iterator[StepMeter]:
     """Measure the body as `step` and append its record to the run's journal (also when it fails)."""
+    from bertbuild.interrupts import step as naming
+
     meter = StepMeter(step)
     failed = True
     try:
-        with meter.running():
+        with meter.running(), naming(step):  # an interruption's line names the steps running
             yield meter
         failed = False
     finally:

@@ -273,12 +273,16 @@ class StepCache:
             return produce(out) | {"cached": False}
         work = final.parent / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
         work.mkdir(parents=True)
+        from bertbuild.interrupts import stop_if_interrupted, writing
+
         try:
-            result = produce(work)
-            _write_digests(work)
-            (work / RESULT_FILE).write_text(json.dumps(_relativize(result, work), indent=1, default=str) + "\n")
-            # A refresh replaces the entry; so does a run finding one whose files went missing.
-            self._install(work, final, replace=step in self.refresh or (final.exists() and not _complete(final)))
+            with writing(work):  # an interrupted command removes it (bertbuild/interrupts.py)
+                result = produce(work)
+                stop_if_interrupted()  # interrupted: no entry from a step whose children were stopped mid-way
+                _write_digests(work)
+                (work / RESULT_FILE).write_text(json.dumps(_relativize(result, work), indent=1, default=str) + "\n")
+                # A refresh replaces the entry; so does a run finding one whose files went missing.
+                self._install(work, final, replace=step in self.refresh or (final.exists() and not _complete(final)))
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return _absolutize(json.loads((final / RESULT_FILE).read_text()), final) | {"cached": False}

@@ -34,3 +34,14 @@ def killed(**_kwargs) -> dict:
     block = np.ones(64 * 2**20, dtype=np.uint8)  # noqa: F841 - held until the kill
     os.kill(os.getpid(), signal.SIGKILL)
     return {}
+
+
+def slow(**_kwargs) -> dict:
+    """A step that takes long enough to be interrupted (says so first)."""
+    import time
+
+    from bertbuild.isolation import child_log
+
+    child_log("working slowly")
+    time.sleep(120)
+    return {}

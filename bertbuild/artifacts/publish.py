@@ -51,6 +51,7 @@ from bertbuild.artifacts.store import (STAGING_MAX_AGE_S, ArtifactStore, as_stor
                                        check_run_id, new_token)
 from bertbuild.errors import IntegrityError, OutOfSpace, RunConflict, UserInputError
 from bertbuild.evaluation.gates import GateResult
+from bertbuild.interrupts import stop_if_interrupted
 
 # hook(step, name) is called before each step: "stage", "verify", "release" (per file
 # whose blob is uploaded), "manifest", "latest". Tests raise from it to simulate a
@@ -132,6 +133,7 @@ def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: d
             uploaded = _store_blobs_then_manifest(store, local, manifest, dest, staging, hook)
         if ok:
             _check_release(store, manifest, dest)
+            stop_if_interrupted()
             hook("latest", model)
             store.set_latest(model, run_id)
             moved = store.latest(model) == run_id  # another publish may have written it since
@@ -244,6 +246,7 @@ def _store_blobs_then_manifest(store: ArtifactStore, local: dict[str, Path], man
     for digest, name in missing.items():
         hook("release", name)
         store.move(f"{staging}/blobs/{digest}", store.blob_path(digest))
+    stop_if_interrupted()  # Ctrl-C/SIGTERM during the upload: no manifest, so no bundle (bertbuild/interrupts.py)
     hook("manifest", MANIFEST_NAME)
     data = manifest.to_json().encode()
     if not store.create_once(f"{dest}/{MANIFEST_NAME}", data):  # the same run, published meanwhile

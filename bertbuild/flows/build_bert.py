@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 
 from bertbuild.artifacts.layout import VOCAB, Bundle, onnx_name, predictions_name
 from bertbuild.artifacts.store import as_store, default_store
@@ -26,6 +27,7 @@ from bertbuild.evaluation.gates import GateResult, engine_gates, parity_limit
 from bertbuild.evaluation.rows import engine_row, reference_row
 from bertbuild.flows.int8 import choose_int8
 from bertbuild.flows.publishing import current_attempt, current_run_id, outcome, publish_run
+from bertbuild.interrupts import flow_run_noted, note_run
 from bertbuild.memory_budget import check_memory, engine_groups, side_by_side
 from bertbuild.model.checkpoint import CONFIG_FILE, check_sequence_lengths, read_config
 from bertbuild.model.export import weight_bytes
@@ -48,6 +50,11 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
     `require_commit`: a CI gate's commit; the run refuses to start unless this code is that commit, clean
     (a worker runs its own checkout, which need not be what was pushed).
     """
+    with flow_run_noted(flow_run.id):  # Ctrl-C/SIGTERM: Cancelled/Crashed, INTERRUPTED (bertbuild/interrupts.py)
+        return _build_bert(config, overrides, require_commit)
+
+
+def _build_bert(config, overrides: list[str] | None, require_commit: str | None) -> dict:
     if require_commit:
         check_commit(require_commit)
     cfg = with_overrides(config, overrides or [])
@@ -59,6 +66,7 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
     logger = get_run_logger()
     run = open_run(cfg.output_dir, cfg.model_name, current_run_id(), cache_enabled=cfg.cache.enabled,
                    cache_dir=cfg.cache.dir, refresh=cfg.cache.refresh, attempt=current_attempt())
+    note_run(flow_run.id, run.run_dir)  # ... and its run directory is marked INTERRUPTED
     backend, why = resolve_backend(cfg.engines.backend)
     logger.info("run directory %s; backend %s (%s)", run.run_dir, backend, why)
     cfg = cfg.model_copy(update={"engines": cfg.engines.model_copy(update={"backend": backend})})

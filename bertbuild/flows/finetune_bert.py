@@ -12,7 +12,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
+from bertbuild.interrupts import flow_run_noted, step
 from bertbuild.training.config import FinetuneConfig
 
 
@@ -20,8 +22,9 @@ from bertbuild.training.config import FinetuneConfig
 def import_minilm_task(dest: str) -> str:
     from bertbuild.model.hf_import import import_minilm
 
-    if not any(Path(dest).glob("model.ckpt-*.index")):
-        import_minilm(dest)
+    with step("import-minilm"):
+        if not any(Path(dest).glob("model.ckpt-*.index")):
+            import_minilm(dest)
     return dest
 
 
@@ -29,14 +32,16 @@ def import_minilm_task(dest: str) -> str:
 def finetune_task(cfg: FinetuneConfig, progress: bool) -> dict:
     from bertbuild.training.finetune import finetune, result_summary
 
-    return result_summary(finetune(cfg, progress=progress))
+    with step("finetune"):  # interrupted: training resumes from its last checkpoint on the next run
+        return result_summary(finetune(cfg, progress=progress))
 
 
 @task(name="export-fp16", cache_policy=NO_CACHE)
 def export_fp16_task(out_dir: str, dest: str) -> str:
     from bertbuild.training.finetune import export_compact
 
-    return str(export_compact(out_dir, dest))
+    with step("export-fp16"):
+        return str(export_compact(out_dir, dest))
 
 
 @flow(name="finetune-bert")
@@ -46,6 +51,11 @@ def finetune_bert(config: FinetuneConfig = FinetuneConfig(), progress: bool = Fa
     Without `pretrained_dir`, the MiniLM wheel is imported into `<out_dir>/minilm-pretrained`.
     `progress` shows a bar on a terminal (the CLI turns it on; deployments log lines instead).
     """
+    with flow_run_noted(flow_run.id):  # Ctrl-C/SIGTERM: it ends Cancelled/Crashed (bertbuild/interrupts.py)
+        return _finetune_bert(config, progress)
+
+
+def _finetune_bert(config: FinetuneConfig, progress: bool) -> dict:
     logger = get_run_logger()
     if config.pretrained_dir is None:
         pretrained = import_minilm_task(str(Path(config.out_dir) / "minilm-pretrained"))

@@ -16,6 +16,7 @@ from bertbuild.config import BuildConfig
 from bertbuild.errors import GateFailed
 from bertbuild.evaluation.gates import enforce
 from bertbuild.evaluation.table import format_table
+from bertbuild.interrupts import stop_if_interrupted
 from bertbuild.resources import read_journal
 from bertbuild.artifacts.layout import REGRESSION, RESULTS, Bundle
 from bertbuild.evaluation.gates import GateResult
@@ -78,10 +79,12 @@ def publish_run(cfg: BuildConfig, run: RunContext, rows: list[dict], bundle: Bun
     placed = materialize(bundle.files, run.run_dir)
     outcome = {"title": title, "table": table, "rows": rows, "run_dir": str(run.run_dir), "files": placed, **meta,
                "gates": gates, "reports": reports}
+    stop_if_interrupted()  # an interrupted run publishes nothing and never becomes `latest`
     if cfg.publish.enabled:
         published = publish(store, cfg.model_name, placed, meta, gates, run_id=run.run_id,
                             precisions=bundle.precisions, storage_options=cfg.publish.storage_options)
         report_artifacts(published, rows, plots, reports["steps"])
         outcome["published"] = published
+    stop_if_interrupted()
     mark_complete(run)  # only now may <output_dir>/<model>/latest name this run (gates passed or failed)
     return outcome
