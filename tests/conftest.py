@@ -41,6 +41,15 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """One real PostgreSQL server for the session's Prefect servers (tests/prefect_server.py: `postgresql`)."""
+    from prefect_server import postgresql
+
+    with postgresql(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def prefect_harness():
     """One throwaway Prefect API for every flow test (starting one takes seconds)."""
     from prefect.testing.utilities import prefect_test_harness
