@@ -124,3 +124,11 @@ def test_bertbuild_run_shows_steps_verdicts_and_the_table_once(tmp_path):
 
     files = ArtifactStore(tmp_path / "store").read_manifest("tiny", run_dir.name).files
     assert "validation-onnxruntime-fp32.log" in files and "validation-onnxruntime-fused-fp32.log" in files
+
+
+def test_verbose_flag_is_parsed():
+    from bertbuild.cli import build_parser
+
+    assert build_parser().parse_args(["run", "--config", "c.yaml", "-v"]).verbose
+    assert build_parser().parse_args(["run", "--config", "c.yaml", "--verbose"]).verbose
+    assert not build_parser().parse_args(["run", "--config", "c.yaml"]).verbose
