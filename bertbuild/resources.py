@@ -139,11 +139,12 @@ def measured(step: str):
 
     The run is found among the arguments (the `RunContext`); a call without one
     is not measured. Inside, `current_meter()` is this step's meter, which a
-    child-process call reports to.
+    child-process call reports to. Inside a task run it first logs "Started".
     """
     def decorate(function):
         @functools.wraps(function)
         def wrapper(*args, **kwargs):
+            _say_started()
             run = next((a for a in (*args, *kwargs.values()) if hasattr(a, "run_dir") and hasattr(a, "cache")), None)
             if run is None:
                 return function(*args, **kwargs)
@@ -154,6 +155,20 @@ def measured(step: str):
                 return result
         return wrapper
     return decorate
+
+
+def _say_started() -> None:
+    """"Started" in the task run's log: Prefect logs only "Finished in state ...", so a long step was silent.
+
+    Module-level for the same reason as `_current_is`.
+    """
+    from prefect.context import TaskRunContext
+
+    if TaskRunContext.get() is None:
+        return
+    from prefect.logging import get_run_logger
+
+    get_run_logger().info("Started")
 
 
 @contextmanager

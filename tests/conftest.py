@@ -41,6 +41,26 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL server for the session's Prefect servers (tests/prefect_server.py: `postgresql`).
+
+    Its data folder is a temporary folder of this session made with `tempfile` (removed after), not one of
+    pytest's: pytest closes /tmp/pytest-of-<user> to 0700 whenever a session starts, and PostgreSQL runs as
+    another user when we are root.
+    """
+    import shutil
+
+    from prefect_server import postgresql
+
+    folder = Path(tempfile.mkdtemp(prefix="bertbuild-postgres-"))
+    try:
+        with postgresql(folder) as server:
+            yield server
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def prefect_harness():
     """One throwaway Prefect API for every flow test (starting one takes seconds)."""
     from prefect.testing.utilities import prefect_test_harness

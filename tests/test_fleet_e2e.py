@@ -1,6 +1,6 @@
 """A fleet end to end on a REAL Prefect server with TWO process workers on the pool.
 
-server -> pool -> `prefect --no-prompt deploy --all` -> workers `worker-a` and `worker-b` (2 runs at a time
+server (on PostgreSQL) -> pool -> `prefect --no-prompt deploy --all` -> workers `worker-a` and `worker-b` (2 runs at a time
 each) -> `prefect deployment run build-fleet/fleet-nightly --param members=<3 tiny configs> --watch`.
 
 The fleet run holds one slot of the worker that took it, so that worker can
@@ -39,9 +39,10 @@ def server_log_stays_clean(request):
 
 
 @pytest.fixture(scope="module")
-def fleet_server(tmp_path_factory):
+def fleet_server(tmp_path_factory, postgres):
     workers = {name: ["--name", name, "--limit", "2"] for name in ("worker-a", "worker-b")}
-    with deployed_server(tmp_path_factory.mktemp("fleet-e2e"), workers, TIMINGS) as prefect:
+    with deployed_server(tmp_path_factory.mktemp("fleet-e2e"), workers, TIMINGS,
+                         database=postgres.database("fleet_e2e")) as prefect:
         yield prefect
 
 

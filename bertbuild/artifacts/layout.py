@@ -38,9 +38,10 @@ def predictions_name(engine: str) -> str:
     return f"predictions-{engine}.json"
 
 
-def validation_names(engine: str) -> tuple[str, str]:
-    """An engine's Polygraphy validation report, as JSON and as text."""
-    return f"validation-{engine}.json", f"validation-{engine}.txt"
+def validation_names(engine: str) -> tuple[str, str, str]:
+    """An engine's Polygraphy validation report, as JSON and as text, and Polygraphy's own log of the comparison
+    (per-batch statistics, tolerances, error metrics: kept off the terminal, `evaluation.polygraphy_log`)."""
+    return f"validation-{engine}.json", f"validation-{engine}.txt", f"validation-{engine}.log"
 
 
 def benchmark_name(engine: str) -> str:
@@ -78,8 +79,10 @@ class Bundle:
         for path in (engine["path"], engine["metadata"], *([engine["weights"]] if engine.get("weights") else [])):
             self.add(engine_file_name(precision, path), path, precision)
         report = Path(validation["report"])
-        for bundle_name, path in zip(validation_names(name), (report, report.with_suffix(".txt"))):
-            self.add(bundle_name, path, precision)
+        for bundle_name, path in zip(validation_names(name),
+                                     (report, report.with_suffix(".txt"), report.with_suffix(".log"))):
+            if path.suffix != ".log" or path.is_file():  # a validation cached before the log existed has none
+                self.add(bundle_name, path, precision)
         self.add(predictions_name(name), scored["predictions"], precision)
         self.add(benchmark_name(name), bench["path"], precision)
 

@@ -1,4 +1,11 @@
-"""`bertbuild run --config configs/X.yaml [--set key=value ...] [--no-cache] [--refresh STEP ...] [--check]`."""
+"""`bertbuild run --config configs/X.yaml [--set key=value ...] [--no-cache] [--refresh STEP ...] [--check] [-v]`.
+
+The terminal gets a line as each step starts and ends (Prefect's run log),
+progress on long passes (`bertbuild.progress`), the one-line verdict of each
+engine's Polygraphy validation and, on stdout at the end, the results table
+once. Polygraphy's comparison detail goes to `validation-<engine>.log` in the
+bundle; `-v` shows it here too.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +24,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--check", action="store_true",
                         help="only run the checks made before any work (config, paths, questions, checkpoint, "
                              "memory, store) and exit: 0 if the run would start, 2 naming the first problem")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show Polygraphy's comparison detail (per-batch statistics, tolerances, error "
+                             "metrics), which otherwise goes only to validation-<engine>.log in the bundle")
     parser.set_defaults(handler=run)
 
 
@@ -39,10 +49,14 @@ def run(args) -> int:
         print(f"{args.config}: ready to run {cfg.model_name} ({', '.join(cfg.engines.precisions)}; "
               f"output_dir {cfg.output_dir})")
         return 0
+    from bertbuild.console import console_skips
+    from bertbuild.evaluation.polygraphy_log import show_detail
     from bertbuild.flows.build_bert import build_bert
 
+    show_detail(getattr(args, "verbose", False))
     try:
-        result = build_bert(cfg)
+        with console_skips():  # the table is printed below, once, not also by the flow's log on stderr
+            result = build_bert(cfg)
     except GateFailed as failed:
         _print_saved_table(failed.results)  # show what failed, then the one-line error
         raise

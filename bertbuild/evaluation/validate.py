@@ -103,30 +103,44 @@ def validation_feeds(features, batch_size: int, length_bucket: int, batches: int
     return list(plan_batches(features.input_mask, batch_size, length_bucket).sample(batches).feeds(features))
 
 
-def reference_results(reference: Runner, feeds: list[dict], path: Path | str) -> Path:
-    """Run the reference (TensorFlow FP32) on `feeds` and save its outputs as Polygraphy RunResults."""
-    from polygraphy.comparator import Comparator
-    from polygraphy.logger import G_LOGGER
+def log_path(stem: Path | str) -> Path:
+    """Where Polygraphy's own messages of a comparison are written: `<stem>.log` (a bundle file for engines)."""
+    return Path(f"{stem}.log")
 
-    with G_LOGGER.verbosity(G_LOGGER.WARNING):
+
+def reference_results(reference: Runner, feeds: list[dict], path: Path | str) -> Path:
+    """Run the reference (TensorFlow FP32) on `feeds` and save its outputs as Polygraphy RunResults.
+
+    Polygraphy's messages go to `<path without .json>.log` (`polygraphy_log.captured`).
+    """
+    from polygraphy.comparator import Comparator
+
+    from bertbuild.evaluation.polygraphy_log import captured
+
+    with captured(log_path(str(path).removesuffix(".json"))):
         results = Comparator.run([_as_polygraphy(reference)], data_loader=feeds)
         results.save(str(path))
     return Path(path)
 
 
 def validate(reference: Runner | Path | str, candidate: Runner, feeds: list[dict], atol: float, rtol: float,
-             error_stat: str = "elemwise") -> ValidationReport:
+             error_stat: str = "elemwise", details: Path | str | None = None) -> ValidationReport:
     """Compare `candidate` with `reference` on `feeds`; the tolerances apply to `error_stat` of each output.
 
     `reference` is a runner, or saved RunResults (`reference_results`) made on the
     same feeds: the flow saves TensorFlow's once and holds every engine to them.
+    `details`: the file that gets Polygraphy's per-batch statistics, tolerances and
+    error metrics (`polygraphy_log.captured`: never the terminal, whatever other
+    threads do; None: dropped).
     """
+    import os
+
     from polygraphy.comparator import CompareFunc, Comparator, RunResults
-    from polygraphy.logger import G_LOGGER
 
     from bertbuild.arrays import HEADER_PARSE_LOCK
+    from bertbuild.evaluation.polygraphy_log import captured
 
-    with G_LOGGER.verbosity(G_LOGGER.WARNING):  # per-output statistics would flood the run log
+    with captured(details if details is not None else os.devnull):
         if isinstance(reference, Runner):
             results = Comparator.run([_as_polygraphy(reference), _as_polygraphy(candidate)], data_loader=feeds)
         else:

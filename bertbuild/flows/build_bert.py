@@ -18,6 +18,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from bertbuild.console import NOT_ON_CONSOLE
+
 from bertbuild.artifacts.layout import VOCAB, Bundle, onnx_name, predictions_name
 from bertbuild.artifacts.store import as_store, default_store
 from bertbuild.backends.base import engine_name
@@ -156,7 +158,8 @@ def _build_bert(config, overrides: list[str] | None, require_commit: str | None)
     bundle.add(predictions_name(reference["engine"]), reference["predictions"])
     result = publish_run(cfg, run, [reference_row(reference), *rows], bundle, reports, gates,
                          checkpoint_dir=model.checkpoint_dir)
-    logger.info("%s\n%s", result["title"], result["table"])
+    # In the run's log (the server's, the UI's); `bertbuild run` prints it itself, so not twice on its terminal.
+    logger.info("%s\n%s", result["title"], result["table"], extra=NOT_ON_CONSOLE)
     return outcome(result, run.path("results.json"))  # Failed, naming each failed gate, if one failed
 
 

@@ -49,21 +49,26 @@ CALIBRATION_FILE = "calibration.json"
 
 def collect_statistics(model_path: Path | str, tensors: list[str], samples: CalibrationSet, cfg: Int8Config,
                        threads: int | None = None, ignored_channels: dict[str, list[int]] | None = None,
-                       ) -> dict[str, AbsHistogram]:
+                       log=None) -> dict[str, AbsHistogram]:
     """Run the FP32 model over the samples, one bounded batch at a time, folding stats in.
 
     `ignored_channels` (tensor -> last-axis channels) are left out of a tensor's
-    statistics: outliers.py routes them around the INT8 MatMul.
+    statistics: outliers.py routes them around the INT8 MatMul. `log`: where
+    progress lines go without a terminal (`bertbuild.progress`).
     """
+    from bertbuild.progress import Progress
+
     session = activation_session(model_path, tensors, threads)
     stats = {name: AbsHistogram(cfg.num_bins) for name in tensors}
     ignored = ignored_channels or {}
-    for feed in samples.batches(cfg.batch_size):
-        for name, value in zip(tensors, session.run(tensors, feed)):
-            value = real_positions(value, feed["input_mask"])  # what the model computes at padding is no range
-            if name in ignored:
-                value = np.delete(value, ignored[name], axis=-1)
-            stats[name].add(value)
+    with Progress(len(samples), "calibration", unit="seq", noun="windows", log=log, leave=False) as progress:
+        for feed in samples.batches(cfg.batch_size):
+            for name, value in zip(tensors, session.run(tensors, feed)):
+                value = real_positions(value, feed["input_mask"])  # what the model computes at padding is no range
+                if name in ignored:
+                    value = np.delete(value, ignored[name], axis=-1)
+                stats[name].add(value)
+            progress.update(len(feed["input_mask"]))
     return stats
 
 
@@ -86,8 +91,10 @@ def _threshold(hist: AbsHistogram, cfg: Int8Config) -> float:
 
 
 def calibrate(model_path: Path | str, samples: CalibrationSet, cfg: Int8Config,
-              out_dir: Path | str | None = None, threads: int | None = None) -> Calibration:
-    """Activation ranges of `model_path`'s quantization targets, written to `out_dir`/calibration.json if given."""
+              out_dir: Path | str | None = None, threads: int | None = None, log=None) -> Calibration:
+    """Activation ranges of `model_path`'s quantization targets, written to `out_dir`/calibration.json if given.
+
+    `log`: progress lines of the calibration pass where there is no terminal (`bertbuild.progress`)."""
     model_path = Path(model_path)
     model_sha = onnx_files.files_digest(model_path)
     start = time.perf_counter()
@@ -96,7 +103,7 @@ def calibrate(model_path: Path | str, samples: CalibrationSet, cfg: Int8Config,
     targets = quantization_targets(model, cfg)
     tables = {init.name: init for init in model.graph.initializer}
     tensors = list(dict.fromkeys(t.activation for t in targets if t.op_type != "Gather"))
-    stats = collect_statistics(model_path, tensors, samples, cfg, threads, outlier_channels(model))
+    stats = collect_statistics(model_path, tensors, samples, cfg, threads, outlier_channels(model), log=log)
     ranges = {}
     for target in targets:
         if target.op_type == "Gather":

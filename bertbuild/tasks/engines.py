@@ -97,9 +97,11 @@ def validate_engine(engine: dict, squad: dict, reference: dict, eval_cfg: EvalCo
                     tolerance: Tolerance, run: RunContext, threads: int | None) -> dict:
     """Polygraphy's comparison of the engine with TensorFlow's saved RunResults on the validation batches.
 
-    {"passed", "argmax_agreement", ..., "text", "report"}: the report's JSON and text files are bundle files.
+    {"passed", "argmax_agreement", ..., "text", "report"}: the report's JSON and text files are bundle files,
+    and so is Polygraphy's log of the comparison beside them (`validation-<engine>.log`), which the terminal
+    does not get (`bertbuild run -v` shows it).
     """
-    from bertbuild.evaluation import validate
+    from bertbuild.evaluation import polygraphy_log, validate
     from bertbuild.squad.sets import SquadSet
     from bertbuild.step_cache import step_key
 
@@ -107,9 +109,9 @@ def validate_engine(engine: dict, squad: dict, reference: dict, eval_cfg: EvalCo
         runner = _runner(engine, threads)
         feeds = validate.validation_feeds(SquadSet.load(squad["path"]).features, eval_cfg.batch_size,
                                           eval_cfg.length_bucket, batches)
-        report = validate.validate(reference["run_results"], runner, feeds, tolerance.atol, tolerance.rtol,
-                                   tolerance.error_stat)
         stem = out / f"validation-{runner.name}"
+        report = validate.validate(reference["run_results"], runner, feeds, tolerance.atol, tolerance.rtol,
+                                   tolerance.error_stat, details=validate.log_path(stem))
         report.save(stem)
         return {**report.to_json(), "text": report.to_text(), "report": f"{stem}.json"}
 
@@ -118,7 +120,7 @@ def validate_engine(engine: dict, squad: dict, reference: dict, eval_cfg: EvalCo
     fields = {"batch_size": eval_cfg.batch_size, "length_bucket": eval_cfg.length_bucket, "batches": batches,
               "tolerance": tolerance.model_dump(mode="json"), **runtime_fields(engine["backend"])}
     key = step_key("validation", files=[*engine_files(engine), squad["path"], reference["run_results"]],
-                   fields=fields, modules=[validate])
+                   fields=fields, modules=[validate, polygraphy_log])
     return run.cache.run("validation", key, produce)
 
 

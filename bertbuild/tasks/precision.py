@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from bertbuild.precision.config import Fp16Config, Int8Config
@@ -126,7 +126,8 @@ def calibrate_int8(source: dict, model: ModelInfo, int8_cfg: Int8Config, dataset
 
     def produce(out: Path) -> dict:
         samples = calibration_windows(model, int8_cfg, dataset, length_bucket)
-        return calibration.calibrate(source["path"], samples, int8_cfg, out, threads).summary()
+        return calibration.calibrate(source["path"], samples, int8_cfg, out, threads,
+                                     log=get_run_logger().info).summary()
 
     key = step_key("calibration", files=[source["path"], model.vocab_path],
                    fields=_int8_fields(int8_cfg, dataset, model, length_bucket), modules=[calibration, range_choice])
