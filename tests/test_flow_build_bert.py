@@ -114,8 +114,8 @@ def damaging_backend(monkeypatch):
 
     original = OnnxRuntimeBackend.build
 
-    def build_damaged(self, onnx_path, precision, profiles, out_dir):
-        engine = original(self, onnx_path, precision, profiles, out_dir)
+    def build_damaged(self, onnx_path, precision, profiles, out_dir, float_parts=None):
+        engine = original(self, onnx_path, precision, profiles, out_dir, float_parts)
         model = onnx.load(str(engine.path))
         weight = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)) if len(t.dims) == 2 else 0)
         weight.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight) * -3.0, weight.name))

@@ -86,10 +86,15 @@ def test_a_failed_step_leaves_no_entry(tmp_path):
     assert cache.lookup("int8", "k") is None
 
 
-def test_run_directories_are_exclusive_and_latest_follows_the_newest(tmp_path):
+def test_run_directories_are_exclusive_and_latest_follows_the_newest_completed(tmp_path):
+    from bertbuild.runs import mark_complete
+
     first = open_run(tmp_path / "runs", "model", "r1", cache_dir=str(tmp_path / "cache"))
     second = open_run(tmp_path / "runs", "model", "r2", cache_dir=str(tmp_path / "cache"))
-    assert first.run_dir != second.run_dir and (tmp_path / "runs" / "model" / "latest").resolve() == second.run_dir
+    latest = tmp_path / "runs" / "model" / "latest"
+    assert first.run_dir != second.run_dir and not latest.exists()  # a run still working never takes it
+    assert mark_complete(second) and latest.resolve() == second.run_dir
+    assert not mark_complete(first) and latest.resolve() == second.run_dir  # started earlier, finished later
     with pytest.raises(FileExistsError):
         open_run(tmp_path / "runs", "model", "r1")
     source = tmp_path / "engine.onnx"
