@@ -164,7 +164,7 @@ def _out_of_space(store: ArtifactStore, exc: OSError, staging: str, dest: str) -
         while not probe.exists() and probe.parent != probe:
             probe = probe.parent
         try:
-            free = f" ({_size(shutil.disk_usage(probe).free)} free there)"
+            free = f" ({human_size(shutil.disk_usage(probe).free)} free there)"
         except OSError:
             pass
     what = "disk quota exceeded" if exc.errno == errno.EDQUOT else "no space left on device"
@@ -172,7 +172,8 @@ def _out_of_space(store: ArtifactStore, exc: OSError, staging: str, dest: str) -
             "(the partial copies were removed): free space in the store and run again")
 
 
-def _size(n: float) -> str:
+def human_size(n: float) -> str:
+    """A byte count for people: '512 B', '3.4 MiB' (binary units, as the free-space and store listings show)."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -87,14 +87,6 @@ def _with_store(handler):
     return run
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 def _print_table(rows: list[list[str]]) -> None:
     """Left-aligned columns; rows may be longer than the header (a trailing note)."""
     widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(max(map(len, rows)))]
@@ -104,6 +96,7 @@ def _print_table(rows: list[list[str]]) -> None:
 
 @_with_store
 def run_list(args) -> int:
+    from bertbuild.artifacts.publish import human_size
     from bertbuild.artifacts.store import check_model
     from bertbuild.errors import IntegrityError
 
@@ -124,7 +117,7 @@ def run_list(args) -> int:
                     continue
                 mark = "*" if (not failed and run_id == latest) else ""
                 rows.append([model, run_id + mark, manifest.created, status, str(len(manifest.files)),
-                             _size(manifest.total_size)])
+                             human_size(manifest.total_size)])
     if not rows:
         print(f"no bundles in {store.url}" + (f" for {args.model}" if args.model else ""))
         return 0
@@ -179,6 +172,7 @@ def plot_path(path: Path) -> Path:
 @_with_store
 def run_prune(args) -> int:
     from bertbuild.artifacts.prune import prune
+    from bertbuild.artifacts.publish import human_size
 
     store = args.store
     plan = prune(store, args.model, args.keep, apply=args.yes)
@@ -190,9 +184,9 @@ def run_prune(args) -> int:
         if items:
             print(f"{verb} {len(items)} {title}: {', '.join(items)}")
     if plan.blobs:
-        print(f"{verb} {len(plan.blobs)} blobs no kept manifest references ({_size(plan.blob_bytes)}):")
+        print(f"{verb} {len(plan.blobs)} blobs no kept manifest references ({human_size(plan.blob_bytes)}):")
         for digest, size in plan.blobs.items():
-            print(f"  {store.blob_path(digest).removeprefix(store.root).lstrip('/')}  {_size(size)}")
+            print(f"  {store.blob_path(digest).removeprefix(store.root).lstrip('/')}  {human_size(size)}")
     if plan.pending:
         print(f"kept {len(plan.pending)} unreferenced blobs that a publish in progress will reference")
     if plan.publishing:

@@ -48,36 +48,37 @@ def fuse(exported: dict, model: ModelInfo, run: RunContext, external_data: bool 
     return run.cache.run("fuse", key, produce)
 
 
-@task(name="fp16-onnx", cache_policy=NO_CACHE)
-@measured("fp16-onnx")
-def fp16_onnx(fused: dict, fp16_cfg: Fp16Config, run: RunContext, external_data: bool | None = None) -> dict:
-    """FP16 file with FP32 islands; the Fp16Report as a dict (with "path")."""
+def _sixteen_bit(step: str, convert, fused: dict, fp16_cfg: Fp16Config, run: RunContext,
+                 external_data: bool | None) -> dict:
+    """The FP16 or BF16 file (`convert`) with FP32 islands, cached under `step`; its report as a dict."""
     from bertbuild import onnx_files
     from bertbuild.precision import fp16
     from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
-        return fp16.convert_to_fp16(fused["path"], out / "model-fp16.onnx", fp16_cfg, external_data).to_json()
+        return convert(fused["path"], out / f"model-{step}.onnx", fp16_cfg, external_data).to_json()
 
     fields = {**fp16_cfg.model_dump(mode="json"), **_external(external_data)}
-    key = step_key("fp16", files=[fused["path"]], fields=fields, modules=[fp16, onnx_files])
-    return run.cache.run("fp16", key, produce)
+    key = step_key(step, files=[fused["path"]], fields=fields, modules=[fp16, onnx_files])
+    return run.cache.run(step, key, produce)
+
+
+@task(name="fp16-onnx", cache_policy=NO_CACHE)
+@measured("fp16-onnx")
+def fp16_onnx(fused: dict, fp16_cfg: Fp16Config, run: RunContext, external_data: bool | None = None) -> dict:
+    """FP16 file with FP32 islands; the Fp16Report as a dict (with "path")."""
+    from bertbuild.precision import fp16
+
+    return _sixteen_bit("fp16", fp16.convert_to_fp16, fused, fp16_cfg, run, external_data)
 
 
 @task(name="bf16-onnx", cache_policy=NO_CACHE)
 @measured("bf16-onnx")
 def bf16_onnx(fused: dict, fp16_cfg: Fp16Config, run: RunContext, external_data: bool | None = None) -> dict:
     """BF16 file with the FP16 file's FP32 islands (`precision.fp16` names them); the report as a dict."""
-    from bertbuild import onnx_files
     from bertbuild.precision import fp16
-    from bertbuild.step_cache import step_key
 
-    def produce(out: Path) -> dict:
-        return fp16.convert_to_bf16(fused["path"], out / "model-bf16.onnx", fp16_cfg, external_data).to_json()
-
-    fields = {**fp16_cfg.model_dump(mode="json"), **_external(external_data)}
-    key = step_key("bf16", files=[fused["path"]], fields=fields, modules=[fp16, onnx_files])
-    return run.cache.run("bf16", key, produce)
+    return _sixteen_bit("bf16", fp16.convert_to_bf16, fused, fp16_cfg, run, external_data)
 
 
 def calibration_windows(model: ModelInfo, int8_cfg: Int8Config, dataset: str,
