@@ -193,3 +193,12 @@ def test_a_broken_regression_gate_publishes_nothing_released(released, tmp_path)
     failed = released.read_manifest("tiny", "r2", failed=True)
     assert REGRESSION_NAME in failed.files and "model-int8.onnx" not in failed.files
     assert sha256_file(tmp_path / REGRESSION_NAME) == failed.files[REGRESSION_NAME]["sha256"]
+
+
+def test_f1_over_other_questions_is_not_judged_against_latest(released, tmp_path):
+    """A nightly over every held-out question against a 200-question demo release: its F1 says nothing of a trend."""
+    answers = {"q1": "Denver Broncos", "q9": "elsewhere"}  # one question in common with the release's four
+    files = write_bundle(tmp_path / "run", b"int8 v2", answers, result_rows(int8_f1=70.0))
+    report = compare_with_latest(released, "tiny", result_rows(int8_f1=70.0), files)
+    gate = gates_by_name(report)[f"onnxruntime-int8:{F1_GATE}"]
+    assert gate.skipped and "scored on other questions: 1 questions in common (2 vs 4)" in gate.skipped

@@ -155,10 +155,12 @@ def _agreement(current: RunSnapshot, latest: RunSnapshot, mine: dict, theirs: di
     a, b = current.predictions[mine["engine"]], latest.predictions[theirs["engine"]]
     common = a.keys() & b.keys()
     if not common:
-        return {"answer_agreement": None, "answers_compared": 0, "answer_note": "no question in common"}
+        return {"answer_agreement": None, "answers_compared": 0, "answer_note": "no question in common",
+                "other_questions": True}
     same = sum(a[q] == b[q] for q in common)
     note = "" if len(common) == len(a) == len(b) else f"{len(common)} questions in common ({len(a)} vs {len(b)})"
-    return {"answer_agreement": round(same / len(common), 6), "answers_compared": len(common), "answer_note": note}
+    return {"answer_agreement": round(same / len(common), 6), "answers_compared": len(common), "answer_note": note,
+            "other_questions": bool(note)}
 
 
 def _latency(mine: dict, theirs: dict, same_host: bool) -> dict:
@@ -220,6 +222,8 @@ def _gate(name: str, threshold: float, row: dict, latest_run: str | None) -> Gat
     if name == F1_GATE:
         if row["f1_delta"] is None:
             return skipped(engine, name, threshold, "max", "no F1 in one of the runs")
+        if row.get("other_questions"):  # F1 over other questions (a 200-question demo vs a nightly) is no trend
+            return skipped(engine, name, threshold, "max", f"scored on other questions: {row['answer_note']}")
         drop = round(-row["f1_delta"], 4) + 0.0  # + 0.0: no "-0" for an unchanged F1
         return judge(engine, name, drop, threshold, "max",
                      f"F1 {row['f1']:.2f} vs {row['latest_f1']:.2f} in {latest_run}")
