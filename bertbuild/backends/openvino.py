@@ -98,7 +98,7 @@ def inference_precision(precision: str, float_parts: str | None = None, caps: li
         return "f32"
     if precision in _HINTS:
         return _HINTS[precision][0]
-    if precision in (Precision.FP32, Precision.FUSED_FP32, "fp32"):
+    if precision in (Precision.FP32, Precision.FUSED_FP32):
         return "f32"
     raise UserInputError(f"openvino: no inference precision for {precision!r}")
 
