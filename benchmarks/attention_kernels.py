@@ -195,7 +195,7 @@ def feed() -> dict[str, np.ndarray]:
 def main(argv=None) -> int:
     from _ort_timing import cpu_session, median_seconds
 
-    from bertbuild.evaluation.latency import machine_note
+    from bertbuild.host import machine_note
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)

@@ -210,7 +210,7 @@ def ceiling(model="minilm", batch: int = 8, seq: int = 384, threads: int | None 
     "skipped" (lines)}. `packed`: also time the packed QKV shape (not in the layer's sum). `progress`: called
     with each shape's record as it is done.
     """
-    from bertbuild.evaluation.latency import machine_note
+    from bertbuild.host import machine_note
 
     name, hidden, ffn = _resolve(model)
     threads = threads or os.cpu_count() or 1
@@ -317,7 +317,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     name, hidden, ffn = _resolve(args.model)
-    from bertbuild.evaluation.latency import machine_note
+    from bertbuild.host import machine_note
 
     print(f"{name}: hidden {hidden}, FFN {ffn}; M = {args.batch * args.seq} tokens (b{args.batch} s{args.seq}), "
           f"{args.threads} thread(s); {machine_note()}", flush=True)

@@ -2,7 +2,7 @@
 
 For each technique (an `Int8Config` override) the recipe (bertbuild.precision.recipe)
 writes the INT8 file from the run's fused FP32 graph, and the file's logits on
-the tune windows are compared with the FP32 file's (bertbuild.precision.tuning):
+the tune windows are compared with the FP32 file's (bertbuild.evaluation.tune_split):
 KL of the start/end distributions, logit error, start/end argmax agreement and
 answer agreement. The choice (`closest_to_fp32`) is the first technique in the
 list, simplest first, whose per-window KL is not measurably (2 paired standard
@@ -85,11 +85,11 @@ def parse_overrides(text: str) -> dict:
 
 def main(argv=None) -> int:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    from bertbuild.evaluation.latency import machine_note
+    from bertbuild.host import machine_note
     from bertbuild.precision.calibration_set import calibration_set
-    from bertbuild.precision.config import Int8Config, TuneConfig
+    from bertbuild.config.precision import Int8Config, TuneConfig
     from bertbuild.precision.recipe import build_int8
-    from bertbuild.precision.tuning import closest_to_fp32, compare, onnx_logits, tune_set
+    from bertbuild.evaluation.tune_split import closest_to_fp32, compare, onnx_logits, tune_set
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a run directory (model-fused.onnx, vocab.txt)")

@@ -3,7 +3,7 @@
 For each INT8 file of a run (`int8/model.int8-{s8s8,u8s8,ort}.onnx`) and each float-parts
 precision this CPU has (FP32, and BF16 where it has AVX512_BF16 or AMX), OpenVINO's
 logits on the tune windows are compared with OpenVINO FP32 running the fused FP32 file
-(`bertbuild.precision.tuning.compare`: the share of questions with FP32's exact answer,
+(`bertbuild.evaluation.tune_split.compare`: the share of questions with FP32's exact answer,
 KL, argmax agreement), and one pass over those windows is timed. No held-out question
 is read. `bertbuild bench` gives the fixed-shape speed of the same pairs.
 
@@ -24,11 +24,11 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> int:
     from bertbuild.backends.openvino import OpenVinoRunner, can_compute, capabilities, inference_precision
-    from bertbuild.evaluation.latency import machine_note
+    from bertbuild.host import machine_note
     from bertbuild.evaluation.score import run_logits
     from bertbuild.precision.calibration_set import calibration_set
-    from bertbuild.precision.config import Int8Config, TuneConfig
-    from bertbuild.precision.tuning import compare, tune_set
+    from bertbuild.config.precision import Int8Config, TuneConfig
+    from bertbuild.evaluation.tune_split import compare, tune_set
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a run directory (runs/<model>/latest)")

@@ -42,7 +42,8 @@ def profile(path: str, feed: dict, runs: int, threads: int) -> tuple[float, Coun
 def main(argv=None) -> int:
     import _ort_timing  # noqa: F401  (puts the repository on sys.path)
 
-    from bertbuild.evaluation.latency import machine_note, squad_feed
+    from bertbuild.evaluation.latency import squad_feed
+    from bertbuild.host import machine_note
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("onnx", nargs="+")

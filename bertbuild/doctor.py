@@ -17,7 +17,6 @@ run` needs no server. Nothing here starts a Prefect server.
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -65,10 +64,10 @@ def read_lock(path: Path) -> dict[str, str]:
 
 
 def installed_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    """The installed version of distribution `name`: the same reader as the manifest and the step keys."""
+    from bertbuild.host import distribution_version
+
+    return distribution_version(name)
 
 
 def version_checks(pins: dict[str, str], installed=installed_version) -> list[Check]:

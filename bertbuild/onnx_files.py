@@ -649,3 +649,34 @@ def session_source(model_or_path, options=None, base_dir: Path | str | None = No
     if not fits(model):
         raise ValueError("the model is too big for one protobuf message: save it and pass its path")
     return model.SerializeToString()
+
+
+def onnx_companions(files: dict[str, str], owners: dict[str, str] | None = None) -> dict[str, str]:
+    """Bundle name -> file of every external data file the bundle's ONNX files read.
+
+    The one place a bundle's ONNX file is expanded into the files it is made
+    of. Each data file goes beside its ONNX file's bundle name, under the
+    file name the .onnx records (`<bundle name>.data` for a file written by
+    `save` under its bundle name), so a download leaves a pair that
+    loads. A file named .onnx that is not ONNX has none; an ONNX file whose data
+    is missing or points outside its folder is an error (one line). `owners`, when
+    given, is filled with data file name -> the bundle name of the ONNX file reading it.
+    """
+    added: dict[str, str] = {}
+    for name, source in sorted(files.items()):
+        if not name.endswith(".onnx"):
+            continue
+        try:
+            pair = companions(source)
+        except NotOnnxError:
+            continue
+        folder = name.rpartition("/")[0]
+        for data in pair[1:]:
+            data_name = f"{folder}/{data.name}" if folder else data.name
+            listed = files.get(data_name, added.get(data_name))
+            if listed is not None and Path(listed).resolve() != data.resolve():
+                raise UserInputError(f"bundle: {data_name} is both {listed} and the external data of {name}")
+            added[data_name] = str(data)
+            if owners is not None:
+                owners[data_name] = name
+    return added

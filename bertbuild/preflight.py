@@ -95,7 +95,7 @@ def run_sequence_lengths(cfg) -> dict[str, int]:
 def preflight(cfg) -> None:
     """Every check, cheapest first; the first mistake raises a one-line UserInputError (or FetchError)."""
     from bertbuild.backends.registry import get_backend
-    from bertbuild.fetch import fetch_checkpoint
+    from bertbuild.fetch.acquire import fetch_checkpoint
     from bertbuild.memory_budget import check_memory
     from bertbuild.model.checkpoint import inspect_checkpoint
 

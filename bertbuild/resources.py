@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import inspect
 import json
 import threading
 import time
@@ -137,20 +138,24 @@ _current: contextvars.ContextVar[StepMeter | None] = contextvars.ContextVar("ber
 def measured(step: str):
     """Decorate a task body: time and peak memory go to the journal of the run passed to it.
 
-    The run is found among the arguments (the `RunContext`); a call without one
-    is not measured. Inside, `current_meter()` is this step's meter, which a
-    child-process call reports to. Inside a task run it first logs "Started".
+    The run is the body's parameter named `run` (a `RunContext`); a body
+    without one, or called with None, is not measured. Inside, `current_meter()`
+    is this step's meter, which a child-process call reports to. Inside a task
+    run it first logs "Started".
     """
     def decorate(function):
+        signature = inspect.signature(function)
+        takes_run = "run" in signature.parameters
+
         @functools.wraps(function)
         def wrapper(*args, **kwargs):
             _say_started()
-            run = next((a for a in (*args, *kwargs.values()) if hasattr(a, "run_dir") and hasattr(a, "cache")), None)
+            run = signature.bind(*args, **kwargs).arguments.get("run") if takes_run else None
             if run is None:
                 return function(*args, **kwargs)
             with metered(run.run_dir, step) as meter, _current_is(meter):
                 result = function(*args, **kwargs)
-                if isinstance(result, dict) and isinstance(result.get("cached"), bool):
+                if meter.cached is None and isinstance(result, dict) and isinstance(result.get("cached"), bool):
                     meter.cached = result["cached"]
                 return result
         return wrapper

@@ -115,40 +115,6 @@ def _point_latest(parent: Path, run_dir: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def onnx_companions(files: dict[str, str], owners: dict[str, str] | None = None) -> dict[str, str]:
-    """Bundle name -> file of every external data file the bundle's ONNX files read.
-
-    The one place a bundle's ONNX file is expanded into the files it is made
-    of. Each data file goes beside its ONNX file's bundle name, under the
-    file name the .onnx records (`<bundle name>.data` for a file written by
-    `onnx_files.save` under its bundle name), so a download leaves a pair that
-    loads. A file named .onnx that is not ONNX has none; an ONNX file whose data
-    is missing or points outside its folder is an error (one line). `owners`, when
-    given, is filled with data file name -> the bundle name of the ONNX file reading it.
-    """
-    from bertbuild import onnx_files
-    from bertbuild.errors import UserInputError
-
-    added: dict[str, str] = {}
-    for name, source in sorted(files.items()):
-        if not name.endswith(".onnx"):
-            continue
-        try:
-            pair = onnx_files.companions(source)
-        except onnx_files.NotOnnxError:
-            continue
-        folder = name.rpartition("/")[0]
-        for data in pair[1:]:
-            data_name = f"{folder}/{data.name}" if folder else data.name
-            listed = files.get(data_name, added.get(data_name))
-            if listed is not None and Path(listed).resolve() != data.resolve():
-                raise UserInputError(f"bundle: {data_name} is both {listed} and the external data of {name}")
-            added[data_name] = str(data)
-            if owners is not None:
-                owners[data_name] = name
-    return added
-
-
 def materialize(files: dict[str, str], run_dir: Path) -> dict[str, str]:
     """Give every bundle file its bundle name inside the run directory (hard link, else copy).
 

@@ -2,9 +2,11 @@
 
 The key of a step is the sha256 of:
 - the step's name and its code version: the bytes of every module of this package that the
-  calling task module and the step's own modules can import, followed transitively
-  (`bertbuild.code_closure`), so no list kept by hand can leave a dependency out,
-- the versions of the libraries that shape its output (ONNX, ONNX Runtime, TensorFlow, ...),
+  step's declared modules can import, followed transitively (`bertbuild.code_closure`), so no
+  list kept by hand can leave a dependency out; and the source of the module that wires the
+  step (its task), that file alone: its imports of the run, the config and Prefect shape no output,
+- the versions of the libraries the step names (`bertbuild.steps.CachedStep.libraries`): an
+  upgrade of Prefect or of a reporting library recomputes no export,
 - the sha256 of every input file (a directory: every file in it; an ONNX file with
   external data: its data files too, since the .onnx only records where the weights are),
 - the config fields the step reads,
@@ -33,7 +35,7 @@ files have to outlive any one run directory, because every run gets a fresh one.
 
 from __future__ import annotations
 
-import importlib.metadata
+import importlib
 import json
 import os
 import shutil
@@ -49,29 +51,11 @@ from bertbuild.hashing import sha256_bytes, sha256_file
 RESULT_FILE = "result.json"
 DIGESTS_FILE = "digests.json"  # entry-relative path -> sha256 of every file the step wrote
 _PATH_PREFIX = "@entry/"  # marks a stored path as relative to its entry
-# Libraries whose version can change what a step writes or measures.
-LIBRARIES = ("bertbuild", "numpy", "onnx", "onnx-graphsurgeon", "onnxruntime", "onnxruntime-gpu", "polygraphy",
-             "tensorflow-cpu", "tensorflow", "tf2onnx", "tokenizers", "tensorrt")
-STEPS = ("export", "reference", "features", "fuse", "fp16", "bf16", "calibration", "int8", "engine", "evaluation",
-         "benchmark", "sensitivity", "tune", "trt_check")
-
-
 def default_cache_root() -> Path:
     """`$BERTBUILD_CACHE`, else `~/.cache/bertbuild` (downloads live there too)."""
     from bertbuild.fetch.cache import default_cache_dir
 
     return default_cache_dir()
-
-
-@lru_cache(maxsize=1)
-def library_versions() -> dict[str, str | None]:
-    versions = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def package_modules(package: ModuleType) -> list[ModuleType]:
@@ -83,12 +67,17 @@ def package_modules(package: ModuleType) -> list[ModuleType]:
     return [package, *(importlib.import_module(name) for name in names)]
 
 
-def code_version(modules: Iterable[ModuleType]) -> str:
-    """sha256 over every source file the modules can import from their package (each named by its path
-    in the package, so a moved file counts): editing any of them invalidates the step's entries."""
+def code_version(modules: Iterable[ModuleType | str], wiring: Iterable[ModuleType | str] = ()) -> str:
+    """sha256 over every source file the modules can import from their package, and the `wiring` modules'
+    own files (each named by its path in the package, so a moved file counts): editing any of them
+    invalidates the step's entries."""
     from bertbuild.code_closure import source_closure
 
-    files = source_closure(modules)
+    def loaded(module):
+        return importlib.import_module(module) if isinstance(module, str) else module
+
+    files = sorted(set(source_closure(loaded(m) for m in modules))
+                   | {Path(loaded(m).__file__).resolve() for m in wiring})
     root = Path(__file__).resolve().parent.parent
     parts = [f"{p.relative_to(root) if p.is_relative_to(root) else p}".encode() + b"\0" + p.read_bytes() for p in files]
     return sha256_bytes(b"\0\0".join(parts))
@@ -147,17 +136,18 @@ def input_digest(path: Path | str) -> str:
 
 
 def step_key(step: str, *, files: Iterable[Path | str] = (), fields: Any = None,
-             modules: Iterable[ModuleType] = (), host: bool = False) -> str:
+             modules: Iterable[ModuleType | str] = (), wiring: Iterable[ModuleType | str] = (),
+             libraries: Iterable[str] = (), host: bool = False) -> str:
     """The one key function: see the module docstring for what goes in.
 
-    `modules`: modules the step's work runs, beside the module that calls this (always a root of the
-    code version): each brings every module of the package it can import.
+    `modules`: the modules the step's work runs (each brings every module of the package it can import);
+    `wiring`: modules counted by their own source only; `libraries`: keys of `bertbuild.host.PACKAGES`.
     """
-    import sys
+    from bertbuild.host import library_version
 
-    caller = sys.modules.get(sys._getframe(1).f_globals.get("__name__", ""))
     record = {
-        "step": step, "code": code_version([*modules, *([caller] if caller is not None else [])]), "libraries": library_versions(),
+        "step": step, "code": code_version(modules, wiring),
+        "libraries": {name: library_version(name) for name in sorted(set(libraries))},
         "inputs": [input_digest(f) for f in files], "fields": fields, "host": _this_host() if host else None,
     }
     return sha256_bytes(json.dumps(record, sort_keys=True, default=str).encode())
@@ -165,8 +155,7 @@ def step_key(step: str, *, files: Iterable[Path | str] = (), fields: Any = None,
 
 def _this_host() -> dict:
     """What makes an engine or a timing belong to this kind of machine (`bertbuild.host.host_kind`)."""
-    from bertbuild.artifacts.manifest import hardware
-    from bertbuild.host import host_kind
+    from bertbuild.host import hardware, host_kind
 
     return host_kind(hardware())
 

@@ -91,7 +91,7 @@ def tiny_trt_files(tiny_onnx, vocab_path, tmp_path_factory) -> dict:
     """The files the flow hands TensorRT, of the tiny model: fp32, fused, fp16, bf16 and INT8 s8s8 (plus u8s8, not for TensorRT)."""
     from bertbuild.precision.calibration import calibrate
     from bertbuild.precision.calibration_set import calibration_set
-    from bertbuild.precision.config import Fp16Config, Int8Config
+    from bertbuild.config.precision import Fp16Config, Int8Config
     from bertbuild.precision.fp16 import convert_to_bf16, convert_to_fp16
     from bertbuild.precision.int8 import quantize_int8
 

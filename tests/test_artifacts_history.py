@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bertbuild.artifacts.history import history_table, precisions_in, read_history, write_trend_plot
-from bertbuild.artifacts.manifest import package_versions
+from bertbuild.host import package_versions
 from bertbuild.artifacts.publish import publish_bundle
 from bertbuild.evaluation.gates import GateResult
 from bertbuild.artifacts.store import ArtifactStore

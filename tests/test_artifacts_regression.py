@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bertbuild.artifacts.manifest import hardware, package_versions
+from bertbuild.host import hardware, package_versions
 from bertbuild.artifacts.publish import publish_bundle
 from bertbuild.artifacts.regression import F1_GATE, LATENCY_GATE, REGRESSION_NAME, compare_with_latest, latest_snapshot
 from bertbuild.evaluation.gates import GateResult

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bertbuild.artifacts.manifest import Manifest, build_manifest, is_report, package_versions
+from bertbuild.artifacts.manifest import Manifest, build_manifest, is_report
+from bertbuild.host import package_versions
 from bertbuild.artifacts.store import ArtifactStore, default_store, make_run_id, new_token
 from bertbuild.errors import IntegrityError, UserInputError
 
@@ -127,7 +128,7 @@ def test_versions_never_import_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys; from bertbuild.artifacts.manifest import package_versions; v = package_versions(); "
+    code = ("import sys; from bertbuild.host import package_versions; v = package_versions(); "
             "print('tensorflow' in sys.modules, 'tensorrt' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from bertbuild.backends import onnxrt
-from bertbuild.backends.base import Profile
+from bertbuild.runner import Profile
 from bertbuild.backends.onnxrt import OnnxRuntimeBackend, OnnxRuntimeTensorRTBackend
 from bertbuild.backends.registry import availability, get_backend, resolve_backend
 from bertbuild.backends.tensorrt import TensorRTBackend, TensorRTRunner, timing_cache_path

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from bertbuild.backends.base import Profile
+from bertbuild.runner import Profile
 from bertbuild.backends.onnxrt import OnnxRuntimeRunner
 from bertbuild.backends.registry import availability, get_backend
 from bertbuild.cli import main

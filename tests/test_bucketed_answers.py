@@ -35,7 +35,7 @@ def embedded(tmp_path_factory) -> dict[str, Path]:
     from bertbuild.model.checkpoint import load_checkpoint
     from bertbuild.model.export import export_onnx
     from bertbuild.precision.calibration_set import calibration_set
-    from bertbuild.precision.config import Fp16Config, Int8Config
+    from bertbuild.config.precision import Fp16Config, Int8Config
     from bertbuild.precision.fp16 import convert_to_fp16
     from bertbuild.precision.recipe import ORT_VARIANT, build_int8
 

@@ -28,7 +28,7 @@ def tiny_graphs(tiny_trt_files, vocab_path, tmp_path_factory) -> dict:
     """The tiny model's fp32, fused and fp16 files and its ORT-only INT8 file."""
     from bertbuild.precision.calibration import calibrate
     from bertbuild.precision.calibration_set import calibration_set
-    from bertbuild.precision.config import Int8Config
+    from bertbuild.config.precision import Int8Config
     from bertbuild.precision.ort_int8 import write_ort_int8
 
     cfg = Int8Config(samples=16, max_seq_length=128, batch_size=8).plain()

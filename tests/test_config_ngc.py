@@ -87,8 +87,8 @@ def test_bucket_lengths_past_max_seq_length_are_capped():
 
 @pytest.mark.parametrize("name", sorted(NGC_CONFIGS))
 def test_ngc_profiles_have_a_dynamic_sequence_axis_over_every_bucket(name):
-    from bertbuild.backends.profiles import fitting_profile
-    from bertbuild.squad.batching import bucket_lengths
+    from bertbuild.shapes import fitting_profile
+    from bertbuild.shapes import bucket_lengths
 
     cfg = load_config(PROJECT_ROOT / "configs" / name)
     assert cfg.eval.length_bucket > 0

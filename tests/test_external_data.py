@@ -24,7 +24,7 @@ from bertbuild.artifacts.publish import publish_bundle
 from bertbuild.artifacts.store import ArtifactStore
 from bertbuild.errors import IntegrityError, UserInputError
 from bertbuild.hashing import sha256_file
-from bertbuild.precision.config import Int8Config
+from bertbuild.config.precision import Int8Config
 
 CFG = Int8Config(samples=16, max_seq_length=128, batch_size=8).plain()  # the config of conftest's tiny_trt_files
 WORD_EMBEDDINGS = "bert/embeddings/word_embeddings"
@@ -182,7 +182,8 @@ def test_the_step_cache_key_and_hits_cover_the_data_file(tiny_onnx, tmp_path):
 
 
 def test_bundle_companions_go_beside_their_onnx_file(tiny_onnx, tmp_path):
-    from bertbuild.runs import materialize, onnx_companions
+    from bertbuild.onnx_files import onnx_companions
+    from bertbuild.runs import materialize
 
     pair = external_pair(tiny_onnx["fp32"], tmp_path / "model.int8-s8s8.onnx")
     files = {"int8/model.int8-s8s8.onnx": str(pair), "model-fused.onnx": str(tiny_onnx["fused"]),
@@ -234,7 +235,7 @@ def test_download_refuses_hostile_or_unlisted_external_data(tiny_onnx, tmp_path)
 
 
 def test_a_small_model_forced_external_goes_through_every_step(tiny_trt_files, samples, feed, tmp_path):
-    from bertbuild.backends.base import Profile
+    from bertbuild.runner import Profile
     from bertbuild.backends.onnxrt import OnnxRuntimeBackend
     from bertbuild.fuse import fuse_onnx
     from bertbuild.precision.calibration import calibrate
@@ -341,7 +342,8 @@ def test_a_model_past_2_gb_goes_through_every_step_and_round_trips_a_bundle(tiny
     from bertbuild.precision.fp16 import convert_to_fp16
     from bertbuild.precision.int8 import quantize_int8
     from bertbuild.precision.ort_int8 import write_ort_int8
-    from bertbuild.runs import materialize, onnx_companions
+    from bertbuild.onnx_files import onnx_companions
+    from bertbuild.runs import materialize
     from bertbuild.trt_check import check_onnx
 
     small = tiny_trt_files

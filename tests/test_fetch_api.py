@@ -11,16 +11,11 @@ import tarfile
 import pytest
 
 from bertbuild.errors import FetchError, UserInputError
-from bertbuild.fetch import (
-    SQUAD_V11_URLS,
-    Endpoints,
-    Limits,
-    RetryPolicy,
-    default_cache_dir,
-    fetch_checkpoint,
-    fetch_file,
-    tree_sha256,
-)
+from bertbuild.fetch.verify import tree_sha256
+from bertbuild.fetch.download import RetryPolicy
+from bertbuild.fetch.cache import default_cache_dir
+from bertbuild.fetch.archive import Limits
+from bertbuild.fetch.acquire import SQUAD_V11_URLS, Endpoints, fetch_checkpoint, fetch_file
 from bertbuild.fetch.cache import CacheEntry, cache_key
 from httpserver import CKPT_FILES, ckpt_members, http_server, listing, make_tar, make_zip  # noqa: F401
 
@@ -418,7 +413,7 @@ def test_a_second_process_waits_for_an_entry_being_built_then_uses_it(cache):
 
     entry = CacheEntry(cache, cache_key("ckpt", "generated:tiny", None, slug(parse_source("generated:tiny"))))
     fetch = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from bertbuild.fetch import fetch_checkpoint; print('ready', flush=True); "
+        [sys.executable, "-c", "import sys; from bertbuild.fetch.acquire import fetch_checkpoint; print('ready', flush=True); "
                                "print(fetch_checkpoint('generated:tiny', cache_dir=sys.argv[1]))", str(cache)],
         stdout=subprocess.PIPE, text=True)
     with entry.building():  # as a first process would, while it builds the entry

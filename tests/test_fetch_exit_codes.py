@@ -15,7 +15,8 @@ import pytest
 
 from bertbuild.cli import main
 from bertbuild.errors import FetchError, FetchFailed
-from bertbuild.fetch import Endpoints, RetryPolicy, fetch_checkpoint
+from bertbuild.fetch.download import RetryPolicy
+from bertbuild.fetch.acquire import Endpoints, fetch_checkpoint
 from httpserver import CKPT_FILES, http_server, make_zip  # noqa: F401
 
 FAST = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02)

@@ -370,7 +370,7 @@ def test_no_held_out_question_is_read_before_the_final_scoring(tmp_path, prefect
     from prefect.runtime import task_run
 
     from bertbuild.evaluation import score
-    from bertbuild.precision import tuning
+    from bertbuild.evaluation import tune_split as tuning
     from bertbuild.squad import data, sets
 
     _, heldout = data.split_by_article(data.load_dataset())

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from bertbuild.backends.base import Profile
+from bertbuild.runner import Profile
 from bertbuild.backends.onnxrt import OnnxRuntimeRunner
 from bertbuild.backends.registry import availability, get_backend
 from bertbuild.config import EvalConfig, ValidationConfig

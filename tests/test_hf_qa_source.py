@@ -141,7 +141,7 @@ def numpy_qa_logits(t: dict[str, np.ndarray], ids, segments, mask, eps=1e-12):
 def test_hf_folder_exports_to_onnx_matching_a_numpy_reference(hf_folder, tmp_path, vocab_path):
     import onnxruntime as ort
 
-    from bertbuild.fetch import fetch_checkpoint
+    from bertbuild.fetch.acquire import fetch_checkpoint
     from bertbuild.model.checkpoint import SOURCE_FILE, load_checkpoint
     from bertbuild.model.export import export_onnx
 
@@ -180,7 +180,7 @@ def test_hf_folder_exports_to_onnx_matching_a_numpy_reference(hf_folder, tmp_pat
 
 
 def test_conversion_is_cached_by_content(hf_folder, tmp_path, monkeypatch, vocab_path):
-    from bertbuild.fetch import fetch_checkpoint
+    from bertbuild.fetch.acquire import fetch_checkpoint
     from bertbuild.model import hf_import
 
     cache = tmp_path / "cache"
@@ -201,7 +201,7 @@ def test_conversion_is_cached_by_content(hf_folder, tmp_path, monkeypatch, vocab
 
 
 def test_zip_and_url_of_an_hf_folder(hf_folder, tmp_path, http_server):  # noqa: F811
-    from bertbuild.fetch import fetch_checkpoint
+    from bertbuild.fetch.acquire import fetch_checkpoint
     from bertbuild.fetch.download import RetryPolicy
 
     cache = tmp_path / "cache"
@@ -224,7 +224,7 @@ def test_zip_and_url_of_an_hf_folder(hf_folder, tmp_path, http_server):  # noqa:
 
 
 def test_a_zip_of_a_bad_hf_folder_is_not_cached(tmp_path, vocab_path):
-    from bertbuild.fetch import fetch_checkpoint
+    from bertbuild.fetch.acquire import fetch_checkpoint
 
     bad = write_hf_qa(tmp_path / "bad", vocab_path, config=hf_config(len(_vocab_tokens(vocab_path)), hidden_act="relu"))
     archive = tmp_path / "bad.zip"
@@ -338,7 +338,7 @@ def test_bad_tokenizer_files_are_one_line(tmp_path, vocab_path, files, message):
 
 def test_vocab_and_casing_from_tokenizer_json_survive_the_conversion(tmp_path, vocab_path):
     from bertbuild.config import ModelSource
-    from bertbuild.fetch import fetch_checkpoint
+    from bertbuild.fetch.acquire import fetch_checkpoint
     from bertbuild.model.checkpoint import checkpoint_casing, inspect_checkpoint, vocab_and_case
     from bertbuild.tasks.model import fetch_model
 
@@ -419,7 +419,7 @@ def test_a_bad_hf_folder_is_one_line_exit_2(tmp_path, vocab_path, capsys, config
 
 
 def test_pytorch_only_folder_says_to_save_safetensors(tmp_path, vocab_path):
-    from bertbuild.fetch import fetch_checkpoint
+    from bertbuild.fetch.acquire import fetch_checkpoint
 
     folder = tmp_path / "pt"
     folder.mkdir()

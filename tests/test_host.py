@@ -7,7 +7,6 @@ import stat
 import pytest
 
 from bertbuild import host
-from bertbuild.artifacts import manifest
 from bertbuild.step_cache import step_key
 
 SMI_LINES = "NVIDIA H100 80GB HBM3, 9.0, 81559, 550.54.15\nNVIDIA A10, 8.6, 23028, 550.54.15\n"
@@ -32,8 +31,8 @@ def test_every_gpu_from_one_query_and_each_caller_reads_that_probe(tmp_path, mon
         {"name": "NVIDIA A10", "compute_capability": "8.6", "memory_bytes": 23028 << 20, "driver": "550.54.15"},
     ]
     assert host.gpu_info() == {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "driver": "550.54.15"}
-    # The manifest keeps its own record shape (name, memory, driver) but asks the same probe.
-    assert manifest._gpus() == [{"name": "NVIDIA H100 80GB HBM3", "memory_bytes": 81559 << 20, "driver": "550.54.15"},
+    # The hardware record (the manifest's) keeps its own shape (name, memory, driver) but asks the same probe.
+    assert host._gpus() == [{"name": "NVIDIA H100 80GB HBM3", "memory_bytes": 81559 << 20, "driver": "550.54.15"},
                                 {"name": "NVIDIA A10", "memory_bytes": 23028 << 20, "driver": "550.54.15"}]
     queries = calls.read_text().splitlines()
     assert len(queries) == 3 and len(set(queries)) == 1
@@ -46,7 +45,7 @@ def test_no_gpu_without_nvidia_smi_when_it_fails_or_says_nonsense(tmp_path, monk
         monkeypatch.setenv("PATH", str(tmp_path))  # nothing there
     else:
         _fake_smi(tmp_path, monkeypatch, body)
-    assert host.gpus() == [] and host.gpu_info() == {} and manifest._gpus() == []
+    assert host.gpus() == [] and host.gpu_info() == {} and host._gpus() == []
 
 
 def test_host_kind_in_words():
@@ -59,7 +58,7 @@ def test_host_bound_step_keys_follow_the_same_host_kind(monkeypatch):
     h100 = {"cpu": "Xeon", "cores": 16, "ram_bytes": 1, "gpus": [{"name": "NVIDIA H100", "driver": "1"}]}
 
     def key(hardware: dict) -> str:
-        monkeypatch.setattr(manifest, "hardware", lambda: hardware)
+        monkeypatch.setattr(host, "hardware", lambda: hardware)
         return step_key("benchmark", fields={"batch": 1}, host=True)
 
     assert key(h100) == key({**h100, "ram_bytes": 2, "gpus": [{"name": "NVIDIA H100", "driver": "2"}]})

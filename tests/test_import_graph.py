@@ -1,4 +1,8 @@
-"""The package's structure: every module imports, no import cycle, no private name imported across modules.
+"""The package's structure: every module imports, no import cycle between modules or between packages,
+no private name imported across modules.
+
+Packages (`bertbuild.artifacts`, ...) and top-level modules (`bertbuild.config`) are the floors of the
+layout: with no cycle between them they stack in layers, each importing only those below it.
 
 The graph is read from the source with `ast`, function-local imports
 included: a cycle hidden behind a lazy import is still a cycle (it only
@@ -101,6 +105,58 @@ def test_no_import_cycle_and_no_private_name_across_modules():
     cycles = _cycles(edges)
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
     assert not private, "private names imported across modules:\n" + "\n".join(private)
+
+
+def _floor(module: str) -> str:
+    """The package or top-level module a module belongs to: bertbuild.artifacts.store -> bertbuild.artifacts."""
+    return ".".join(module.split(".")[:2])
+
+
+def _package_edges(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Floor -> the floors it imports (the package `bertbuild` itself, which holds no code, left out)."""
+    floors: dict[str, set[str]] = {}
+    for source, targets in edges.items():
+        if source == "bertbuild":
+            continue
+        floors.setdefault(_floor(source), set())
+        for target in targets:
+            if target != "bertbuild" and _floor(target) != _floor(source):
+                floors[_floor(source)].add(_floor(target))
+    for targets in list(floors.values()):
+        for target in targets:
+            floors.setdefault(target, set())
+    return floors
+
+
+def test_no_import_cycle_between_packages():
+    edges, _ = _graph()
+    floors = _package_edges(edges)
+    cycles = _cycles(floors)
+    witnesses = {(a, b): sorted(f"{s} -> {t}" for s, ts in edges.items() for t in ts
+                                if _floor(s) == a and _floor(t) == b) for a in floors for b in floors[a]}
+    assert not cycles, "package cycles:\n" + "\n".join(
+        " -> ".join(cycle) + "\n    " + "; ".join(witnesses[(x, y)][0] for x, y in zip(cycle, cycle[1:]))
+        for cycle in cycles)
+
+
+def test_the_lowest_floors_import_nothing_of_the_domain():
+    """The config, the shared names and the step cache sit below every domain package."""
+    edges, _ = _graph()
+    floors = _package_edges(edges)
+    leaves = {"bertbuild.kinds", "bertbuild.shapes", "bertbuild.locations", "bertbuild.errors"}
+    assert floors["bertbuild.config"] <= leaves, floors["bertbuild.config"]
+    assert all(not floors[leaf] - {"bertbuild.errors"} for leaf in leaves), {leaf: floors[leaf] for leaf in leaves}
+    domain = {"bertbuild.artifacts", "bertbuild.evaluation", "bertbuild.backends", "bertbuild.precision",
+              "bertbuild.tasks", "bertbuild.flows", "bertbuild.commands", "bertbuild.runs"}
+    assert not floors["bertbuild.step_cache"] & domain, floors["bertbuild.step_cache"]
+
+
+def test_package_floors_are_found_across_modules():
+    """The package check itself: a ring through two packages is a cycle even when no module cycle exists."""
+    edges = {"bertbuild.a.x": {"bertbuild.b.y"}, "bertbuild.b.y": set(), "bertbuild.b.z": {"bertbuild.a.w"},
+             "bertbuild.a.w": set()}
+    assert not _cycles(edges)
+    assert _cycles(_package_edges(edges)) == [["bertbuild.a", "bertbuild.b", "bertbuild.a"]]
 
 
 def test_the_check_sees_lazy_imports_and_relative_ones(tmp_path):

@@ -59,7 +59,7 @@ def test_each_step_of_a_bert_base_width_build_keeps_its_memory_budget(tmp_path, 
     assert {"export-onnx", "tensorflow-reference", "fuse-onnx", "fp16-onnx", "calibrate-int8", "int8-onnx",
             "build-engine", "score-engine", "benchmark-engine"} <= names
     from bertbuild.backends.registry import get_backend, resolve_backend
-    from bertbuild.precision import Precision
+    from bertbuild.kinds import Precision
 
     runtime = get_backend(resolve_backend("auto")[0])  # the config leaves engines.backend at auto
     computable = [p for p in Precision if runtime.supports(p)[0]]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from bertbuild.backends import openvino as ovb
-from bertbuild.backends.base import read_metadata
+from bertbuild.runner import read_metadata
 from bertbuild.backends.onnxrt import OnnxRuntimeBackend, OnnxRuntimeRunner
 from bertbuild.backends.registry import get_backend, int8_variant, runtime_fields
 from bertbuild.config import EvalConfig
@@ -152,9 +152,11 @@ def test_openvino_version_keys_only_the_steps_it_runs():
 
     assert runtime_fields("openvino") == {"openvino": importlib.metadata.version("openvino")}
     assert runtime_fields("onnxruntime") == {} and runtime_fields("tensorrt") == {}
-    from bertbuild.step_cache import LIBRARIES
+    from bertbuild.tasks import cached_steps
 
-    assert "openvino" not in LIBRARIES  # every step's key hashes those: the export and the reference too
+    steps = cached_steps()  # the libraries each step names: OpenVINO in none (it keys through `runtime_fields`)
+    assert not any("openvino" in step.libraries for step in steps.values())
+    assert "prefect" not in {lib for step in steps.values() for lib in step.libraries}
 
 
 def test_int8_float_parts_are_chosen_on_the_tune_split(monkeypatch):

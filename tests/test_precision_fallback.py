@@ -10,7 +10,7 @@ import pytest
 
 from bertbuild.precision.calibration import calibrate
 from bertbuild.precision.calibration_set import calibration_set
-from bertbuild.precision.config import FallbackConfig, Int8Config
+from bertbuild.config.precision import FallbackConfig, Int8Config
 from bertbuild.precision.fallback import exclusion_schedule, run_fallback
 from bertbuild.precision.int8 import quantize_int8
 from bertbuild.precision.ranges import TensorRange

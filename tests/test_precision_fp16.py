@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bertbuild.precision.config import Fp16Config
+from bertbuild.config.precision import Fp16Config
 from bertbuild.precision.fp16 import convert_to_fp16
 
 

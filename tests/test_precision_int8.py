@@ -12,7 +12,7 @@ import pytest
 
 from bertbuild.precision.calibration import CALIBRATION_FILE, calibrate
 from bertbuild.precision.calibration_set import calibration_set
-from bertbuild.precision.config import Int8Config
+from bertbuild.config.precision import Int8Config
 from bertbuild.precision.int8 import quantize_int8, zero_points
 from bertbuild.precision.range_stats import AbsHistogram, amax_entropy, amax_percentile
 from bertbuild.precision.ranges import load_calibration

@@ -9,7 +9,7 @@ import pytest
 
 from bertbuild.precision.calibration import calibrate
 from bertbuild.precision.calibration_set import calibration_set
-from bertbuild.precision.config import Int8Config
+from bertbuild.config.precision import Int8Config
 from bertbuild.precision.int8 import quantize_int8, quantize_variant
 from bertbuild.precision.ort_int8 import MS_DOMAIN, augment_heads, to_flash_attention, write_ort_int8
 from bertbuild.precision.smoothing import smooth

@@ -6,7 +6,7 @@ import pytest
 
 from bertbuild.precision.calibration import calibrate
 from bertbuild.precision.calibration_set import calibration_set
-from bertbuild.precision.config import Int8Config
+from bertbuild.config.precision import Int8Config
 from bertbuild.precision.range_choice import CANDIDATES, CHOICE_BATCHES
 from bertbuild.precision.ranges import load_calibration
 from bertbuild.precision.sensitivity import rank_sensitivity

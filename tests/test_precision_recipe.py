@@ -11,7 +11,7 @@ from onnx import numpy_helper
 from bertbuild.precision.bias_correction import correct_biases
 from bertbuild.precision.calibration import calibrate
 from bertbuild.precision.calibration_set import calibration_set
-from bertbuild.precision.config import Int8Config
+from bertbuild.config.precision import Int8Config
 from bertbuild.precision.int8 import quantize_variant
 from bertbuild.precision.recipe import build_int8, prepare_source, write_int8_files
 from bertbuild.precision.smoothing import smoothing_groups

@@ -10,7 +10,7 @@ from onnx import numpy_helper
 
 from bertbuild.precision.calibration import calibrate
 from bertbuild.precision.calibration_set import calibration_set
-from bertbuild.precision.config import Int8Config
+from bertbuild.config.precision import Int8Config
 from bertbuild.precision.int8 import quantize_variant
 from bertbuild.precision.smoothing import channel_absmax, smooth, smoothing_groups, smoothing_scales
 

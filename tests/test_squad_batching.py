@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bertbuild.squad.batching import (PAD_LOGIT, bucket_lengths, plan_batches, real_extents, real_positions,
-                                      trimmed_length)
+from bertbuild.squad.batching import PAD_LOGIT, plan_batches, real_extents, real_positions
+from bertbuild.shapes import bucket_lengths, trimmed_length
 
 SEQ = 16
 

@@ -21,7 +21,7 @@ from tritonclient.utils import triton_to_np_dtype
 from bertbuild.artifacts.layout import Bundle
 from bertbuild.artifacts.publish import publish_bundle
 from bertbuild.evaluation.gates import GateResult
-from bertbuild.backends.base import Profile
+from bertbuild.runner import Profile
 from bertbuild.cli import main
 from bertbuild.errors import IntegrityError, UserInputError
 from bertbuild.model.signature import INPUT_NAMES, OUTPUT_NAMES

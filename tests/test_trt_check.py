@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bertbuild.backends.base import Profile
+from bertbuild.runner import Profile
 from bertbuild.cli import main
 from bertbuild.errors import NotTensorRTReady, UserInputError
 from bertbuild.model.signature import INPUT_NAMES

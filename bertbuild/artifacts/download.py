@@ -28,7 +28,7 @@ from typing import Iterator
 from bertbuild.artifacts.manifest import MANIFEST_NAME, Manifest, sha256_and_size
 from bertbuild.artifacts.store import ArtifactStore, as_store, check_model, parse_manifest
 from bertbuild.errors import BertbuildError, IntegrityError, UserInputError
-from bertbuild.precision import Precision
+from bertbuild.kinds import Precision
 from bertbuild.serving.repository import TRITON_DIR, triton_model_name
 
 

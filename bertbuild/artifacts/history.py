@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bertbuild.artifacts.store import ArtifactStore, check_model
 from bertbuild.errors import IntegrityError
-from bertbuild.precision import Precision
+from bertbuild.kinds import Precision
 
 KEY_VERSIONS = ("onnxruntime", "tensorflow", "tensorrt")
 REFERENCE = "fp32 (reference)"

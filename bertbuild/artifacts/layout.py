@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertbuild.backends.registry import TENSORRT_INT8_VARIANT
-from bertbuild.precision import Precision
+from bertbuild.kinds import Precision
 
 VOCAB = "vocab.txt"
 RESULTS = "results.json"
@@ -87,8 +87,8 @@ class Bundle:
         self.add(benchmark_name(name), bench["path"], precision)
 
     def add_companions(self) -> None:
-        """Every ONNX file's external data files, beside it and of its precision (`runs.onnx_companions`)."""
-        from bertbuild.runs import onnx_companions
+        """Every ONNX file's external data files, beside it and of its precision (`onnx_files.onnx_companions`)."""
+        from bertbuild.onnx_files import onnx_companions
 
         owners: dict[str, str] = {}
         for name, path in onnx_companions(self.files, owners).items():

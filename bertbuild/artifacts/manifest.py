@@ -17,15 +17,11 @@ duplicate keys.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import math
-import os
-import platform
 import shutil
 import subprocess
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,26 +32,12 @@ from typing_extensions import NotRequired, TypedDict
 from bertbuild.artifacts.names import MANIFEST_NAME, bundle_name_problem, name_set_problem
 from bertbuild.errors import BertbuildError, IntegrityError
 from bertbuild.evaluation.gates import GateResult
-from bertbuild.precision import Precision
+from bertbuild.kinds import Precision
 from bertbuild.hashing import sha256_stream
+from bertbuild.host import hardware, package_versions
 
 SCHEMA_VERSION = 2
 FIRST_BLOB_SCHEMA = 2  # from this schema on, file bytes live in the store's blobs
-
-# Import name -> distributions that provide it, first installed one wins.
-PACKAGES: dict[str, tuple[str, ...]] = {
-    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel",
-                   "tensorflow-macos", "tf-nightly"),
-    "tf2onnx": ("tf2onnx",),
-    "onnx": ("onnx",),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),
-    "openvino": ("openvino",),
-    "polygraphy": ("polygraphy",),
-    "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"),
-    "prefect": ("prefect",),
-    "bertbuild": ("bertbuild",),
-}
-
 
 # Bundle files with these suffixes are reports: a failed run publishes only
 # these (under failed/), and `download --precision` always includes them.
@@ -70,63 +52,6 @@ def sha256_and_size(path: Path | str) -> tuple[str, int]:
     """What a manifest records of a local file: its sha256 and its size in bytes."""
     with open(path, "rb") as handle:
         return sha256_stream(handle)
-
-
-def package_versions() -> dict[str, str | None]:
-    """Installed versions of the toolchain, None where a package is absent."""
-    versions: dict[str, str | None] = {}
-    for name, dists in PACKAGES.items():
-        versions[name] = None
-        for dist in dists:
-            try:
-                versions[name] = importlib.metadata.version(dist)
-                break
-            except importlib.metadata.PackageNotFoundError:
-                continue
-    versions["python"] = platform.python_version()
-    return versions
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _ram_bytes() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def _gpus() -> list[dict]:
-    """GPUs as nvidia-smi reports them; [] without nvidia-smi or on any error."""
-    from bertbuild.host import gpus  # the one nvidia-smi probe
-
-    return [{"name": g["name"], "memory_bytes": g["memory_bytes"], "driver": g["driver"]} for g in gpus()]
-
-
-@lru_cache(maxsize=1)
-def hardware() -> dict:
-    """CPU model, cores, RAM, platform, and GPUs (via nvidia-smi when present)."""
-    return {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "ram_bytes": _ram_bytes(),
-        "platform": platform.platform(),
-        "gpus": _gpus(),
-    }
 
 
 def git_info(directory: Path | str | None = None) -> dict:

@@ -31,7 +31,7 @@ when read back right after the write. Blobs already stored are checked by
 size only; every download checks sha256.
 
 An ONNX file with external data is published only together with its data
-files, each under the name the .onnx records, beside it (`runs.onnx_companions`
+files, each under the name the .onnx records, beside it (`onnx_files.onnx_companions`
 adds them): a bundle whose ONNX file would not load after a download is refused.
 """
 

@@ -27,13 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from bertbuild.artifacts.manifest import clean_results, hardware as this_hardware, is_report, package_versions
+from bertbuild.artifacts.manifest import clean_results, is_report
+from bertbuild.host import hardware as this_hardware, host_kind, package_versions
 from bertbuild.artifacts.regression_markdown import report_markdown
 from bertbuild.artifacts.store import ArtifactStore, as_store, check_model
 from bertbuild.errors import BertbuildError, IntegrityError
 from bertbuild.evaluation.gates import GateResult, judge, skipped
 from bertbuild.hashing import sha256_file
-from bertbuild.host import host_kind
 
 F1_GATE = "max_f1_drop_vs_latest"
 LATENCY_GATE = "max_latency_ratio_vs_latest"

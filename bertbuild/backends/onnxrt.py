@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from bertbuild import onnx_files
-from bertbuild.backends.base import (Backend, Engine, Profile, Runner, as_written, profiles_from_metadata,
-                                     read_metadata)
+from bertbuild.backends.base import Backend
+from bertbuild.runner import Engine, Profile, Runner, profiles_from_metadata, read_metadata
+from bertbuild.kinds import as_written
 from bertbuild.errors import MissingDependency
 from bertbuild.host import gpu_info
 from bertbuild.model.signature import INPUT_NAMES

@@ -41,9 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bertbuild.backends.base import Backend, Engine, Profile, Runner, read_metadata
+from bertbuild.backends.base import Backend
+from bertbuild.runner import Engine, Profile, Runner, read_metadata
 from bertbuild.errors import UserInputError
-from bertbuild.precision import Precision
+from bertbuild.kinds import Precision
 
 DEVICE = "CPU"
 # OpenVINO's element-type names -> this project's precision names.

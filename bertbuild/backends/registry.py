@@ -39,18 +39,15 @@ def int8_variant(backend: str, configured: str) -> str:
 def runtime_fields(backend: str) -> dict:
     """The runtime version an engine, a score or a timing of `backend` depends on, for its step key.
 
-    ONNX Runtime and TensorRT are among every step's libraries (`step_cache.LIBRARIES`); OpenVINO
-    joins only the steps it runs (engines, scoring, validation, timing, the tune split), so its
-    upgrade recomputes none of the export, fusion or the TensorFlow reference.
+    ONNX Runtime and TensorRT are among the libraries the engine steps name (`bertbuild.steps`); OpenVINO
+    joins only the keys of steps that run it (engines, scoring, validation, timing, the tune split), so
+    its upgrade recomputes none of the export, fusion or the TensorFlow reference.
     """
     if backend != "openvino":
         return {}
-    import importlib.metadata
+    from bertbuild.host import library_version
 
-    try:
-        return {"openvino": importlib.metadata.version("openvino")}
-    except importlib.metadata.PackageNotFoundError:
-        return {"openvino": None}
+    return {"openvino": library_version("openvino")}
 
 
 def _backends() -> dict[str, type[Backend]]:

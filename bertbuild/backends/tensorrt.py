@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bertbuild.backends.base import (Backend, Engine, Profile, Runner, as_written, profiles_from_metadata,
-                                     read_metadata)
-from bertbuild.backends.profiles import describe, fitting_profile
+from bertbuild.backends.base import Backend
+from bertbuild.runner import Engine, Profile, Runner, profiles_from_metadata, read_metadata
+from bertbuild.kinds import as_written
+from bertbuild.shapes import describe, fitting_profile
 from bertbuild.host import gpu_info, slug
 from bertbuild.model.signature import INPUT_NAMES
 

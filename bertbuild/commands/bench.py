@@ -127,7 +127,7 @@ class Pair:
             from bertbuild.backends.openvino import compute_label, layer_precisions
 
             return compute_label(layer_precisions(runner.compiled))
-        from bertbuild.backends.base import as_written
+        from bertbuild.kinds import as_written
 
         return as_written(self.precision) if self.precision else "unknown"
 
@@ -246,7 +246,8 @@ def run(args) -> int:
     import json
 
     from bertbuild.errors import UserInputError
-    from bertbuild.evaluation.latency import backend_table, machine_note, measure, squad_feed
+    from bertbuild.evaluation.latency import backend_table, measure, squad_feed
+    from bertbuild.host import machine_note
 
     missing = [str(p) for p in args.onnx if not p.is_file()]
     if missing:
@@ -313,7 +314,7 @@ def _heldout_passes(args, pairs: list[Pair], skipped: list[str], threads: int, n
 
     from bertbuild.errors import UserInputError
     from bertbuild.evaluation.latency import backend_pass_table, heldout_windows, measure_pass
-    from bertbuild.squad.batching import DEFAULT_LENGTH_BUCKET
+    from bertbuild.shapes import DEFAULT_LENGTH_BUCKET
 
     buckets = args.length_bucket or [0, DEFAULT_LENGTH_BUCKET]
     windows = heldout_windows(args.seq, args.vocab, lower_case=not args.cased, limit=args.limit)

@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from bertbuild.fetch import fetch_checkpoint, fetch_file
+    from bertbuild.fetch.acquire import fetch_checkpoint, fetch_file
 
     fetch = fetch_file if args.file else fetch_checkpoint
     print(fetch(args.source, sha256=args.sha256, cache_dir=args.cache_dir))

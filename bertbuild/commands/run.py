@@ -11,7 +11,7 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    from bertbuild.step_cache import STEPS
+    from bertbuild.kinds import STEPS
 
     parser = sub.add_parser("run", help="run the build-bert flow on a config")
     parser.add_argument("--config", required=True, help="a YAML build config (see configs/)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bertbuild.backends.base import Runner
+from bertbuild.runner import Runner
 from bertbuild.errors import UserInputError
 from bertbuild.squad.data import Example
 from bertbuild.squad.postprocess import Span, best_spans

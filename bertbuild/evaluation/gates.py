@@ -24,7 +24,7 @@ from bertbuild.errors import GateFailed, IntegrityError
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class GateResult:
     # Strict fields: a record read back from a store is untrusted, and "yes" is not a verdict.
-    engine: StrictStr  # the engine judged, e.g. onnxruntime-int8 (`backends.base.engine_name`)
+    engine: StrictStr  # the engine judged, e.g. onnxruntime-int8 (`kinds.engine_name`)
     gate: StrictStr
     measured: Annotated[float, Strict()] | None  # None: nothing measured (a failure, unless `skipped` says why)
     threshold: Annotated[float, Strict()] | None
@@ -141,7 +141,7 @@ def parity_limit(precision: str, max_abs_logit: float | None) -> float | None:
     fusion, FP16 and INT8 change the arithmetic on purpose and are judged on
     their answers (EM/F1, argmax agreement, Polygraphy's tolerances) instead.
     """
-    from bertbuild.precision import Precision
+    from bertbuild.kinds import Precision
 
     return max_abs_logit if precision == Precision.FP32 else None
 

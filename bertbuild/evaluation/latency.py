@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertbuild.backends.base import Runner
+from bertbuild.runner import Runner
 from bertbuild.model.signature import INPUT_NAMES
 from bertbuild.squad.features import Features
 
@@ -275,14 +275,3 @@ def _plain_table(header: tuple, body: list[tuple], left: int = 1) -> str:
         return "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
 
     return "\n".join([fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, body)])
-
-
-def machine_note() -> str:
-    """CPU count and load, so a reader can tell a disturbed measurement from a clean one."""
-    cpus = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on every platform
-        return f"{cpus} CPUs"
-    busy = " (busy: other work is competing, timings are disturbed)" if load > 0.5 * cpus else ""
-    return f"{cpus} CPUs, 1-min load {load:.2f}{busy}"

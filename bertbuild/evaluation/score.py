@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from bertbuild.arrays import load_npz
-from bertbuild.backends.base import Runner
+from bertbuild.runner import Runner
 from bertbuild.config import EvalConfig
 from bertbuild.progress import Progress
-from bertbuild.squad.batching import DEFAULT_LENGTH_BUCKET, plan_batches
+from bertbuild.squad.batching import plan_batches
+from bertbuild.shapes import DEFAULT_LENGTH_BUCKET
 from bertbuild.squad.features import Features
 from bertbuild.squad.metrics import score
 from bertbuild.squad.sets import SquadSet, featurize, first_questions

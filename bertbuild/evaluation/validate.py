@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertbuild.backends.base import Runner
+from bertbuild.runner import Runner
 from bertbuild.model.signature import INPUT_NAMES, OUTPUT_NAMES
 
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from bertbuild.fetch import SQUAD_V11_URLS, fetch_checkpoint, fetch_file
+    from bertbuild.fetch.acquire import SQUAD_V11_URLS, fetch_checkpoint, fetch_file
 
     # NGC (key from NGC_API_KEY, or api_key=...), Google Drive, HTTP(S),
     # file://, a local .zip/.tar.gz, or a local directory (used in place):

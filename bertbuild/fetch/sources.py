@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from bertbuild.errors import UserInputError
+from bertbuild.locations import SCHEME, is_local_path
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _NGC = re.compile(rf"^({_NAME})(?:/({_NAME}))?/({_NAME}):({_NAME})$")
 _DRIVE_ID = re.compile(r"^[-\w]+$")
 _DRIVE_PATH = re.compile(r"^/file(?:/u/\d+)?/d/([-\w]+)(?:/[^/]*)?/?$")
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _DRIVE_HOSTS = {"drive.google.com", "docs.google.com"}
 
 
@@ -137,11 +137,6 @@ GENERATED_MODELS = {"tiny": dict(layers=2, hidden=32, heads=4)}
 Source = NgcModel | GDriveFile | HttpUrl | LocalDir | LocalFile | Generated
 
 
-def is_local_path(text: str) -> bool:
-    """True for a plain filesystem path: no ``scheme://`` and not ``generated:``."""
-    return not _SCHEME.match(text.strip()) and not text.strip().startswith("generated:")
-
-
 def slug(source: Source) -> str:
     """Readable part of a cache entry name for `source`."""
     if isinstance(source, NgcModel):
@@ -164,7 +159,7 @@ def parse_source(text: str) -> Source:
     text = text.strip() if isinstance(text, str) else ""
     if not text:
         raise _bad(text, "empty; expected ngc://, gdrive://, http(s)://, file://, generated: or a local path")
-    scheme_match = _SCHEME.match(text)
+    scheme_match = SCHEME.match(text)
     scheme = scheme_match.group(1).lower() if scheme_match else None
 
     if scheme == "ngc":

@@ -22,7 +22,7 @@ from bertbuild.console import NOT_ON_CONSOLE
 
 from bertbuild.artifacts.layout import VOCAB, Bundle, onnx_name, predictions_name
 from bertbuild.artifacts.store import as_store, default_store
-from bertbuild.backends.base import engine_name
+from bertbuild.kinds import engine_name
 from bertbuild.backends.registry import TENSORRT_BACKENDS, get_backend, int8_variant, resolve_backend
 from bertbuild.config import ConfigParameter, with_overrides
 from bertbuild.evaluation.gates import GateResult, engine_gates, parity_limit
@@ -33,7 +33,7 @@ from bertbuild.interrupts import flow_run_noted, note_run
 from bertbuild.memory_budget import check_memory, engine_groups, side_by_side
 from bertbuild.model.checkpoint import CONFIG_FILE, check_sequence_lengths, read_config
 from bertbuild.model.export import weight_bytes
-from bertbuild.precision import Precision
+from bertbuild.kinds import Precision
 from bertbuild.preflight import check_names_and_paths, check_questions, run_sequence_lengths
 from bertbuild.runs import check_commit, open_run
 from bertbuild.sharing import threads_each

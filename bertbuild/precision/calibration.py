@@ -36,7 +36,7 @@ import numpy as np
 from bertbuild import onnx_files
 from bertbuild.precision.activations import activation_session
 from bertbuild.precision.calibration_set import CalibrationSet
-from bertbuild.precision.config import Int8Config
+from bertbuild.config.precision import Int8Config
 from bertbuild.precision.outliers import outlier_channels
 from bertbuild.precision.range_choice import CHOICE_BATCHES, choose_ranges
 from bertbuild.precision.range_stats import AbsHistogram, amax_entropy, amax_minmax, amax_percentile

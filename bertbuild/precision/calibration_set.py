@@ -14,8 +14,9 @@ from typing import Iterator
 
 import numpy as np
 
-from bertbuild.precision.config import Int8Config
-from bertbuild.squad.batching import DEFAULT_LENGTH_BUCKET, plan_batches
+from bertbuild.config.precision import Int8Config
+from bertbuild.squad.batching import plan_batches
+from bertbuild.shapes import DEFAULT_LENGTH_BUCKET
 
 
 @dataclass(frozen=True)

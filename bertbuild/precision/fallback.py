@@ -2,7 +2,7 @@
 
 Pure control logic; quantizing and judging are callables, so the loop is tested
 with fakes and the flow plugs in real re-quantization and the tune-split signal
-(train-half questions only, see `precision.tuning`). The search is a prefix walk
+(train-half questions only, see `evaluation.tune_split`). The search is a prefix walk
 down the sensitivity ranking (`step` more nodes per try, at most `max_nodes` in
 total and `max_tries` tries). Every scheduled try is measured, accuracy and
 latency, and the fastest passing one is kept: returning nodes to FP32 costs
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
-from bertbuild.precision.config import FallbackConfig
+from bertbuild.config.precision import FallbackConfig
 
 
 @dataclass

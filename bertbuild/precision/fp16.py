@@ -51,7 +51,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from bertbuild import onnx_files
-from bertbuild.precision.config import Fp16Config
+from bertbuild.config.precision import Fp16Config
 from bertbuild.precision.graph_index import FLOAT, GraphIndex, logits_head
 
 log = logging.getLogger(__name__)

@@ -44,7 +44,7 @@ from onnx import TensorProto
 
 from bertbuild import onnx_files
 from bertbuild.precision.ranges import Calibration
-from bertbuild.precision.config import Int8Config
+from bertbuild.config.precision import Int8Config
 
 log = logging.getLogger(__name__)
 

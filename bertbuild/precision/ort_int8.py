@@ -46,7 +46,7 @@ from bertbuild import onnx_files
 from bertbuild.fuse import match as m
 from bertbuild.model.signature import INPUT_NAMES
 from bertbuild.precision.ranges import Calibration
-from bertbuild.precision.config import Int8Config
+from bertbuild.config.precision import Int8Config
 from bertbuild.precision.int8 import quantize_variant
 
 MS_DOMAIN = "com.microsoft"

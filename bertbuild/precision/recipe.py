@@ -27,7 +27,7 @@ from typing import Iterable
 
 from bertbuild.precision.calibration import calibrate
 from bertbuild.precision.calibration_set import CalibrationSet
-from bertbuild.precision.config import Int8Config
+from bertbuild.config.precision import Int8Config
 from bertbuild.precision.int8 import VARIANTS, qdq_summary, quantize_variant
 from bertbuild.precision.ranges import Calibration
 

@@ -38,7 +38,7 @@ from onnx import helper, numpy_helper
 from bertbuild import onnx_files
 from bertbuild.precision.activations import activation_session
 from bertbuild.precision.calibration_set import CalibrationSet
-from bertbuild.precision.config import Int8Config
+from bertbuild.config.precision import Int8Config
 from bertbuild.precision.graph_edit import add_nodes
 from bertbuild.precision.targets import head_nodes
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import onnx
 
 from bertbuild import onnx_files
-from bertbuild.precision.config import Int8Config
+from bertbuild.config.precision import Int8Config
 from bertbuild.precision.graph_index import GraphIndex, logits_head
 
 

@@ -36,7 +36,7 @@ def repository_files(model: str, engines: Iterable[Mapping], profiles: Sequence,
     default the engine's own stem + .bin). `profiles` and `batch`: the run's
     `engines.profiles` and `benchmark.batch`.
     """
-    from bertbuild.runs import onnx_companions
+    from bertbuild.onnx_files import onnx_companions
     from bertbuild.serving.triton import model_config
 
     files: dict[str, str] = {}

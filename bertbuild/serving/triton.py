@@ -259,7 +259,7 @@ def model_config(name: str, backend: str, engine_path: Path | str, profiles: Seq
         raise UserInputError(f"no Triton platform for backend {backend!r} (known: {', '.join(SERVING)})")
     metadata: dict = {}
     if serving.backend == OPENVINO_BACKEND:
-        from bertbuild.backends.base import read_metadata
+        from bertbuild.runner import read_metadata
 
         metadata = read_metadata(engine_path)
         source_onnx = source_onnx or metadata.get("source_onnx")

@@ -31,16 +31,11 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from bertbuild.model.signature import INPUT_NAMES
+from bertbuild.shapes import trimmed_length
 
 # What every position past a window's real tokens holds in restored outputs: the export's own
 # additive attention mask value, far below any real logit, and the same for every engine.
 PAD_LOGIT = -10000.0
-# eval.length_bucket's default, measured (`bertbuild bench --lengths heldout --limit 400`, the embedded
-# model's FP32 export, 400 held-out windows at 384, batch 8, ONNX Runtime CPU on a busy 2-core host, one run):
-#   padded 2.90 windows/s; bucket 16: 6.47; 32: 7.01; 64: 6.25; 128: 4.47
-#   (padding fed 58.2 %, 5.9 %, 10.1 %, 18.1 %, 29.6 %).
-# Below 32 the padding saved no longer pays for the extra shapes; 32 gives 12 lengths up to 384.
-DEFAULT_LENGTH_BUCKET = 32
 
 
 def real_extents(input_mask: np.ndarray) -> np.ndarray:
@@ -57,22 +52,6 @@ def real_extents(input_mask: np.ndarray) -> np.ndarray:
         return np.zeros(mask.shape[0], dtype=np.int64)
     last = mask.shape[1] - np.argmax(mask[:, ::-1], axis=1)
     return np.where(mask.any(axis=1), last, 0).astype(np.int64)
-
-
-def trimmed_length(longest: int, length_bucket: int, max_seq_length: int) -> int:
-    """The smallest multiple of `length_bucket` holding `longest` positions, at most max_seq_length (0: max_seq_length)."""
-    if length_bucket == 0:
-        return max_seq_length
-    buckets = max(1, -(-int(longest) // length_bucket))  # a window with no real token still gets one bucket
-    return min(buckets * length_bucket, max_seq_length)
-
-
-def bucket_lengths(length_bucket: int, max_seq_length: int) -> list[int]:
-    """Every sequence length a pass can feed: bucket, 2*bucket, ... and max_seq_length (0: max_seq_length only)."""
-    if length_bucket == 0:
-        return [max_seq_length]
-    return sorted({trimmed_length(n, length_bucket, max_seq_length)
-                   for n in range(length_bucket, max_seq_length + length_bucket, length_bucket)})
 
 
 @dataclass(frozen=True)

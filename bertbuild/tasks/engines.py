@@ -5,8 +5,9 @@ runs while the TensorFlow reference does); validation and the comparison need
 the reference; the gates are judged once the engine is timed
 (`evaluation.gates.engine_gates`, a pure function). Every task takes the
 backend *name* and file paths, so tasks for different precisions run side by
-side (`.submit`) on any task runner, Dask included. Engines and timings are
-cached per host kind; scoring and validation per engine file.
+side (`.submit`) on any task runner, Dask included. Each is a cached step
+(`bertbuild.steps`): engines and timings per host kind; scoring and
+validation per engine file.
 """
 
 from __future__ import annotations
@@ -20,10 +21,15 @@ from prefect.cache_policies import NO_CACHE
 from bertbuild.config import BenchmarkConfig, EvalConfig, ProfileConfig, Tolerance
 from bertbuild.resources import measured
 from bertbuild.runs import RunContext
+from bertbuild.steps import CachedStep, Work, cached_step
+
+# Every engine step runs a backend: its runtime's version is in the key (OpenVINO's through `runtime_fields`,
+# a field of the steps that run it only).
+RUNTIMES = ("onnxruntime", "tensorrt", "numpy")
 
 
 def _profiles(profiles: tuple[ProfileConfig, ...]):
-    from bertbuild.backends.base import Profile
+    from bertbuild.runner import Profile
 
     return [Profile(tuple(p.min), tuple(p.opt), tuple(p.max)) for p in profiles]
 
@@ -34,7 +40,7 @@ def engine_files(engine: dict) -> list[str]:
 
 
 def _runner(engine: dict, threads: int | None):
-    from bertbuild.backends.base import engine_name
+    from bertbuild.kinds import engine_name
     from bertbuild.backends.registry import get_backend
 
     runner = get_backend(engine["backend"], threads=threads).load(Path(engine["path"]))
@@ -42,14 +48,15 @@ def _runner(engine: dict, threads: int | None):
     return runner
 
 
-@task(name="build-engine", cache_policy=NO_CACHE)
-@measured("build-engine")
+@cached_step("engine", task_name="build-engine", code=("bertbuild.backends.registry",), libraries=RUNTIMES,
+             host=True)
 def build_engine(backend: str, onnx_path: str, precision: str, profiles: tuple[ProfileConfig, ...],
-                 run: RunContext, threads: int | None, float_parts: str | None = None) -> dict:
+                 run: RunContext, threads: int | None, float_parts: str | None = None) -> Work:
     """{"path", "backend", "precision", "onnx", "metadata", "compute_precision"} (+ "weights" for OpenVINO IR):
     an engine for this kind of host. `float_parts`: an INT8 engine's float precision where the runtime chooses it."""
-    from bertbuild.backends import base, onnxrt, openvino, registry, tensorrt
-    from bertbuild.step_cache import step_key
+    from bertbuild.backends import registry
+    from bertbuild.kinds import as_written
+    from bertbuild.runner import read_metadata
 
     def produce(out: Path) -> dict:
         engine = registry.get_backend(backend, threads=threads).build(Path(onnx_path), precision,
@@ -58,52 +65,52 @@ def build_engine(backend: str, onnx_path: str, precision: str, profiles: tuple[P
         return {"path": str(engine.path), "metadata": str(engine.metadata_path),
                 **({"weights": str(engine.path.with_name(weights))} if weights else {})}
 
+    def finish(built: dict) -> dict:
+        compute = read_metadata(built["path"]).get("compute_precision") or as_written(precision)
+        return {**built, "backend": backend, "precision": str(precision), "onnx": onnx_path,
+                "compute_precision": compute}
+
     fields = {"backend": backend, "precision": str(precision), "threads": threads,
               "profiles": [p.model_dump(mode="json") for p in profiles], **registry.runtime_fields(backend),
               **({"float_parts": float_parts} if float_parts else {})}
-    key = step_key("engine", files=[onnx_path], fields=fields, modules=[base, onnxrt, tensorrt, openvino], host=True)
-    built = run.cache.run("engine", key, produce)
-    compute = base.read_metadata(built["path"]).get("compute_precision") or base.as_written(precision)
-    return {**built, "backend": backend, "precision": str(precision), "onnx": onnx_path, "compute_precision": compute}
+    return Work(produce, files=[onnx_path], fields=fields, finish=finish)
 
 
-@task(name="score-engine", cache_policy=NO_CACHE)
-@measured("score-engine")
-def score_engine(engine: dict, squad: dict, eval_cfg: EvalConfig, run: RunContext, threads: int | None) -> dict:
+@cached_step("evaluation", task_name="score-engine", code=("bertbuild.evaluation.score", "bertbuild.backends.registry"),
+             libraries=(*RUNTIMES, "tokenizers"))
+def score_engine(engine: dict, squad: dict, eval_cfg: EvalConfig, run: RunContext, threads: int | None) -> Work:
     """The engine over the run's SQuAD questions: EM/F1, its saved logits and predictions, its rates.
 
     Needs nothing of the TensorFlow reference, so it runs while the reference does.
     """
+    from bertbuild.backends.registry import runtime_fields
     from bertbuild.evaluation import score
     from bertbuild.squad.sets import SquadSet
-    from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
         runner = _runner(engine, threads)
         return score.save_outputs(score.evaluate(runner, SquadSet.load(squad["path"]), eval_cfg,
                                                  get_run_logger().info), out, runner.name)
 
-    from bertbuild.backends.registry import runtime_fields
-
-    key = step_key("evaluation", files=[*engine_files(engine), squad["path"]],
-                   fields={"eval": eval_cfg.model_dump(mode="json"), **runtime_fields(engine["backend"])},
-                   modules=[score])
-    return run.cache.run("evaluation", key, produce)
+    return Work(produce, files=[*engine_files(engine), squad["path"]],
+                fields={"eval": eval_cfg.model_dump(mode="json"), **runtime_fields(engine["backend"])})
 
 
-@task(name="validate-engine", cache_policy=NO_CACHE)
-@measured("validate-engine")
+@cached_step("validation", task_name="validate-engine",
+             code=("bertbuild.evaluation.validate", "bertbuild.evaluation.polygraphy_log", "bertbuild.backends.registry",
+                   "bertbuild.squad.sets"),
+             libraries=(*RUNTIMES, "polygraphy"))
 def validate_engine(engine: dict, squad: dict, reference: dict, eval_cfg: EvalConfig, batches: int,
-                    tolerance: Tolerance, run: RunContext, threads: int | None) -> dict:
+                    tolerance: Tolerance, run: RunContext, threads: int | None) -> Work:
     """Polygraphy's comparison of the engine with TensorFlow's saved RunResults on the validation batches.
 
     {"passed", "argmax_agreement", ..., "text", "report"}: the report's JSON and text files are bundle files,
     and so is Polygraphy's log of the comparison beside them (`validation-<engine>.log`), which the terminal
     does not get (`bertbuild run -v` shows it).
     """
-    from bertbuild.evaluation import polygraphy_log, validate
+    from bertbuild.backends.registry import runtime_fields
+    from bertbuild.evaluation import validate
     from bertbuild.squad.sets import SquadSet
-    from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
         runner = _runner(engine, threads)
@@ -115,13 +122,9 @@ def validate_engine(engine: dict, squad: dict, reference: dict, eval_cfg: EvalCo
         report.save(stem)
         return {**report.to_json(), "text": report.to_text(), "report": f"{stem}.json"}
 
-    from bertbuild.backends.registry import runtime_fields
-
     fields = {"batch_size": eval_cfg.batch_size, "length_bucket": eval_cfg.length_bucket, "batches": batches,
               "tolerance": tolerance.model_dump(mode="json"), **runtime_fields(engine["backend"])}
-    key = step_key("validation", files=[*engine_files(engine), squad["path"], reference["run_results"]],
-                   fields=fields, modules=[validate, polygraphy_log])
-    return run.cache.run("validation", key, produce)
+    return Work(produce, files=[*engine_files(engine), squad["path"], reference["run_results"]], fields=fields)
 
 
 @task(name="compare-with-reference", cache_policy=NO_CACHE)
@@ -141,18 +144,20 @@ def compare_with_reference(scored: dict, squad: dict, reference: dict, run: RunC
             "max_abs_dlogit": max_abs_logit_diff(reference["logits"], scored["logits"])}
 
 
-@task(name="benchmark-engine", cache_policy=NO_CACHE)
-@measured("benchmark-engine")
+@cached_step("benchmark", task_name="benchmark-engine",
+             code=("bertbuild.evaluation.latency", "bertbuild.backends.registry"), libraries=(*RUNTIMES, "tokenizers"),
+             host=True)
 def benchmark_engine(engine: dict, squad: dict, bench: BenchmarkConfig, eval_cfg: EvalConfig, model_vocab: str,
-                     lower_case: bool, run: RunContext, threads: int | None) -> dict:
+                     lower_case: bool, run: RunContext, threads: int | None) -> Work:
     """Latency and throughput on real held-out SQuAD windows at the benchmark shape.
 
     Reused from an earlier run of the same engine file on this kind of host
     only when `benchmark.reuse` is on; otherwise timed afresh, alone.
     """
+    from bertbuild.backends.registry import runtime_fields
     from bertbuild.evaluation import latency
+    from bertbuild.host import machine_note
     from bertbuild.squad.sets import SquadSet
-    from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
         if bench.seq == eval_cfg.max_seq_length:  # the run's own held-out windows
@@ -162,18 +167,18 @@ def benchmark_engine(engine: dict, squad: dict, bench: BenchmarkConfig, eval_cfg
         runner = _runner(engine, threads)
         stats = latency.measure(runner, feed, warmup=bench.warmup, iterations=bench.iterations, name=runner.name)
         record = {**stats.to_dict(), "backend": engine["backend"], "precision": engine["precision"],
-                  "compute_precision": engine.get("compute_precision"), "machine": latency.machine_note()}
+                  "compute_precision": engine.get("compute_precision"), "machine": machine_note()}
         path = out / f"benchmark-{runner.name}.json"
         path.write_text(json.dumps(record, indent=2) + "\n")
         return {**record, "path": str(path)}
 
-    from bertbuild.backends.registry import runtime_fields
-
     fields = {"bench": bench.model_dump(mode="json", exclude={"reuse"}), "threads": threads,
               **runtime_fields(engine["backend"])}
-    key = step_key("benchmark", files=[*engine_files(engine), squad["path"]], fields=fields, modules=[latency],
-                   host=True)
-    return run.timing_cache(bench.reuse).cache.run("benchmark", key, produce)
+    return Work(produce, files=[*engine_files(engine), squad["path"]], fields=fields, reuse=bench.reuse)
+
+
+# One cached check per file, inside one task (the files are few and each check takes milliseconds).
+TRT_CHECK = CachedStep("trt_check", ("bertbuild.trt_check",), ("onnx",), wiring=(__name__,))
 
 
 @task(name="check-tensorrt-ready", cache_policy=NO_CACHE)
@@ -186,7 +191,6 @@ def check_tensorrt_ready(onnx_files: dict[str, str], profiles: tuple[ProfileConf
     the run here, one line per offending node, before a GPU is touched.
     """
     from bertbuild import trt_check
-    from bertbuild.step_cache import package_modules, step_key
 
     version = trt_check.host_version()
     reports = {}
@@ -195,8 +199,8 @@ def check_tensorrt_ready(onnx_files: dict[str, str], profiles: tuple[ProfileConf
             return trt_check.check_onnx(path, trt_version=version, profiles=list(profiles)).to_json()
 
         fields = {"tensorrt": version, "profiles": [p.model_dump(mode="json") for p in profiles]}
-        key = step_key("trt_check", files=[path], fields=fields, modules=package_modules(trt_check))
-        reports[name] = {k: v for k, v in run.cache.run("trt_check", key, produce).items() if k != "cached"}
+        checked = TRT_CHECK.run(run, Work(produce, files=[path], fields=fields))
+        reports[name] = {k: v for k, v in checked.items() if k != "cached"}
         if required and not reports[name]["ready"]:
             trt_check.check_onnx(path, trt_version=version, profiles=list(profiles)).require_ready()
     return reports

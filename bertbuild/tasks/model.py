@@ -1,8 +1,8 @@
 """Prefect tasks for the checkpoint: fetch it, export it to ONNX, run the TensorFlow reference.
 
 Thin wrappers: the work is in `bertbuild.fetch`, `bertbuild.model` and
-`bertbuild.evaluation`; the export and the reference are cached by content
-(`bertbuild.step_cache`), so an unchanged checkpoint is never exported or run
+`bertbuild.evaluation.reference`; the export and the reference are cached
+steps (`bertbuild.steps`), so an unchanged checkpoint is never exported or run
 in TensorFlow twice.
 """
 
@@ -16,13 +16,14 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from bertbuild.config import EvalConfig, ExportConfig, ModelSource, ValidationConfig
-from bertbuild.resources import current_meter, measured
+from bertbuild.resources import current_meter
 from bertbuild.runs import RunContext
+from bertbuild.steps import Work, cached_step
 
 NGC_SECRET_BLOCK = "ngc-api-key"
 # What the TensorFlow steps run in their child processes (`bertbuild.isolation`).
-EXPORT_TARGET = "bertbuild.model.export:export_main"
-REFERENCE_TARGET = "bertbuild.backends.tf_reference:reference_main"
+EXPORT_MODULE, REFERENCE_MODULE = "bertbuild.model.export", "bertbuild.evaluation.reference"
+EXPORT_TARGET, REFERENCE_TARGET = f"{EXPORT_MODULE}:export_main", f"{REFERENCE_MODULE}:reference_main"
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def ngc_api_key() -> str | None:
 @task(name="fetch-checkpoint", cache_policy=NO_CACHE)
 def fetch_model(source: ModelSource, name: str) -> ModelInfo:
     """The checkpoint directory (downloads are cached by `bertbuild.fetch`), its vocab and casing."""
-    from bertbuild.fetch import fetch_checkpoint
+    from bertbuild.fetch.acquire import fetch_checkpoint
     from bertbuild.model.checkpoint import CONFIG_FILE, VOCAB_FILE, checkpoint_casing, read_config
 
     key = ngc_api_key() if source.source.startswith("ngc://") else None
@@ -64,37 +65,27 @@ def fetch_model(source: ModelSource, name: str) -> ModelInfo:
     return ModelInfo(name, str(directory), str(vocab), lower, read_config(directory / CONFIG_FILE).num_hidden_layers)
 
 
-@task(name="export-onnx", cache_policy=NO_CACHE)
-@measured("export-onnx")
-def export_onnx(model: ModelInfo, export_cfg: ExportConfig, run: RunContext) -> dict:
+@cached_step("export", task_name="export-onnx", code=(EXPORT_MODULE, "bertbuild.memory_budget"),
+             libraries=("tensorflow", "tf2onnx", "onnx", "numpy"))
+def export_onnx(model: ModelInfo, export_cfg: ExportConfig, run: RunContext) -> Work:
     """tf2onnx export with dynamic batch/seq axes, in a child process: {"path", "nodes", "seconds", "opset"}."""
-    from bertbuild.model import bert_graph, checkpoint, export
-    from bertbuild.step_cache import step_key
-
     def produce(out: Path) -> dict:
         kwargs = {"checkpoint_dir": model.checkpoint_dir, "lower_case": model.lower_case,
                   "out_path": str(out / "model-fp32.onnx"), "opset": export_cfg.opset,
                   "external_data": export_cfg.external_data}
         return _in_child("export-onnx", EXPORT_TARGET, kwargs, model)
 
-    key = step_key("export", files=[model.checkpoint_dir], fields=export_cfg.model_dump(mode="json"),
-                   modules=[export, bert_graph, checkpoint])
-    return run.cache.run("export", key, produce)
+    return Work(produce, files=[model.checkpoint_dir], fields=export_cfg.model_dump(mode="json"))
 
 
-@task(name="tensorflow-reference", cache_policy=NO_CACHE)
-@measured("tensorflow-reference")
+@cached_step("reference", task_name="tensorflow-reference", code=(REFERENCE_MODULE, "bertbuild.memory_budget"),
+             libraries=("tensorflow", "numpy", "polygraphy", "tokenizers"))
 def tensorflow_reference(model: ModelInfo, squad: dict, eval_cfg: EvalConfig, validation: ValidationConfig,
-                         run: RunContext) -> dict:
+                         run: RunContext) -> Work:
     """The FP32 TensorFlow scores, logits and predictions, and its Polygraphy RunResults on the validation batches.
 
     Run in a child process, like the export: TensorFlow's memory goes back to the OS when it ends.
     """
-    from bertbuild.backends import tf_reference
-    from bertbuild.evaluation import score, validate
-    from bertbuild.model import bert_graph, checkpoint
-    from bertbuild.step_cache import step_key
-
     def produce(out: Path) -> dict:
         kwargs = {"checkpoint_dir": model.checkpoint_dir, "lower_case": model.lower_case,
                   "squad_path": squad["path"], "eval_cfg": eval_cfg.model_dump(mode="json"),
@@ -102,9 +93,7 @@ def tensorflow_reference(model: ModelInfo, squad: dict, eval_cfg: EvalConfig, va
         return _in_child("tensorflow-reference", REFERENCE_TARGET, kwargs, model)
 
     fields = {"eval": eval_cfg.model_dump(mode="json"), "validation_batches": validation.batches}
-    key = step_key("reference", files=[model.checkpoint_dir, squad["path"]], fields=fields,
-                   modules=[tf_reference, score, validate, bert_graph, checkpoint])
-    return run.cache.run("reference", key, produce)
+    return Work(produce, files=[model.checkpoint_dir, squad["path"]], fields=fields)
 
 
 def _in_child(step: str, target: str, kwargs: dict, model: ModelInfo) -> dict:

@@ -1,9 +1,9 @@
-"""Prefect tasks that write the fused, FP16 and INT8 ONNX files (the file carries the precision).
+"""Prefect tasks that write the fused, FP16, BF16 and INT8 ONNX files (the file carries the precision).
 
-Each is a thin wrapper over `bertbuild.fuse` / `bertbuild.precision`, cached by
-content: the key holds the input file's sha256 and the config fields the step
-reads, so a rerun with an unchanged model reuses every file, and changing only
-a gate threshold rebuilds nothing.
+Each is a cached step (`bertbuild.steps`) over `bertbuild.fuse` / `bertbuild.precision`:
+the key holds the input file's sha256 and the config fields the step reads,
+so a rerun with an unchanged model reuses every file, and changing only a
+gate threshold rebuilds nothing.
 
 `external_data` (the config's `export.external_data`): how the written files
 keep their weights (`bertbuild.onnx_files`). None, the default, follows each
@@ -18,11 +18,16 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from bertbuild.precision.config import Fp16Config, Int8Config
-from bertbuild.squad.batching import DEFAULT_LENGTH_BUCKET
+from bertbuild.config.precision import Fp16Config, Int8Config
 from bertbuild.resources import measured
 from bertbuild.runs import RunContext
+from bertbuild.shapes import DEFAULT_LENGTH_BUCKET
+from bertbuild.steps import CachedStep, Work, cached_step
 from bertbuild.tasks.model import ModelInfo
+
+ONNX = ("onnx", "numpy")  # every step that writes an ONNX file depends on these libraries' versions
+# The INT8 steps also run ONNX Runtime (calibration, bias correction, sensitivity) and read SQuAD windows.
+INT8_LIBRARIES = (*ONNX, "onnxruntime", "tokenizers")
 
 
 def _external(external_data: bool | None) -> dict:
@@ -30,55 +35,45 @@ def _external(external_data: bool | None) -> dict:
     return {} if external_data is None else {"external_data": external_data}
 
 
-@task(name="fuse-onnx", cache_policy=NO_CACHE)
-@measured("fuse-onnx")
-def fuse(exported: dict, model: ModelInfo, run: RunContext, external_data: bool | None = None) -> dict:
+@cached_step("fuse", task_name="fuse-onnx", code=("bertbuild.fuse", "bertbuild.fuse.fuse_file", "bertbuild.onnx_files"),
+             libraries=(*ONNX, "onnx-graphsurgeon"))
+def fuse(exported: dict, model: ModelInfo, run: RunContext, external_data: bool | None = None) -> Work:
     """{"path": fused file, "report": FusionReport}; a wrong fusion count fails the task."""
-    from bertbuild import fuse as fusion
-    from bertbuild import onnx_files
-    from bertbuild.step_cache import package_modules, step_key
+    from bertbuild.fuse.fuse_file import fuse_onnx
 
     def produce(out: Path) -> dict:
-        report = fusion.fuse_onnx(exported["path"], out / "model-fused.onnx", model.num_layers,
-                                  external_data=external_data)
+        report = fuse_onnx(exported["path"], out / "model-fused.onnx", model.num_layers, external_data=external_data)
         return {"path": str(out / "model-fused.onnx"), "report": report.to_dict()}
 
-    key = step_key("fuse", files=[exported["path"]], fields={"layers": model.num_layers, **_external(external_data)},
-                   modules=[*package_modules(fusion), onnx_files])
-    return run.cache.run("fuse", key, produce)
+    return Work(produce, files=[exported["path"]],
+                fields={"layers": model.num_layers, **_external(external_data)})
 
 
-def _sixteen_bit(step: str, convert, fused: dict, fp16_cfg: Fp16Config, run: RunContext,
-                 external_data: bool | None) -> dict:
-    """The FP16 or BF16 file (`convert`) with FP32 islands, cached under `step`; its report as a dict."""
-    from bertbuild import onnx_files
-    from bertbuild.precision import fp16
-    from bertbuild.step_cache import step_key
-
+def _sixteen_bit(name: str, convert, fused: dict, fp16_cfg: Fp16Config, external_data: bool | None) -> Work:
+    """The FP16 or BF16 file (`convert`) with FP32 islands, named after the step; its report as a dict."""
     def produce(out: Path) -> dict:
-        return convert(fused["path"], out / f"model-{step}.onnx", fp16_cfg, external_data).to_json()
+        return convert(fused["path"], out / f"model-{name}.onnx", fp16_cfg, external_data).to_json()
 
-    fields = {**fp16_cfg.model_dump(mode="json"), **_external(external_data)}
-    key = step_key(step, files=[fused["path"]], fields=fields, modules=[fp16, onnx_files])
-    return run.cache.run(step, key, produce)
+    return Work(produce, files=[fused["path"]], fields={**fp16_cfg.model_dump(mode="json"), **_external(external_data)})
 
 
-@task(name="fp16-onnx", cache_policy=NO_CACHE)
-@measured("fp16-onnx")
-def fp16_onnx(fused: dict, fp16_cfg: Fp16Config, run: RunContext, external_data: bool | None = None) -> dict:
+SIXTEEN_BIT = dict(code=("bertbuild.precision.fp16", "bertbuild.onnx_files"), libraries=(*ONNX, "ml-dtypes"))
+
+
+@cached_step("fp16", task_name="fp16-onnx", **SIXTEEN_BIT)
+def fp16_onnx(fused: dict, fp16_cfg: Fp16Config, run: RunContext, external_data: bool | None = None) -> Work:
     """FP16 file with FP32 islands; the Fp16Report as a dict (with "path")."""
     from bertbuild.precision import fp16
 
-    return _sixteen_bit("fp16", fp16.convert_to_fp16, fused, fp16_cfg, run, external_data)
+    return _sixteen_bit("fp16", fp16.convert_to_fp16, fused, fp16_cfg, external_data)
 
 
-@task(name="bf16-onnx", cache_policy=NO_CACHE)
-@measured("bf16-onnx")
-def bf16_onnx(fused: dict, fp16_cfg: Fp16Config, run: RunContext, external_data: bool | None = None) -> dict:
+@cached_step("bf16", task_name="bf16-onnx", **SIXTEEN_BIT)
+def bf16_onnx(fused: dict, fp16_cfg: Fp16Config, run: RunContext, external_data: bool | None = None) -> Work:
     """BF16 file with the FP16 file's FP32 islands (`precision.fp16` names them); the report as a dict."""
     from bertbuild.precision import fp16
 
-    return _sixteen_bit("bf16", fp16.convert_to_bf16, fused, fp16_cfg, run, external_data)
+    return _sixteen_bit("bf16", fp16.convert_to_bf16, fused, fp16_cfg, external_data)
 
 
 def calibration_windows(model: ModelInfo, int8_cfg: Int8Config, dataset: str,
@@ -95,15 +90,14 @@ def _int8_fields(int8_cfg: Int8Config, dataset: str, model: ModelInfo,
             "length_bucket": length_bucket}
 
 
-@task(name="prepare-int8-source", cache_policy=NO_CACHE)
-@measured("prepare-int8-source")
+@cached_step("int8_source", task_name="prepare-int8-source",
+             code=("bertbuild.precision.recipe", "bertbuild.precision.calibration_set", "bertbuild.onnx_files"),
+             libraries=INT8_LIBRARIES)
 def prepare_int8_source(fused: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str, run: RunContext,
                         threads: int | None, external_data: bool | None = None,
-                        length_bucket: int = DEFAULT_LENGTH_BUCKET) -> dict:
+                        length_bucket: int = DEFAULT_LENGTH_BUCKET) -> Work:
     """The FP32 file INT8 is written from: the fused graph, smoothed and outlier-split when configured."""
-    from bertbuild import onnx_files
-    from bertbuild.precision import outliers, recipe, smoothing
-    from bertbuild.step_cache import step_key
+    from bertbuild.precision import recipe
 
     def produce(out: Path) -> dict:
         source, techniques = recipe.prepare_source(fused["path"], out,
@@ -111,40 +105,35 @@ def prepare_int8_source(fused: dict, model: ModelInfo, int8_cfg: Int8Config, dat
                                                    int8_cfg, threads, external_data)
         return {"path": str(source), "techniques": techniques}
 
-    key = step_key("int8", files=[fused["path"], model.vocab_path],
-                   fields={**_int8_fields(int8_cfg, dataset, model, length_bucket), **_external(external_data)},
-                   modules=[recipe, smoothing, outliers, onnx_files])
-    return run.cache.run("int8", key, produce)
+    return Work(produce, files=[fused["path"], model.vocab_path],
+                fields={**_int8_fields(int8_cfg, dataset, model, length_bucket), **_external(external_data)})
 
 
-@task(name="calibrate-int8", cache_policy=NO_CACHE)
-@measured("calibrate-int8")
+@cached_step("calibration", task_name="calibrate-int8",
+             code=("bertbuild.precision.calibration", "bertbuild.precision.calibration_set"), libraries=INT8_LIBRARIES)
 def calibrate_int8(source: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str, run: RunContext,
-                   threads: int | None, length_bucket: int = DEFAULT_LENGTH_BUCKET) -> dict:
+                   threads: int | None, length_bucket: int = DEFAULT_LENGTH_BUCKET) -> Work:
     """Activation ranges of the prepared file from train-half windows; the summary, ranges file as "cache_path"."""
-    from bertbuild.precision import calibration, range_choice
-    from bertbuild.step_cache import step_key
+    from bertbuild.precision import calibration
 
     def produce(out: Path) -> dict:
         samples = calibration_windows(model, int8_cfg, dataset, length_bucket)
         return calibration.calibrate(source["path"], samples, int8_cfg, out, threads,
                                      log=get_run_logger().info).summary()
 
-    key = step_key("calibration", files=[source["path"], model.vocab_path],
-                   fields=_int8_fields(int8_cfg, dataset, model, length_bucket), modules=[calibration, range_choice])
-    return run.cache.run("calibration", key, produce)
+    return Work(produce, files=[source["path"], model.vocab_path],
+                fields=_int8_fields(int8_cfg, dataset, model, length_bucket))
 
 
-@task(name="int8-onnx", cache_policy=NO_CACHE)
-@measured("int8-onnx")
+@cached_step("int8", task_name="int8-onnx",
+             code=("bertbuild.precision.recipe", "bertbuild.precision.ranges", "bertbuild.precision.calibration_set",
+                   "bertbuild.onnx_files"), libraries=INT8_LIBRARIES)
 def int8_onnx(source: dict, calibration: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str,
               excluded: list[str], run: RunContext, threads: int | None, external_data: bool | None = None,
-              length_bucket: int = DEFAULT_LENGTH_BUCKET) -> dict:
+              length_bucket: int = DEFAULT_LENGTH_BUCKET) -> Work:
     """Every INT8 file (s8s8 for TensorRT, u8s8, and ONNX Runtime's own) with `excluded` nodes left in FP32."""
-    from bertbuild import onnx_files
-    from bertbuild.precision import bias_correction, int8, ort_int8, recipe
+    from bertbuild.precision import recipe
     from bertbuild.precision.ranges import load_calibration
-    from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
         samples = calibration_windows(model, int8_cfg, dataset, length_bucket) if int8_cfg.bias_correction else None
@@ -154,56 +143,58 @@ def int8_onnx(source: dict, calibration: dict, model: ModelInfo, int8_cfg: Int8C
 
     fields = {**_int8_fields(int8_cfg, dataset, model, length_bucket), "excluded": sorted(excluded),
               **_external(external_data)}
-    key = step_key("int8", files=[source["path"], calibration["cache_path"]], fields=fields,
-                   modules=[recipe, int8, ort_int8, bias_correction, onnx_files])
-    return run.cache.run("int8", key, produce)
+    return Work(produce, files=[source["path"], calibration["cache_path"]], fields=fields)
 
 
-@task(name="rank-int8-sensitivity", cache_policy=NO_CACHE)
-@measured("rank-int8-sensitivity")
+@cached_step("sensitivity", task_name="rank-int8-sensitivity",
+             code=("bertbuild.precision.sensitivity", "bertbuild.precision.ranges",
+                   "bertbuild.precision.calibration_set"), libraries=INT8_LIBRARIES)
 def rank_int8_sensitivity(source: dict, calibration: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str,
                           variant: str, batches: int, run: RunContext, threads: int | None,
-                          length_bucket: int = DEFAULT_LENGTH_BUCKET) -> list[list]:
+                          length_bucket: int = DEFAULT_LENGTH_BUCKET) -> Work:
     """[node, noise-to-signal] for every INT8 MatMul, most sensitive first (train-half windows only)."""
-    from bertbuild.precision.ranges import load_calibration
     from bertbuild.precision import sensitivity
-    from bertbuild.step_cache import step_key
+    from bertbuild.precision.ranges import load_calibration
 
     def produce(out: Path) -> dict:
         ranked = sensitivity.rank_sensitivity(source["path"], load_calibration(calibration["cache_path"]),
                                               calibration_windows(model, int8_cfg, dataset, length_bucket),
-                                              variant, batches,
-                                              int8_cfg.batch_size, threads)
+                                              variant, batches, int8_cfg.batch_size, threads)
         return {"ranking": [[s.node, s.noise_to_signal] for s in ranked]}
 
     fields = {**_int8_fields(int8_cfg, dataset, model, length_bucket), "variant": variant, "batches": batches}
-    key = step_key("sensitivity", files=[source["path"], calibration["cache_path"], model.vocab_path],
-                   fields=fields, modules=[sensitivity])
-    return run.cache.run("sensitivity", key, produce)["ranking"]
+    return Work(produce, files=[source["path"], calibration["cache_path"], model.vocab_path], fields=fields,
+                finish=lambda result: result["ranking"])
 
 
-@task(name="tune-windows", cache_policy=NO_CACHE)
-@measured("tune-windows")
-def tune_windows(model: ModelInfo, tune_cfg, calibration: dict, eval_cfg, run: RunContext) -> dict:
+@cached_step("tune", task_name="tune-windows",
+             code=("bertbuild.evaluation.tune_split", "bertbuild.precision.ranges"), libraries=("tokenizers", "numpy"))
+def tune_windows(model: ModelInfo, tune_cfg, calibration: dict, eval_cfg, run: RunContext) -> Work:
     """The tune split as a `SquadSet` file: seeded train-half questions that calibration did not read."""
+    from bertbuild.evaluation import tune_split
     from bertbuild.precision.ranges import load_calibration
-    from bertbuild.precision import tuning
-    from bertbuild.squad import sets
-    from bertbuild.step_cache import step_key
 
     def produce(out: Path) -> dict:
         used = set(load_calibration(calibration["cache_path"]).question_ids)
-        chosen = tuning.tune_set(eval_cfg.dataset, model.vocab_path, model.lower_case, tune_cfg.questions,
-                                 tune_cfg.seed, used, max_seq_length=eval_cfg.max_seq_length,
-                                 doc_stride=eval_cfg.doc_stride, max_query_length=eval_cfg.max_query_length)
+        chosen = tune_split.tune_set(eval_cfg.dataset, model.vocab_path, model.lower_case, tune_cfg.questions,
+                                     tune_cfg.seed, used, max_seq_length=eval_cfg.max_seq_length,
+                                     doc_stride=eval_cfg.doc_stride, max_query_length=eval_cfg.max_query_length)
         return {"path": str(chosen.save(out / "squad-tune.npz")), "questions": len(chosen.examples),
                 "windows": len(chosen), "question_ids": chosen.question_ids, "seed": tune_cfg.seed}
 
     fields = {"tune": tune_cfg.model_dump(mode="json", include={"questions", "seed"}),
               "eval": eval_cfg.model_dump(mode="json"), "lower_case": model.lower_case}
-    key = step_key("tune", files=[model.vocab_path, calibration["cache_path"]], fields=fields,
-                   modules=[tuning, sets])
-    return run.cache.run("tune", key, produce)
+    return Work(produce, files=[model.vocab_path, calibration["cache_path"]], fields=fields)
+
+
+# The three kinds of work of one tune try, each its own cached step (its own name, code and libraries).
+_RUNS_ON_BACKEND = ("onnxruntime", "numpy", "tensorrt")  # + OpenVINO's version where it runs (`runtime_fields`)
+TUNE_LOGITS = CachedStep("tune_logits", ("bertbuild.evaluation.score", "bertbuild.backends.registry"),
+                         _RUNS_ON_BACKEND, wiring=(__name__,))
+TUNE_AGREEMENT = CachedStep("tune_agreement", ("bertbuild.evaluation.tune_split", "bertbuild.evaluation.score",
+                                               "bertbuild.backends.registry"), _RUNS_ON_BACKEND, wiring=(__name__,))
+TUNE_BENCHMARK = CachedStep("tune_benchmark", ("bertbuild.evaluation.latency", "bertbuild.backends.registry"),
+                            _RUNS_ON_BACKEND, host=True, wiring=(__name__,))
 
 
 @task(name="tune-try", cache_policy=NO_CACHE)
@@ -215,23 +206,23 @@ def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, b
 
     Both run on the run's `backend` as its engines would compute (`Backend.onnx_runner`: OpenVINO with
     `float_parts`; TensorRT runs judge on ONNX Runtime's CPU provider, as no engine is built per try).
-    The agreement is cached by content. The latency is cached per host kind and
-    reused only when `benchmark.reuse` is on; every candidate of one run is
-    timed in that run, one after the other, so their ratios are comparable.
+    The FP32 file's logits and the agreement are cached by content. The latency is cached per host
+    kind and reused only when `benchmark.reuse` is on; every candidate of one run is timed in that
+    run, one after the other, so their ratios are comparable.
     """
     import numpy as np
 
     from bertbuild.arrays import load_npz
     from bertbuild.backends.registry import get_backend, runtime_fields
-    from bertbuild.evaluation import latency, score
-    from bertbuild.precision import Precision
-    from bertbuild.precision import tuning
+    from bertbuild.evaluation import latency, score, tune_split
+    from bertbuild.kinds import Precision
     from bertbuild.squad.sets import SquadSet
-    from bertbuild.step_cache import step_key
 
     windows = SquadSet.load(tune["path"])
     runtime = get_backend(backend, threads=threads)
     on = {"backend": backend, **runtime_fields(backend)} if backend != "onnxruntime" else {}
+    batching = {"batch": batch_size, "length_bucket": length_bucket, **on}
+    parts = {"float_parts": float_parts} if float_parts else {}
 
     def runner(path: str, precision: str):
         return runtime.onnx_runner(path, precision, float_parts if precision == Precision.INT8 else None)
@@ -247,26 +238,19 @@ def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, b
         return {"path": str(out / "tune-fp32-logits.npz")}
 
     def agreement(out: Path) -> dict:
-        saved = load_npz(run.cache.run("tune", step_key("tune", files=[reference_onnx, tune["path"]],
-                                                       fields={"batch": batch_size, "length_bucket": length_bucket,
-                                                               **on},
-                                                       modules=[score]),
-                                      reference)["path"])
-        return tuning.compare(windows, (saved["start"], saved["end"]), logits(onnx_path)).to_json()
+        saved = load_npz(TUNE_LOGITS.run(run, Work(reference, files=[reference_onnx, tune["path"]],
+                                                   fields=batching))["path"])
+        return tune_split.compare(windows, (saved["start"], saved["end"]), logits(onnx_path)).to_json()
 
     def timing(out: Path) -> dict:
         stats = latency.measure(runner(onnx_path, Precision.INT8), latency.feed_from(windows.features, batch_size),
                                 warmup=bench.warmup, iterations=bench.iterations)
         return {"p50_ms": round(stats.p50_ms, 2)}
 
-    parts = {"float_parts": float_parts} if float_parts else {}
-    files = [onnx_path, reference_onnx, tune["path"]]
-    signal = run.cache.run("tune", step_key("tune", files=files, fields={"batch": batch_size,
-                                                                       "length_bucket": length_bucket, **on, **parts},
-                                           modules=[tuning, score]), agreement)
-    timed = run.timing_cache(bench.reuse)
+    signal = TUNE_AGREEMENT.run(run, Work(agreement, files=[onnx_path, reference_onnx, tune["path"]],
+                                          fields={**batching, **parts}))
     fields = {"batch": batch_size, "warmup": bench.warmup, "iterations": bench.iterations, "threads": threads,
               **on, **parts}
-    p50 = timed.cache.run("benchmark", step_key("benchmark", files=[onnx_path, tune["path"]], fields=fields,
-                                                modules=[latency], host=True), timing)["p50_ms"]
+    p50 = TUNE_BENCHMARK.run(run, Work(timing, files=[onnx_path, tune["path"]], fields=fields,
+                                       reuse=bench.reuse))["p50_ms"]
     return {"path": onnx_path, "signal": {k: v for k, v in signal.items() if k != "cached"}, "p50_ms": p50}

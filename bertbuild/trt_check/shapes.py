@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterator, Sequence
 
-from bertbuild.backends.profiles import describe
+from bertbuild.shapes import describe
 from bertbuild.model.signature import INPUT_NAMES
 from bertbuild.trt_check.graph import GraphView
 from bertbuild.trt_check.report import Finding

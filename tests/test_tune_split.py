@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bertbuild.precision.tuning import TuneSignal, closest_to_fp32, compare, tune_set, window_kl
+from bertbuild.evaluation.tune_split import TuneSignal, closest_to_fp32, compare, tune_set, window_kl
 
 
 @pytest.fixture(scope="module")

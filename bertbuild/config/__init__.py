@@ -20,12 +20,12 @@ import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_serializer, field_validator,
                       model_validator)
 
-from bertbuild.backends.profiles import describe, fitting_profile, uncovered
 from bertbuild.errors import ConfigError
-from bertbuild.fetch.sources import is_local_path
-from bertbuild.precision import Precision
-from bertbuild.precision.config import PrecisionConfig
-from bertbuild.squad.batching import DEFAULT_LENGTH_BUCKET, bucket_lengths
+from bertbuild.locations import is_local_path
+from bertbuild.kinds import STEPS, Precision
+from bertbuild.config.precision import PrecisionConfig
+from bertbuild.shapes import DEFAULT_LENGTH_BUCKET, bucket_lengths, describe, fitting_profile, uncovered
+
 
 class _Section(BaseModel):
     # allow_inf_nan=False: every number a config gives must be finite (a NaN threshold passes or fails nothing).
@@ -96,7 +96,7 @@ class EvalConfig(_Section):
     # Every pass over SQuAD (scoring, the TensorFlow reference, validation, INT8 calibration and tuning)
     # sorts its windows by real length and trims each batch to a multiple of this many tokens
     # (bertbuild.squad.batching); 0 pads every window to max_seq_length, in file order.
-    # The default's measurement: bertbuild.squad.batching.DEFAULT_LENGTH_BUCKET.
+    # The default's measurement: bertbuild.shapes.DEFAULT_LENGTH_BUCKET.
     length_bucket: int = Field(default=DEFAULT_LENGTH_BUCKET, ge=0, le=512)
 
     @field_validator("dataset")
@@ -264,8 +264,6 @@ class CacheConfig(_Section):
     @field_validator("refresh")
     @classmethod
     def _known_steps(cls, value):
-        from bertbuild.step_cache import STEPS
-
         unknown = [step for step in value if step not in STEPS]
         if unknown:
             raise ValueError(f"unknown step(s) {', '.join(unknown)} (steps: {', '.join(STEPS)})")
