@@ -16,7 +16,7 @@ validated and its predictions are checked against their sha256.
     report = compare_with_latest(store, model, rows, files)
     report.gates          # GateResult records, one per engine and gate
     report.to_json()      # -> regression.json in the bundle
-    report.to_markdown()  # -> Prefect markdown artifact
+    regression_markdown(report)  # bertbuild.reporting: -> Prefect markdown artifact
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Mapping
 
 from bertbuild.artifacts.manifest import clean_results, hardware as this_hardware, is_report, package_versions
-from bertbuild.artifacts.regression_markdown import report_markdown
 from bertbuild.artifacts.store import ArtifactStore, as_store, check_model
 from bertbuild.errors import BertbuildError, IntegrityError
 from bertbuild.evaluation.gates import GateResult, judge, skipped
@@ -256,9 +255,6 @@ class RegressionReport:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    def to_markdown(self) -> str:
-        return report_markdown(self)
 
 
 def compare(model: str, current: RunSnapshot, latest: RunSnapshot | None, *,
