@@ -16,7 +16,7 @@ validated and its predictions are checked against their sha256.
     report = compare_with_latest(store, model, rows, files)
     report.gates          # GateResult records, one per engine and gate
     report.to_json()      # -> regression.json in the bundle
-    regression_markdown(report)  # bertbuild.reporting: -> Prefect markdown artifact
+    # -> Prefect markdown artifact: bertbuild.reporting.regression_markdown(report)
 """
 
 from __future__ import annotations

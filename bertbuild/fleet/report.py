@@ -3,9 +3,10 @@
 Pure data (no Prefect, no store I/O; shown by `bertbuild.reporting.fleet_*`).
 Per member and precision: EM/F1, ΔF1 against the member's TensorFlow FP32
 reference with its paired bootstrap 95 % interval, p50 latency, speed-up over
-the member's own FP32 engine, and the gate outcome. The numbers come from each member's published
-manifest (`rows_from_bundle`), which is untrusted; so is a previous report read
-back from the store (`parse_report` refuses anything but a well-formed one).
+the member's own FP32 engine, and the gate outcome. The numbers come from
+each member's published manifest (`rows_from_bundle`), which is untrusted; so
+is a previous report read back from the store (`parse_report` refuses anything
+but a well-formed one).
 """
 
 from __future__ import annotations
