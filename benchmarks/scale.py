@@ -204,16 +204,6 @@ def bench_run(run_dir: Path, seq: int, seconds: float, out_json: Path, warmup: i
     return json.loads(out_json.read_text())
 
 
-def _plain_table(header: tuple, body: list[tuple], left: int = 3) -> str:
-    """Columns padded to their widest cell; the first `left` left-aligned, the rest right-aligned."""
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-
-    def fmt(line) -> str:
-        return "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
-
-    return "\n".join([fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, body)])
-
-
 def _baseline(rows: list[dict]) -> tuple[dict, str]:
     """The row the speed-ups are over: ONNX Runtime on model-fp32.onnx, else the first row."""
     for row in rows:
@@ -224,6 +214,8 @@ def _baseline(rows: list[dict]) -> tuple[dict, str]:
 
 def bench_table(record: dict, shape: dict, seq: int, ceiling: dict | None) -> tuple[list[dict], str, str]:
     """(rows with "gops" and "ceiling_share", a plain table, a Markdown table) of `bertbuild bench`'s record."""
+    from bertbuild.reporting.text_table import text_table
+
     macs = forward_macs(BENCH_BATCH, seq, shape["hidden"], shape["ffn"], shape["layers"])
     base, vs = _baseline(record["rows"])
     top = ceiling["ceiling_gops"] if ceiling else None
@@ -236,7 +228,7 @@ def bench_table(record: dict, shape: dict, seq: int, ceiling: dict | None) -> tu
     body = [(r["backend"], Path(r["name"]).name, r["compute_precision"], f"{r['p50_ms']:.1f}",
              f"{r['sequences_per_s']:.1f}", f"{r['speedup']:.2f}x", f"{r['gops']:.0f}",
              f"{100 * r['ceiling_share']:.0f} %" if r["ceiling_share"] is not None else "-") for r in rows]
-    plain = _plain_table(header, body, left=3)
+    plain = text_table([header, *body], left=3)
     markdown = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                           + ["| " + " | ".join(line) + " |" for line in body])
     return rows, plain, markdown
@@ -312,7 +304,7 @@ def main() -> int:
                         args.bench_warmup)
         return 0 if ok else 1
 
-    from bertbuild.evaluation.table import STEP_COLUMNS, format_table
+    from bertbuild.reporting.run_table import STEP_COLUMNS, format_table
     from bertbuild.memory_budget import estimate
     from bertbuild.model.random_checkpoint import ngc_config
 

@@ -6,12 +6,14 @@ import json
 
 import pytest
 
-from bertbuild.artifacts.history import history_table, precisions_in, read_history, write_trend_plot
+from bertbuild.artifacts.history import precisions_in, read_history
 from bertbuild.host import package_versions
 from bertbuild.artifacts.publish import publish_bundle
 from bertbuild.evaluation.gates import GateResult
 from bertbuild.artifacts.store import ArtifactStore
 from bertbuild.cli import main
+from bertbuild.reporting.history_plot import write_trend_plot
+from bertbuild.reporting.history_table import history_table
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -15,10 +15,11 @@ import pytest
 from bertbuild.artifacts.download import download
 from bertbuild.artifacts.manifest import sha256_and_size
 from bertbuild.errors import IntegrityError, RunConflict
-from bertbuild.artifacts.publish import publish_bundle, write_plots
+from bertbuild.artifacts.publish import publish_bundle
 from bertbuild.evaluation.gates import GateResult
 from bertbuild.artifacts.store import ArtifactStore
 from bertbuild.errors import UserInputError
+from bertbuild.reporting.run_plots import write_plots
 from bundlefiles import write_files
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -336,7 +337,7 @@ def assert_images_render(markdown: str, expected: int) -> None:
 
 
 def test_report_markdown_embeds_each_plot_as_a_png(tmp_path):
-    from bertbuild.evaluation.run_report import results_markdown
+    from bertbuild.reporting.run_report import results_markdown
 
     rows = [{"engine": "tensorflow-fp32", "exact_match": 1.0, "f1": 2.0, "questions": 4, "seconds": 0.4}]
     plots = {name: str(path) for name, path in write_plots(rows, tmp_path / "plots").items()}

@@ -14,6 +14,7 @@ from bertbuild.evaluation.gates import GateResult
 from bertbuild.errors import IntegrityError
 from bertbuild.hashing import sha256_file
 from bertbuild.host import host_kind
+from bertbuild.reporting.regression_markdown import regression_markdown
 from bundlefiles import write_files
 
 LATEST_ANSWERS = {"q1": "Denver Broncos", "q2": "1990", "q3": "Santa Clara", "q4": "gold"}
@@ -69,7 +70,7 @@ def test_first_release_skips_both_gates(store, tmp_path):
         *((f"{e}:{F1_GATE}", True, None) for e in engines), *((f"{e}:{LATENCY_GATE}", True, None) for e in engines)]
     assert all(g.skipped == "first release of tiny" for g in report.gates)
     assert json.loads(report.to_json())["latest_run_id"] is None
-    assert "No earlier release of `tiny`" in report.to_markdown()
+    assert "No earlier release of `tiny`" in regression_markdown(report)
 
 
 def test_an_identical_rebuild_passes_with_zero_deltas(released, tmp_path):
@@ -95,8 +96,8 @@ def test_a_worse_build_breaks_the_f1_gate(released, tmp_path):
     assert not gate.passed and gate.measured == pytest.approx(0.9) and gate.threshold == 0.5
     assert "F1 85.10 vs 86.00 in r1" == gate.detail and "fails <= 0.5 (by 0.4)" in gate.describe()
     assert gates_by_name(report)[f"onnxruntime-fp32:{F1_GATE}"].passed and not report.passed
-    assert "**FAILED**" in report.to_markdown()
-    assert f"| onnxruntime-int8:{F1_GATE} | **FAIL** |" in report.to_markdown()
+    assert "**FAILED**" in regression_markdown(report)
+    assert f"| onnxruntime-int8:{F1_GATE} | **FAIL** |" in regression_markdown(report)
 
 
 def test_slower_on_the_same_host_breaks_the_latency_gate(released, tmp_path):
@@ -122,7 +123,7 @@ def test_a_different_host_skips_latency_but_still_compares_accuracy(released, tm
     assert latency == [GateResult(row["engine"], LATENCY_GATE, None, 1.15, True, "max",
                                   skipped="latest was measured on a different host") for row in result_rows()]
     assert not gates_by_name(report)[f"onnxruntime-int8:{F1_GATE}"].passed  # a 1.0 F1 drop still fails
-    assert "Different host" in report.to_markdown()
+    assert "Different host" in regression_markdown(report)
 
 
 def test_changed_hashes_and_versions_are_listed(released, tmp_path):
@@ -136,7 +137,7 @@ def test_changed_hashes_and_versions_are_listed(released, tmp_path):
                             "removed": ["model-fp32.onnx"], "unchanged": 0}
     assert report.versions == {"onnxruntime": {"latest": package_versions()["onnxruntime"], "current": "9.9.9"},
                                "tensorrt": {"latest": package_versions()["tensorrt"], "current": "10.0.1"}}
-    markdown = report.to_markdown()
+    markdown = regression_markdown(report)
     assert "`engines/int8/bert.plan`, `model-int8.onnx`" in markdown and "-> 9.9.9" in markdown
 
 
@@ -146,7 +147,7 @@ def test_new_and_missing_precisions_are_reported_not_gated(released, tmp_path):
     report = compare_with_latest(released, "tiny", rows, write_bundle(tmp_path / "run"))
     assert by_precision(report)["int8"]["status"] == "missing" and by_precision(report)["fp16"]["status"] == "new"
     assert not [g for g in report.gates if g.engine in ("onnxruntime-int8", "onnxruntime-fp16")]
-    assert "**missing** in this run" in report.to_markdown()
+    assert "**missing** in this run" in regression_markdown(report)
 
 
 def test_unavailable_latest_predictions_are_reported(released, tmp_path):

@@ -37,7 +37,7 @@ import yaml
 from prefect_server import (POOL, PROJECT_ROOT, Prefect, check, deployed_server, server_errors, server_log_checked,
                             wait_for)
 
-from bertbuild.evaluation.table import format_table
+from bertbuild.reporting.run_table import format_table
 
 pytestmark = pytest.mark.slow
 

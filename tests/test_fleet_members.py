@@ -14,7 +14,7 @@ from bertbuild.evaluation.gates import judge
 from bertbuild.artifacts.store import ArtifactStore
 from bertbuild.errors import ConfigError, UserInputError
 from bertbuild.fleet.members import load_members
-from bertbuild.fleet.plot import write_fleet_plot
+from bertbuild.reporting.fleet_plot import write_fleet_plot
 from bertbuild.fleet.report import REPORT_NAME, FleetReport, MemberResult, rows_from_bundle
 from bertbuild.fleet.stored import check_fleet_name, find_member_bundle, fleet_store, previous_report
 

@@ -9,8 +9,8 @@ import pytest
 
 from bertbuild.errors import IntegrityError
 from bertbuild.evaluation.gates import GateResult
-from bertbuild.fleet.report import (FleetReport, MemberResult, compare, fleet_markdown, member_problem,
-                                    parse_report, rows_from_bundle)
+from bertbuild.fleet.report import FleetReport, MemberResult, compare, member_problem, parse_report, rows_from_bundle
+from bertbuild.reporting.fleet_markdown import fleet_markdown
 
 
 def manifest_rows(f1_int8: float = 86.0, p50_int8: float = 5.0) -> list[dict]:

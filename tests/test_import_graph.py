@@ -173,3 +173,22 @@ def test_the_check_sees_lazy_imports_and_relative_ones(tmp_path):
     assert found["bertbuild.demo.b"] == [("bertbuild.demo.a", []), ("bertbuild.demo.a", ["_hidden"])]
     edges = {"bertbuild.demo.a": {"bertbuild.demo.b"}, "bertbuild.demo.b": {"bertbuild.demo.a"}}
     assert _cycles(edges) == [["bertbuild.demo.a", "bertbuild.demo.b", "bertbuild.demo.a"]]
+
+
+# The layers that compute: presentation (`bertbuild.reporting`) sits above them, so none of them may import it.
+COMPUTING = ("evaluation", "artifacts", "precision", "backends", "model", "fuse", "squad", "fetch", "serving",
+             "runs", "step_cache", "config")
+
+
+def test_no_computing_module_imports_reporting():
+    edges, _ = _graph()
+    below = [name for name in edges if name.split(".")[1:2] and name.split(".")[1] in COMPUTING]
+    offending = [f"{name} imports {target}" for name in sorted(below) for target in sorted(edges[name])
+                 if target == "bertbuild.reporting" or target.startswith("bertbuild.reporting.")]
+    assert below and not offending, "\n".join(offending)
+
+
+def test_the_artifacts_package_imports_nothing():
+    """Importing one artifacts module must not load the others (and the store's fsspec) with it."""
+    edges, _ = _graph()
+    assert edges["bertbuild.artifacts"] == set()

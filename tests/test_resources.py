@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from bertbuild.evaluation.table import STEP_COLUMNS, format_table
+from bertbuild.reporting.run_table import STEP_COLUMNS, format_table
 from bertbuild.resources import current_meter, measured, metered, read_journal
 
 
@@ -65,7 +65,7 @@ def test_decorated_task_bodies_find_the_run_report_children_and_cache_hits(tmp_p
 
 
 def test_the_run_report_has_a_row_per_step_with_time_memory_and_where_it_was_measured():
-    from bertbuild.evaluation.run_report import results_markdown
+    from bertbuild.reporting.run_report import results_markdown
 
     rows = [{"engine": "tensorflow-fp32", "exact_match": 1.0, "f1": 2.0, "questions": 4, "seconds": 0.4}]
     published = {"model": "m", "run_id": "r", "released": False, "latest": False, "url": "file:///store/m/r"}

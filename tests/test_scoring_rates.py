@@ -21,8 +21,8 @@ def test_summary_has_windows_and_real_tokens_per_second():
 
 
 def test_the_engine_table_and_the_run_report_show_the_scoring_rate():
-    from bertbuild.evaluation.run_report import results_markdown
-    from bertbuild.evaluation.table import format_table
+    from bertbuild.reporting.run_report import results_markdown
+    from bertbuild.reporting.run_table import format_table
 
     row = {"engine": "onnxruntime-fp32", "exact_match": 1.0, "f1": 2.0, "questions": 4, "windows_per_s": 12.34,
            "real_tokens_per_s": 2345.6, "p50_ms": 10.0}

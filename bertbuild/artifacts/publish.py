@@ -275,7 +275,7 @@ def _quietly(fn, *args) -> None:
         pass
 
 
-# -- plots for the run report ---------------------------------------------
+# -- the numbers the run report plots (the plots: `bertbuild.reporting.run_plots`) --
 
 def latencies(rows: list[dict]) -> tuple[str, list[float | None]]:
     """(label, value per row): p50 ms where the rows have benchmarks, else eval ms per question."""
@@ -288,56 +288,4 @@ def latencies(rows: list[dict]) -> tuple[str, list[float | None]]:
     return "eval ms per question", values
 
 
-def write_plots(rows: list[dict], out_dir: Path | str, prefix: str = "plots") -> dict[str, Path]:
-    """Accuracy (EM, F1) and latency bar charts per engine as PNGs.
-
-    Returns bundle name -> path, e.g. {"plots/accuracy.png": out_dir/accuracy.png, ...}.
-    Uses matplotlib's Agg canvas directly: no display, no global backend change.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    engines = [str(r.get("engine", f"engine-{i}")) for i, r in enumerate(rows)]
-    width = max(5.0, 1.3 * len(engines) + 2)
-
-    fig = Figure(figsize=(width, 3.6), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    xs = range(len(engines))
-    em = [float(r.get("exact_match") or 0.0) for r in rows]
-    f1 = [float(r.get("f1") or 0.0) for r in rows]
-    bars_em = ax.bar([x - 0.2 for x in xs], em, width=0.4, label="EM")
-    bars_f1 = ax.bar([x + 0.2 for x in xs], f1, width=0.4, label="F1")
-    ax.bar_label(bars_em, fmt="%.1f", fontsize=8)
-    ax.bar_label(bars_f1, fmt="%.1f", fontsize=8)
-    ax.set_xticks(list(xs), engines, rotation=15, fontsize=8)
-    ax.set_ylim(0, 105)
-    ax.set_ylabel("SQuAD v1.1 score")
-    ax.set_title("Accuracy per engine")
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    accuracy = out / "accuracy.png"
-    fig.savefig(accuracy)
-
-    fig = Figure(figsize=(width, 3.6), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    label, values = latencies(rows)
-    bars = ax.bar(list(xs), [v or 0.0 for v in values], width=0.6, color="tab:green")
-    ax.bar_label(bars, labels=["n/a" if v is None else f"{v:.1f}" for v in values], fontsize=8)
-    ax.set_xticks(list(xs), engines, rotation=15, fontsize=8)
-    ax.set_ylabel(label)
-    ax.set_title("Latency per engine (lower is better)")
-    fig.tight_layout()
-    latency_png = out / "latency.png"
-    fig.savefig(latency_png)
-
-    prefix = prefix.strip("/")
-    return {f"{prefix}/accuracy.png" if prefix else "accuracy.png": accuracy,
-            f"{prefix}/latency.png" if prefix else "latency.png": latency_png}
-
-
-__all__ = ["Hook", "PublishResult", "RunConflict", "latencies",
-           "publish_bundle", "write_plots"]
+__all__ = ["Hook", "PublishResult", "RunConflict", "latencies", "publish_bundle"]

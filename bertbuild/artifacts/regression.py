@@ -16,7 +16,7 @@ validated and its predictions are checked against their sha256.
     report = compare_with_latest(store, model, rows, files)
     report.gates          # GateResult records, one per engine and gate
     report.to_json()      # -> regression.json in the bundle
-    report.to_markdown()  # -> Prefect markdown artifact
+    # -> Prefect markdown artifact: bertbuild.reporting.regression_markdown(report)
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from typing import Mapping
 
 from bertbuild.artifacts.manifest import clean_results, is_report
 from bertbuild.host import hardware as this_hardware, host_kind, package_versions
-from bertbuild.artifacts.regression_markdown import report_markdown
 from bertbuild.artifacts.store import ArtifactStore, as_store, check_model
 from bertbuild.errors import BertbuildError, IntegrityError
 from bertbuild.evaluation.gates import GateResult, judge, skipped
@@ -256,9 +255,6 @@ class RegressionReport:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    def to_markdown(self) -> str:
-        return report_markdown(self)
 
 
 def compare(model: str, current: RunSnapshot, latest: RunSnapshot | None, *,

@@ -87,18 +87,12 @@ def _with_store(handler):
     return run
 
 
-def _print_table(rows: list[list[str]]) -> None:
-    """Left-aligned columns; rows may be longer than the header (a trailing note)."""
-    widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(max(map(len, rows)))]
-    for r in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
-
-
 @_with_store
 def run_list(args) -> int:
     from bertbuild.artifacts.publish import human_size
     from bertbuild.artifacts.store import check_model
     from bertbuild.errors import IntegrityError
+    from bertbuild.reporting.text_table import text_table
 
     store = args.store
     models = [check_model(args.model)] if args.model else store.models()
@@ -121,7 +115,7 @@ def run_list(args) -> int:
     if not rows:
         print(f"no bundles in {store.url}" + (f" for {args.model}" if args.model else ""))
         return 0
-    _print_table([["model", "run", "created", "gates", "files", "size"], *rows])
+    print(text_table([["model", "run", "created", "gates", "files", "size"], *rows], left=None, rule=False))
     print(f"\n{store.url}  (* = latest)")
     return 0
 
@@ -139,7 +133,10 @@ def run_download(args) -> int:
 
 @_with_store
 def run_history(args) -> int:
-    from bertbuild.artifacts.history import history_table, read_history, write_trend_plot
+    from bertbuild.artifacts.history import read_history
+    from bertbuild.reporting.history_plot import write_trend_plot
+    from bertbuild.reporting.history_table import history_table
+    from bertbuild.reporting.text_table import text_table
 
     store = args.store
     plot = plot_path(args.plot or Path(f"{args.model}-history.png"))
@@ -147,7 +144,7 @@ def run_history(args) -> int:
     if not entries:
         print(f"no released runs of {args.model} in {store.url}")
         return 0
-    _print_table(history_table(entries))
+    print(text_table(history_table(entries), left=None, rule=False))
     plot = write_trend_plot(entries, plot)
     print(f"\n{len(entries)} released runs of {args.model} in {store.url}; trend plot: {plot}")
     return 0

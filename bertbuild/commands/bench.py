@@ -246,8 +246,9 @@ def run(args) -> int:
     import json
 
     from bertbuild.errors import UserInputError
-    from bertbuild.evaluation.latency import backend_table, measure, squad_feed
+    from bertbuild.evaluation.latency import measure, squad_feed
     from bertbuild.host import machine_note
+    from bertbuild.reporting.latency_tables import backend_table
 
     missing = [str(p) for p in args.onnx if not p.is_file()]
     if missing:
@@ -313,7 +314,8 @@ def _heldout_passes(args, pairs: list[Pair], skipped: list[str], threads: int, n
     import json
 
     from bertbuild.errors import UserInputError
-    from bertbuild.evaluation.latency import backend_pass_table, heldout_windows, measure_pass
+    from bertbuild.evaluation.latency import heldout_windows, measure_pass
+    from bertbuild.reporting.latency_tables import backend_pass_table
     from bertbuild.shapes import DEFAULT_LENGTH_BUCKET
 
     buckets = args.length_bucket or [0, DEFAULT_LENGTH_BUCKET]

@@ -68,7 +68,7 @@ def _print_saved_table(results: str | None) -> None:
     import json
     from pathlib import Path
 
-    from bertbuild.evaluation.table import format_table
+    from bertbuild.reporting.run_table import format_table
 
     if results and Path(results).is_file():
         print("\n" + format_table(json.loads(Path(results).read_text())["results"]) + "\n")

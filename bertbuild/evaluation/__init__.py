@@ -1,1 +1,1 @@
-"""Scoring, validation, latency, gates and the results table: everything that judges an engine."""
+"""Scoring, validation, latency and gates: everything that judges an engine (shown by `bertbuild.reporting`)."""

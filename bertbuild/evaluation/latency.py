@@ -9,13 +9,13 @@ masks, real padding, never random ids. `measure_pass` instead times a whole
 pass over held-out windows batched as the scorer batches them (sorted by
 length, each batch trimmed: `bertbuild.squad.batching`), in windows/s and
 real tokens/s. `Timed` rows carry which backend ran a file and what it
-computed in, for `bertbuild bench`'s comparisons across runtimes.
+computed in, for `bertbuild bench`'s comparisons across runtimes (its tables:
+`bertbuild.reporting.latency_tables`).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -183,19 +183,6 @@ def measure_pass(runner: Runner, windows, batch: int, length_bucket: int, warmup
                      int(np.count_nonzero(windows.input_mask)), plan.fed_positions, spent)
 
 
-def pass_table(rows: list[PassStats]) -> str:
-    """Plain text; `vs padded` is each row's windows/s over its model's bucket-0 row, when there is one."""
-    padded = {r.name: r for r in rows if r.length_bucket == 0}
-    header = ("model", "bucket", "windows", "padding fed", "seconds", "windows/s", "real tok/s", "vs padded")
-    body = [
-        (r.name, "padded" if r.length_bucket == 0 else str(r.length_bucket), str(r.windows),
-         f"{100 * r.padding_fed:.1f} %", f"{r.seconds:.1f}", f"{r.windows_per_s:.2f}", f"{r.real_tokens_per_s:.0f}",
-         f"{r.windows_per_s / padded[r.name].windows_per_s:.2f}x" if r.name in padded else "-")
-        for r in rows
-    ]
-    return _plain_table(header, body)
-
-
 @dataclass(frozen=True)
 class Timed:
     """One row of a comparison across backends: who ran the file, what it computed in, and the figures.
@@ -216,62 +203,8 @@ class Timed:
         return {"backend": self.backend, "compute_precision": self.compute, **self.stats.to_dict()}
 
 
-def backend_table(rows: list[Timed]) -> str:
-    """`latency_table` with the backend and compute precision of each row; `vs first`: the first row's p50 over its."""
-    header = ("backend", "file", "computes", "p50 ms", "p95 ms", "mean ms", "seq/s", "iters", "vs first")
-    first = rows[0].stats
-    body = [
-        (r.backend, r.stats.name, r.compute, f"{r.stats.p50_ms:.2f}", f"{r.stats.p95_ms:.2f}",
-         f"{r.stats.mean_ms:.2f}", f"{r.stats.sequences_per_s:.1f}", str(r.stats.iterations),
-         f"{compare(first, r.stats):.2f}x")
-        for r in rows
-    ]
-    return _plain_table(header, body, left=3)
-
-
-def backend_pass_table(rows: list[Timed]) -> str:
-    """`pass_table` with backends: `vs padded` within a row's (backend, file, compute); `vs first`: windows/s over
-    the first (backend, file, compute)'s at the same bucket, so 1.00x on the first row."""
-    padded = {r.key: r.stats for r in rows if r.stats.length_bucket == 0}
-    first_key = rows[0].key
-    firsts = {r.stats.length_bucket: r.stats for r in rows if r.key == first_key}
-    header = ("backend", "file", "computes", "bucket", "windows", "padding fed", "seconds", "windows/s", "real tok/s",
-              "vs padded", "vs first")
-
-    def ratio(stats: PassStats, base: PassStats | None) -> str:
-        return f"{stats.windows_per_s / base.windows_per_s:.2f}x" if base is not None else "-"
-
-    body = [
-        (r.backend, r.stats.name, r.compute, "padded" if r.stats.length_bucket == 0 else str(r.stats.length_bucket),
-         str(r.stats.windows), f"{100 * r.stats.padding_fed:.1f} %", f"{r.stats.seconds:.1f}",
-         f"{r.stats.windows_per_s:.2f}", f"{r.stats.real_tokens_per_s:.0f}", ratio(r.stats, padded.get(r.key)),
-         ratio(r.stats, firsts.get(r.stats.length_bucket)))
-        for r in rows
-    ]
-    return _plain_table(header, body, left=3)
-
-
 def compare(baseline: LatencyStats, candidate: LatencyStats) -> float:
     """Speed-up of `candidate` over `baseline` at the median: baseline p50 / candidate p50 (>1 = faster)."""
     return baseline.p50_ms / candidate.p50_ms
 
 
-def latency_table(rows: list[LatencyStats]) -> str:
-    """A plain-text table; the last column is each row's speed-up over the first row (p50)."""
-    header = ("model", "p50 ms", "p95 ms", "p99 ms", "mean ms", "seq/s", "iters", "vs first")
-    body = [
-        (r.name, f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.mean_ms:.2f}",
-         f"{r.sequences_per_s:.1f}", str(r.iterations), f"{compare(rows[0], r):.2f}x")
-        for r in rows
-    ]
-    return _plain_table(header, body)
-
-
-def _plain_table(header: tuple, body: list[tuple], left: int = 1) -> str:
-    """Columns padded to their widest cell; the first `left` left-aligned, the rest right-aligned."""
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-
-    def fmt(line) -> str:
-        return "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
-
-    return "\n".join([fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, body)])

@@ -1,11 +1,12 @@
 """The fleet report: every member's outcome and numbers, and the change against the previous fleet run.
 
-Pure data and formatting (no Prefect, no store I/O). Per member and precision:
-EM/F1, ΔF1 against the member's TensorFlow FP32 reference with its paired
-bootstrap 95 % interval, p50 latency, speed-up over the member's own FP32
-engine, and the gate outcome. The numbers come from each member's published
-manifest (`rows_from_bundle`), which is untrusted; so is a previous report read
-back from the store (`parse_report` refuses anything but a well-formed one).
+Pure data (no Prefect, no store I/O; shown by `bertbuild.reporting.fleet_*`).
+Per member and precision: EM/F1, ΔF1 against the member's TensorFlow FP32
+reference with its paired bootstrap 95 % interval, p50 latency, speed-up over
+the member's own FP32 engine, and the gate outcome. The numbers come from
+each member's published manifest (`rows_from_bundle`), which is untrusted; so
+is a previous report read back from the store (`parse_report` refuses anything
+but a well-formed one).
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def member_problem(*, state: str, finished: bool, completed: bool, message: str,
     if not finished:
         return f"still {state} after {timeout_s:.0f} s"
     if not completed:
-        return f"{state}: {_one_line(message) or 'no message'}"
+        return f"{state}: {one_line(message) or 'no message'}"
     if bundle == "released":
         return ""
     if bundle == "failed":
@@ -196,7 +197,9 @@ def member_problem(*, state: str, finished: bool, completed: bool, message: str,
             + (bundle_problem or "is that store shared by every worker's host?"))
 
 
-def _one_line(text: str, limit: int = 600) -> str:
+def one_line(text: str, limit: int = 600) -> str:
+    """`text` on one line, whitespace runs collapsed, cut at `limit` characters (a member's message can be a
+    whole traceback)."""
     line = " ".join(str(text or "").split())
     return line if len(line) <= limit else line[:limit - 3] + "..."
 
@@ -223,65 +226,3 @@ def compare(members: tuple[MemberResult, ...], previous: FleetReport | None) -> 
 
 def _difference(now: float | None, before: float | None) -> float | None:
     return None if now is None or before is None else now - before
-
-
-# -- markdown ---------------------------------------------------------------------
-
-def _cell(value: Any) -> str:
-    """Table-safe text: one line, no column breaks."""
-    return _one_line(value, 300).replace("|", "\\|") or "-"
-
-
-def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
-    return "-" if value is None else format(value, spec) + suffix
-
-
-def _gates(row: FleetRow) -> str:
-    if row.gates == "FAIL":
-        return "**FAIL**: " + _cell(", ".join(row.failed_gates))
-    return row.gates
-
-
-def fleet_markdown(report: FleetReport, plot_src: str | None = None) -> str:
-    """The report as markdown: verdict, members, numbers per model and precision, change, plot."""
-    released = sum(m.ok for m in report.members)
-    verdict = "." if report.passed else ": **FAILED**: " + "; ".join(_cell(f) for f in report.failures)
-    lines = [f"# Fleet `{report.name}`, run `{report.run_id}`", "",
-             f"{released} of {len(report.members)} members released{verdict}", "",
-             "| member | model | state | worker | bundle | run |", "| --- | --- | --- | --- | --- | --- |"]
-    for m in report.members:
-        lines.append(f"| {_cell(m.label)} | {_cell(m.model)} | {_cell(m.state)} | {_cell(m.worker)} | "
-                     f"{m.bundle} | `{_cell(m.run_id)}` |")
-    lines += ["", "## Per model and precision", "",
-              "| member | precision | engine | EM | F1 | ΔF1 vs TF [95% CI] | p50 ms | speed-up vs FP32 | gates |",
-              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for m in report.members:
-        if not m.rows:
-            lines.append(f"| {_cell(m.label)} | - | - | - | - | - | - | - | no results: {_cell(m.problem)} |")
-        for r in m.rows:
-            delta = "-" if r.delta_f1 is None else \
-                f"{r.delta_f1.delta:+.2f} [{r.delta_f1.low:+.2f}, {r.delta_f1.high:+.2f}]"
-            lines.append(f"| {_cell(m.label)} | {_cell(r.precision)} | {_cell(r.engine)} | "
-                         f"{_fmt(r.exact_match, '.2f')} | {_fmt(r.f1, '.2f')} | {delta} | {_fmt(r.p50_ms, '.1f')} | "
-                         f"{_fmt(r.speedup, '.2f', 'x')} | {_gates(r)} |")
-    lines += ["", "## Change against the previous fleet run", ""]
-    lines += _change_lines(report)
-    if plot_src:
-        lines += ["", f"![ΔF1 and speed-up per member and precision]({plot_src})"]
-    return "\n".join(lines) + "\n"
-
-
-def _change_lines(report: FleetReport) -> list[str]:
-    if report.previous_run_id is None:
-        return ["No earlier run of this fleet in the store: nothing to compare with."]
-    if report.previous_problem:
-        return [f"The previous run `{report.previous_run_id}` could not be compared with: "
-                f"{_cell(report.previous_problem)}"]
-    lines = [f"Against run `{report.previous_run_id}` (now minus before; p50 now / before).", ""]
-    if not report.changes:
-        return lines + ["No member and precision appears in both runs."]
-    lines += ["| member | precision | ΔEM | ΔF1 | p50 now/before |", "| --- | --- | ---: | ---: | ---: |"]
-    for c in report.changes:
-        lines.append(f"| {_cell(c.label)} | {_cell(c.precision)} | {_fmt(c.exact_match, '+.2f')} | "
-                     f"{_fmt(c.f1, '+.2f')} | {_fmt(c.p50_ratio, '.2f', 'x')} |")
-    return lines

@@ -15,7 +15,7 @@ from prefect.states import Failed, State
 from bertbuild.config import BuildConfig
 from bertbuild.errors import GateFailed
 from bertbuild.evaluation.gates import enforce
-from bertbuild.evaluation.table import format_table
+from bertbuild.reporting.run_table import format_table
 from bertbuild.interrupts import stop_if_interrupted
 from bertbuild.resources import read_journal
 from bertbuild.artifacts.layout import REGRESSION, RESULTS, Bundle

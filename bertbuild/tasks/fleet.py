@@ -15,7 +15,8 @@ from prefect.cache_policies import NO_CACHE
 
 from bertbuild.errors import UserInputError
 from bertbuild.fleet.members import ResolvedMember
-from bertbuild.fleet.report import FleetReport, MemberResult, fleet_markdown, member_problem, rows_from_bundle
+from bertbuild.fleet.report import FleetReport, MemberResult, member_problem, rows_from_bundle
+from bertbuild.reporting.fleet_markdown import fleet_markdown
 from bertbuild.tasks.publish import artifact_key
 
 WORKER_LABEL = "prefect.worker.name"  # the label a Prefect worker puts on each flow run it submits
@@ -103,7 +104,7 @@ def collect_members(members: list[ResolvedMember], runs: list[dict], timeout_s: 
 @task(name="write-fleet-report", cache_policy=NO_CACHE)
 def write_fleet_report(report: FleetReport, run_dir: str) -> dict[str, str]:
     """The report's files in the fleet's run directory: bundle name -> path (JSON, markdown, plot)."""
-    from bertbuild.fleet.plot import write_fleet_plot
+    from bertbuild.reporting.fleet_plot import write_fleet_plot
     from bertbuild.fleet.report import REPORT_NAME
 
     out = Path(run_dir)
@@ -119,7 +120,7 @@ def fleet_report_artifact(report: FleetReport, plot: str, bundle_url: str) -> st
     """The report as a Prefect markdown artifact, its plot embedded (the UI cannot fetch from the store)."""
     from prefect.artifacts import create_markdown_artifact
 
-    from bertbuild.evaluation.run_report import png_data_uri
+    from bertbuild.reporting.run_report import png_data_uri
 
     markdown = fleet_markdown(report, plot_src=png_data_uri(plot)) + f"\nReport bundle: `{bundle_url}`\n"
     return str(create_markdown_artifact(markdown=markdown, key=artifact_key(report.name, "report"),

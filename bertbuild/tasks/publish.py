@@ -1,6 +1,7 @@
 """Prefect tasks that publish a run's bundle and report it as Prefect artifacts.
 
-Thin on purpose: the logic lives in `artifacts/` and works without Prefect.
+Thin on purpose: the logic lives in `artifacts/` and the plots and markdown in `reporting/`, both
+without Prefect.
 
     plots = render_plots(rows, str(out))                       # PNGs saved into the bundle
     published = publish(cfg.publish.store, cfg.model_name,
@@ -61,7 +62,7 @@ def render_plots(rows: list[dict], out_dir: str) -> dict[str, str]:
     """Accuracy and latency PNGs under `<out_dir>/plots/`: bundle name -> local path."""
     from pathlib import Path
 
-    from bertbuild.artifacts.publish import write_plots
+    from bertbuild.reporting.run_plots import write_plots
 
     return {name: str(path) for name, path in write_plots(rows, Path(out_dir) / "plots").items()}
 
@@ -95,7 +96,7 @@ def report_artifacts(published: dict, rows: list[dict], plots: dict[str, str] | 
     """Keyed table (history per model), markdown report with the plots embedded, and a link to the bundle."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-    from bertbuild.evaluation.run_report import history_rows, results_markdown
+    from bertbuild.reporting.run_report import history_rows, results_markdown
 
     model = published["model"]
     table = create_table_artifact(
@@ -125,13 +126,14 @@ def compare_with_last_release(store: str, cfg, run, rows: list[dict], files: dic
 
     from bertbuild.artifacts.regression import compare_with_latest
     from bertbuild.artifacts.store import as_store
+    from bertbuild.reporting.regression_markdown import regression_markdown
 
     report = compare_with_latest(as_store(store, cfg.publish.storage_options), cfg.model_name, rows, files,
                                  run_id=run.run_id, max_f1_drop=cfg.regression.max_f1_drop_vs_latest,
                                  max_latency_ratio=cfg.regression.max_latency_ratio_vs_latest)
     path = run.path("regression.json")
     path.write_text(report.to_json())
-    create_markdown_artifact(markdown=report.to_markdown(), key=artifact_key(cfg.model_name, "regression"),
+    create_markdown_artifact(markdown=regression_markdown(report), key=artifact_key(cfg.model_name, "regression"),
                              description=f"{cfg.model_name} run {run.run_id} against the last release")
     return {"path": str(path), "gates": [g for g in report.gates if not g.skipped],  # skipped: said why, in the report
             "summary": {"latest_run_id": report.latest_run_id, "same_host": report.same_host,

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
+from bertbuild.artifacts.regression import RegressionReport
 from bertbuild.host import describe_host
-
-
-def _num(value, spec: str, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return format(value, ("+" if signed else "") + spec)
+from bertbuild.reporting.cells import number
 
 
 def _cell(value, delta, spec: str) -> str:
-    return "-" if value is None else f"{_num(value, spec)} ({_num(delta, spec, signed=True)})"
+    return "-" if value is None else f"{number(value, spec)} ({number(delta, '+' + spec)})"
 
 
 def _precision_line(row: dict) -> str:
@@ -22,13 +18,13 @@ def _precision_line(row: dict) -> str:
     agreement = "-" if row["answer_agreement"] is None else f"{row['answer_agreement']:.2%}"
     if row["answer_note"]:
         agreement += f" ({row['answer_note']})"
-    latency = row["latency_note"] or f"{_num(row['p50_ms'], '.2f')} ms (x{row['p50_ratio']:.3f})"
+    latency = row["latency_note"] or f"{number(row['p50_ms'], '.2f')} ms (x{row['p50_ratio']:.3f})"
     return (f"| {row['precision']} | {_cell(row['exact_match'], row['em_delta'], '.2f')} | "
             f"{_cell(row['f1'], row['f1_delta'], '.2f')} | {agreement} | {latency} |")
 
 
-def report_markdown(report) -> str:
-    """Headline, per-precision table, gates, changed files and versions (`report`: a RegressionReport)."""
+def regression_markdown(report: RegressionReport) -> str:
+    """Headline, per-precision table, gates, changed files and versions."""
     lines = [f"## Regression check: {report.model}", ""]
     if report.latest_run_id is None:
         lines += [f"No earlier release of `{report.model}`: nothing to compare, regression gates skipped.", ""]
@@ -46,7 +42,7 @@ def report_markdown(report) -> str:
     lines += ["", "| gate | result | value | threshold | |", "| --- | --- | ---: | ---: | --- |"]
     for g in report.gates:
         verdict = "skipped" if g.skipped else ("pass" if g.passed else "**FAIL**")
-        lines.append(f"| {g.name} | {verdict} | {_num(g.measured, '.4g')} | {_num(g.threshold, 'g')} | "
+        lines.append(f"| {g.name} | {verdict} | {number(g.measured, '.4g')} | {number(g.threshold, 'g')} | "
                      f"{g.skipped or g.detail} |")
     if report.latest_run_id is not None:
         files = report.files

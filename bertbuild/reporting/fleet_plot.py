@@ -5,24 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from bertbuild.fleet.report import FleetReport
+from bertbuild.reporting.figures import new_figure, save_figure
 
 
 def write_fleet_plot(report: FleetReport, path: Path | str) -> Path:
-    """Two panels, one bar per member engine (the TensorFlow reference has neither number), as a PNG.
-
-    matplotlib's Agg canvas directly: no display, no global backend change.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Two panels, one bar per member engine (the TensorFlow reference has neither number), as a PNG."""
     bars = [(f"{m.label}\n{r.precision}", r) for m in report.members for r in m.rows
             if r.delta_f1 is not None or r.speedup is not None]
     xs = list(range(len(bars)))
     labels = [label for label, _ in bars]
-    fig = Figure(figsize=(max(6.5, 0.9 * len(bars) + 2), 6.5), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(max(6.5, 0.9 * len(bars) + 2), 6.5)
     top, bottom = fig.subplots(2, 1, sharex=True)
 
     deltas = [r.delta_f1 for _, r in bars]
@@ -43,6 +35,4 @@ def write_fleet_plot(report: FleetReport, path: Path | str) -> Path:
     bottom.set_ylabel("speed-up vs own FP32 (p50)")
     bottom.grid(axis="y", alpha=0.3)
     bottom.set_xticks(xs, labels, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)

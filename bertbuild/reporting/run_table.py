@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bertbuild.reporting.text_table import text_table
+
 COLUMNS = (
     ("engine", "engine", "{}"),
     ("compute_precision", "computes in", "{}"),
@@ -41,12 +43,6 @@ def _cell(row: dict, key: str, fmt: str) -> str:
 
 
 def format_table(rows: list[dict], columns: tuple = COLUMNS) -> str:
+    """One line per row: the first column (the name) left-aligned, the numbers right-aligned."""
     header = [title for _, title, _ in columns]
-    body = [[_cell(row, key, fmt) for key, _, fmt in columns] for row in rows]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-
-    def line(cells):
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), rule, *(line(b) for b in body)])
+    return text_table([header, *([_cell(row, key, fmt) for key, _, fmt in columns] for row in rows)])

@@ -5,14 +5,15 @@ Pure formatting (no Prefect here); `bertbuild.tasks.publish` turns these into ar
 
 from __future__ import annotations
 
+from bertbuild.artifacts.publish import latencies
 from bertbuild.evaluation.gates import GateResult
+from bertbuild.reporting.cells import number
 
 
 def _fmt(value, spec: str) -> str:
-    if value is None:
-        return "-"
+    """`number`, but a value of another type than the column's is shown as it is rather than failing the report."""
     try:
-        return format(value, spec)
+        return number(value, spec)
     except (TypeError, ValueError):
         return str(value)
 
@@ -47,8 +48,6 @@ def results_markdown(published: dict, rows: list[dict], plots: dict[str, str] | 
     `plots` maps each plot's bundle name to its local PNG file; `steps` are
     `bertbuild.resources.read_journal` records.
     """
-    from bertbuild.artifacts.publish import latencies
-
     label, latency = latencies(rows)
     status = "released" if published["released"] else "FAILED (reports only, not released)"
     lines = [
@@ -90,8 +89,6 @@ def results_markdown(published: dict, rows: list[dict], plots: dict[str, str] | 
 
 def history_rows(published: dict, rows: list[dict]) -> list[dict]:
     """One table row per engine, tagged with the run: successive versions of a keyed artifact form the history."""
-    from bertbuild.artifacts.publish import latencies
-
     label, latency = latencies(rows)
     key = "p50_ms" if label.startswith("p50") else "ms_per_question"
     return [{
