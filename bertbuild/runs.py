@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from bertbuild.step_cache import StepCache, default_cache_root
@@ -37,12 +37,6 @@ class RunContext:
 
     def path(self, name: str) -> Path:
         return self.run_dir / name
-
-    def timing_cache(self, reuse: bool) -> "RunContext":
-        """This run, with timings re-measured (a refreshed `benchmark` step) unless `reuse`."""
-        if reuse:
-            return self
-        return replace(self, cache=replace(self.cache, refresh=self.cache.refresh | {"benchmark"}))
 
 
 def open_run(output_dir: str | os.PathLike, model: str, run_id: str, *, cache_enabled: bool = True,
