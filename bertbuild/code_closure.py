@@ -80,20 +80,30 @@ def _files_of(name: str, root: Path, top: str) -> list[Path]:
     return found
 
 
-@lru_cache(maxsize=1024)
-def _imported_names(path: str, size: int, mtime_ns: int, module_name: str) -> tuple[str, ...]:
-    """Dotted names a source file imports anywhere in it (each `from x import y` gives x and x.y)."""
-    tree = ast.parse(Path(path).read_bytes(), filename=path)
-    package = module_name if path.endswith("__init__.py") else module_name.rpartition(".")[0]
-    names: list[str] = []
-    for node in ast.walk(tree):
+def statements(source: bytes | str, module_name: str, is_package: bool) -> list[tuple[str, tuple[str, ...], int]]:
+    """Every import statement in a module's source, at any depth: (module, names imported from it, line).
+
+    `import a.b` gives ("a.b", (), line); `from .x import y, z` gives the absolute x with ("y", "z"). The one
+    reader of imports: the step keys follow it, and the import-graph test draws the package's layers with it.
+    """
+    package = module_name if is_package else module_name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
+            found += [(alias.name, (), node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:  # relative: resolved against this file's package
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, *([base] if base else [])])
-            names.append(base)
-            names += [f"{base}.{alias.name}" for alias in node.names if alias.name != "*"]
+            found.append((base, tuple(alias.name for alias in node.names), node.lineno))
+    return found
+
+
+@lru_cache(maxsize=1024)
+def _imported_names(path: str, size: int, mtime_ns: int, module_name: str) -> tuple[str, ...]:
+    """Dotted names a source file imports anywhere in it (each `from x import y` gives x and x.y)."""
+    names: list[str] = []
+    for base, imported, _ in statements(Path(path).read_bytes(), module_name, path.endswith("__init__.py")):
+        names += [base, *(f"{base}.{name}" for name in imported if name != "*")]
     return tuple(names)

@@ -112,6 +112,36 @@ def preflight(cfg) -> None:
         as_store(cfg.publish.store or default_store(), cfg.publish.storage_options)
 
 
+def flow_checks(cfg) -> None:
+    """What a deployment's flow run checks before any work (`bertbuild run` made them before Prefect started).
+
+    Called in the flow body, not in a task: a task failing on a user's mistake would log Prefect's traceback.
+    """
+    check_names_and_paths(cfg)
+    check_questions(cfg)
+    if cfg.publish.enabled:  # a missing bucket or a dead endpoint: one line now, not after the whole build
+        from bertbuild.artifacts.store import as_store, default_store
+
+        as_store(cfg.publish.store or default_store(), cfg.publish.storage_options)
+
+
+def checkpoint_checks(cfg, checkpoint_dir: str | Path) -> int:
+    """The fetched checkpoint's checks (sequence lengths, memory when configured); returns its FP32 weight bytes.
+
+    A deployment's run learns the checkpoint only once it is fetched; `bertbuild run` checked it already.
+    """
+    from bertbuild.memory_budget import check_memory
+    from bertbuild.model.checkpoint import CONFIG_FILE, check_sequence_lengths as check, read_config
+    from bertbuild.model.export import weight_bytes
+
+    where = Path(checkpoint_dir) / CONFIG_FILE
+    config = read_config(where)
+    check(config, run_sequence_lengths(cfg), where)
+    if cfg.resources.check_memory:  # before any heavy step: refuse a build that clearly cannot fit
+        check_memory(config, cfg.model.source)
+    return weight_bytes(config)
+
+
 def check_finetune(cfg) -> None:
     """`bertbuild finetune`'s checks before its flow starts (inside the flow a mistake comes with Prefect's traceback).
 

@@ -58,15 +58,6 @@ def default_cache_root() -> Path:
     return default_cache_dir()
 
 
-def package_modules(package: ModuleType) -> list[ModuleType]:
-    """A package and all its submodules (imported here, so the list never depends on what ran before)."""
-    import importlib
-    import pkgutil
-
-    names = sorted(info.name for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."))
-    return [package, *(importlib.import_module(name) for name in names)]
-
-
 def code_version(modules: Iterable[ModuleType | str], wiring: Iterable[ModuleType | str] = ()) -> str:
     """sha256 over every source file the modules can import from their package, and the `wiring` modules'
     own files (each named by its path in the package, so a moved file counts): editing any of them

@@ -222,7 +222,7 @@ def test_the_flow_publishes_with_config_storage_options_and_records_no_secret(s3
 
     from bertbuild.artifacts.layout import Bundle
     from bertbuild.config import parse_config
-    from bertbuild.flows.publishing import publish_run
+    from bertbuild.tasks.publish import publish_run
     from bertbuild.runs import open_run
 
     secret = "s3cr3t-" + os.urandom(6).hex()

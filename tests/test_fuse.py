@@ -233,19 +233,20 @@ def test_layernorm_whose_intermediate_is_used_elsewhere_is_left_alone():
 # --- thin wrappers -----------------------------------------------------------------------------------------
 
 
-def test_prefect_task_returns_json_able_dict_and_caches_by_content(one_layer, tmp_path):
+def test_prefect_task_returns_a_json_able_typed_result_and_caches_by_content(one_layer, tmp_path):
     from bertbuild.runs import open_run
+    from bertbuild.step_results import OnnxFile
     from bertbuild.tasks.model import ModelInfo
     from bertbuild.tasks.precision import fuse
 
     run = open_run(tmp_path / "runs", "m", "r1", cache_dir=str(tmp_path / "cache"))
     model = ModelInfo("m", str(tmp_path), str(tmp_path / "vocab.txt"), True, num_layers=1)
-    result = fuse.fn({"path": str(one_layer)}, model, run)
-    assert Path(result["path"]).is_file() and result["cached"] is False
-    assert result["report"]["op_types"]["Attention"] == 1
-    assert json.loads(json.dumps(result)) == result
-    again = fuse.fn({"path": str(one_layer)}, model, run)
-    assert again["cached"] is True and again["path"] == result["path"] and again["report"] == result["report"]
+    result = fuse.fn(OnnxFile(path=str(one_layer), precision="fp32"), model, run)
+    assert Path(result.path).is_file() and result.cached is False and result.precision == "fused-fp32"
+    assert result.report["op_types"]["Attention"] == 1
+    assert OnnxFile.model_validate(json.loads(result.model_dump_json())) == result
+    again = fuse.fn(OnnxFile(path=str(one_layer), precision="fp32"), model, run)
+    assert again.cached is True and again.path == result.path and again.report == result.report
 
 
 def test_passes_command_lists_the_default_order(capsys):

@@ -12,13 +12,13 @@ is an edge to the submodule `pkg.mod`, as import-graph tools count it.
 
 from __future__ import annotations
 
-import ast
 import importlib
 import pkgutil
 from pathlib import Path
 
 import bertbuild
 from bertbuild._lazy import is_installed
+from bertbuild.code_closure import statements
 from bertbuild.errors import MissingDependency
 
 ROOT = Path(bertbuild.__file__).resolve().parent
@@ -33,21 +33,15 @@ def _modules() -> dict[str, Path]:
 
 
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[str, list[str], int]]:
-    """(module imported, names imported from it, line) for every bertbuild import in `path`, at any depth."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    """(module imported, names imported from it, line) for every bertbuild import in `path`, at any depth
+    (read by `code_closure.statements`, the reader the step keys use)."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found += [(alias.name, [], node.lineno) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                base = ".".join(anchor + ([node.module] if node.module else []))
-            for alias in node.names:
-                submodule = f"{base}.{alias.name}"
-                found.append((submodule, [], node.lineno) if submodule in modules
-                             else (base, [alias.name], node.lineno))
+    for base, names, line in statements(path.read_text(), name, path.name == "__init__.py"):
+        if not names:
+            found.append((base, [], line))
+        for alias in names:
+            submodule = f"{base}.{alias}"
+            found.append((submodule, [], line) if submodule in modules else (base, [alias], line))
     return [(target, names, line) for target, names, line in found if target.split(".")[0] == "bertbuild"]
 
 

@@ -104,18 +104,12 @@ def test_bf16_is_refused_in_one_line_where_it_cannot_run(monkeypatch, tiny_trt_f
         get_backend("openvino").build(tiny_trt_files["bf16"], "bf16", [], tmp_path)
 
 
-def test_the_flow_skips_an_engine_its_backend_cannot_compute_in_one_logged_line(monkeypatch):
-    from bertbuild.flows.build_bert import _computable
+def test_the_flow_skips_an_engine_its_backend_cannot_compute_with_a_one_line_reason():
+    from bertbuild.backends.registry import computable
 
-    lines = []
-
-    class Logger:
-        def info(self, message, *args):
-            lines.append(message % args)
-
-    kept, skipped = _computable("onnxruntime", ["fp32", "bf16", "int8"], Logger())
-    assert kept == ["fp32", "int8"] and list(skipped) == ["onnxruntime-bf16"]
-    assert lines == ["onnxruntime-bf16 engine skipped: ONNX Runtime's CPU provider has no BF16 arithmetic"]
+    kept, skipped = computable("onnxruntime", ["fp32", "bf16", "int8"])
+    assert kept == ["fp32", "int8"]
+    assert skipped == {"onnxruntime-bf16": "ONNX Runtime's CPU provider has no BF16 arithmetic"}
 
 
 @pytest.mark.parametrize("layers, label", [

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
-from bertbuild.flows.publishing import current_attempt, current_run_id
+from bertbuild.tasks.publish import current_attempt, current_run_id
 from bertbuild.runs import open_run
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bertbuild.backends.registry import TENSORRT_INT8_VARIANT
 from bertbuild.kinds import Precision
+from bertbuild.step_results import EngineRef
 
 VOCAB = "vocab.txt"
 RESULTS = "results.json"
@@ -73,10 +74,10 @@ class Bundle:
             self.add(int8_name(path), path, Precision.INT8)
         self.add(INT8_CALIBRATION, calibration, Precision.INT8)
 
-    def add_engine(self, precision: str, engine: dict, validation: dict, scored: dict, bench: dict) -> None:
+    def add_engine(self, precision: str, engine: EngineRef, validation: dict, scored: dict, bench: dict) -> None:
         """One scored engine: its file and metadata, validation reports, predictions and timing."""
         name = scored["engine"]
-        for path in (engine["path"], engine["metadata"], *([engine["weights"]] if engine.get("weights") else [])):
+        for path in (*engine.files, engine.metadata):
             self.add(engine_file_name(precision, path), path, precision)
         report = Path(validation["report"])
         for bundle_name, path in zip(validation_names(name),

@@ -90,3 +90,22 @@ def get_backend(name: str, **options) -> Backend:
 
 def availability() -> dict[str, tuple[bool, str]]:
     return {name: cls().available() for name, cls in _backends().items()}
+
+
+def computable(backend: str, precisions) -> tuple[list, dict[str, str]]:
+    """(the precisions whose engines `backend` computes on this host, {skipped engine: why, in one line}).
+
+    A skipped one is no failure: its ONNX file is still written and published (TensorRT builds BF16 on
+    Ampere and later).
+    """
+    from bertbuild.kinds import engine_name
+
+    runtime = get_backend(backend)
+    kept, skipped = [], {}
+    for precision in precisions:
+        ok, why = runtime.supports(precision)
+        if ok:
+            kept.append(precision)
+        else:
+            skipped[engine_name(backend, precision)] = why
+    return kept, skipped

@@ -13,34 +13,29 @@ configs/X.yaml`, or as a deployment (`prefect deployment run build-bert/on-deman
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from bertbuild.console import NOT_ON_CONSOLE
-
 from bertbuild.artifacts.layout import VOCAB, Bundle, onnx_name, predictions_name
-from bertbuild.artifacts.store import as_store, default_store
-from bertbuild.kinds import engine_name
-from bertbuild.backends.registry import TENSORRT_BACKENDS, get_backend, int8_variant, resolve_backend
+from bertbuild.backends.registry import TENSORRT_BACKENDS, computable, int8_variant, resolve_backend
 from bertbuild.config import ConfigParameter, with_overrides
-from bertbuild.evaluation.gates import GateResult, engine_gates, parity_limit
+from bertbuild.console import NOT_ON_CONSOLE
+from bertbuild.evaluation.gates import engine_gates, parity_limit
 from bertbuild.evaluation.rows import engine_row, reference_row
 from bertbuild.flows.int8 import choose_int8
-from bertbuild.flows.publishing import current_attempt, current_run_id, outcome, publish_run
+from bertbuild.flows.publishing import outcome
 from bertbuild.interrupts import flow_run_noted, note_run
-from bertbuild.memory_budget import check_memory, engine_groups, side_by_side
-from bertbuild.model.checkpoint import CONFIG_FILE, check_sequence_lengths, read_config
-from bertbuild.model.export import weight_bytes
-from bertbuild.kinds import Precision
-from bertbuild.preflight import check_names_and_paths, check_questions, run_sequence_lengths
+from bertbuild.kinds import Precision, engine_name
+from bertbuild.memory_budget import engine_groups, side_by_side
+from bertbuild.preflight import checkpoint_checks, flow_checks
 from bertbuild.runs import check_commit, open_run
 from bertbuild.sharing import threads_each
+from bertbuild.step_results import EngineRef
 from bertbuild.tasks.engines import (benchmark_engine, build_engine, check_tensorrt_ready, compare_with_reference,
                                      score_engine, validate_engine)
 from bertbuild.tasks.model import export_onnx, fetch_model, tensorflow_reference
 from bertbuild.tasks.precision import bf16_onnx, fp16_onnx, fuse
+from bertbuild.tasks.publish import current_attempt, current_run_id, publish_run
 from bertbuild.tasks.squad import featurize_squad
 
 
@@ -60,11 +55,7 @@ def _build_bert(config, overrides: list[str] | None, require_commit: str | None)
     if require_commit:
         check_commit(require_commit)
     cfg = with_overrides(config, overrides or [])
-    # `bertbuild run` made these checks before Prefect started; a deployment's run makes them here, before any work.
-    check_names_and_paths(cfg)
-    check_questions(cfg)
-    if cfg.publish.enabled:  # a missing bucket or a dead endpoint: one line now, not after the whole build
-        as_store(cfg.publish.store or default_store(), cfg.publish.storage_options)
+    flow_checks(cfg)
     logger = get_run_logger()
     run = open_run(cfg.output_dir, cfg.model_name, current_run_id(), cache_enabled=cfg.cache.enabled,
                    cache_dir=cfg.cache.dir, refresh=cfg.cache.refresh, attempt=current_attempt())
@@ -76,45 +67,40 @@ def _build_bert(config, overrides: list[str] | None, require_commit: str | None)
     float_parts = None  # an INT8 engine's float precision, where the runtime chooses it (choose_int8 says)
 
     model = fetch_model(cfg.model, cfg.model_name)
-    model_config = read_config(Path(model.checkpoint_dir) / CONFIG_FILE)
-    # `bertbuild run` checked this before the flow; a deployment's run learns the checkpoint only now.
-    check_sequence_lengths(model_config, run_sequence_lengths(cfg), Path(model.checkpoint_dir) / CONFIG_FILE)
-    weights = weight_bytes(model_config)
-    if cfg.resources.check_memory:  # before any heavy step: refuse a build that clearly cannot fit
-        check_memory(model_config, cfg.model.source)
+    weights = checkpoint_checks(cfg, model.checkpoint_dir)
     squad = featurize_squad(model, cfg.eval, run)
     exported = export_onnx(model, cfg.export, run)
     reference = tensorflow_reference.submit(model, squad, cfg.eval, cfg.validation, run)
     if not side_by_side(weights):
         reference.wait()  # a big model: the TensorFlow child and the flow's heavy steps never hold memory at once
 
-    onnx = {Precision.FP32: exported["path"]}
+    onnx = {Precision.FP32: exported.path}
     bundle = Bundle()
     bundle.add(VOCAB, model.vocab_path)
-    bundle.add(onnx_name(Precision.FP32), exported["path"], Precision.FP32)
-    reports, decided = {"export": exported}, []  # `decided`: gates made before scoring (the INT8 tune gate)
+    bundle.add(onnx_name(Precision.FP32), exported.path, Precision.FP32)
+    reports, decided = {"export": exported.as_report()}, []  # `decided`: gates made before scoring (INT8's tune gate)
     int8_paths: dict[str, str] = {}
     if set(precisions) - {Precision.FP32}:
         fused = fuse(exported, model, run, cfg.export.external_data)
-        onnx[Precision.FUSED_FP32], reports["fusion"] = fused["path"], fused["report"]
-        bundle.add(onnx_name(Precision.FUSED_FP32), fused["path"], Precision.FUSED_FP32)
+        onnx[Precision.FUSED_FP32], reports["fusion"] = fused.path, fused.report
+        bundle.add(onnx_name(Precision.FUSED_FP32), fused.path, Precision.FUSED_FP32)
         for half, write in ((Precision.FP16, fp16_onnx), (Precision.BF16, bf16_onnx)):
             if half in precisions:  # the file is written (and published, for TensorRT) even where no engine runs it
-                reports[str(half)] = write(fused, cfg.precision.fp16, run, cfg.export.external_data)
-                onnx[half] = reports[str(half)]["path"]
-                bundle.add(onnx_name(half), onnx[half], half)
+                written = write(fused, cfg.precision.fp16, run, cfg.export.external_data)
+                onnx[half], reports[str(half)] = written.path, written.as_report()
+                bundle.add(onnx_name(half), written.path, half)
         if Precision.INT8 in precisions:
             variant = int8_variant(backend, cfg.precision.int8.variant)
             int8 = choose_int8(fused, model, cfg, run, variant, engine_name(backend, Precision.INT8))
-            float_parts = int8["float_parts"]
-            int8_paths = int8["written"]["paths"]
-            onnx[Precision.INT8] = int8_paths[variant]
-            bundle.add_int8(int8_paths, int8["calibration"]["cache_path"])
-            reports.update(int8=int8["written"], calibration=int8["calibration"], tune=int8["tune"],
-                           int8_choice=int8["report"])
-            decided.append(GateResult.from_json(int8["gate"]))
+            float_parts, int8_paths = int8.float_parts, int8.paths
+            onnx[Precision.INT8] = int8.paths[variant]
+            bundle.add_int8(int8.paths, int8.ranges_path)
+            reports.update(int8=int8.written, calibration=int8.calibration, tune=int8.tune, int8_choice=int8.report)
+            decided.append(int8.gate)
 
-    precisions, reports["skipped_engines"] = _computable(backend, precisions, logger)
+    precisions, reports["skipped_engines"] = computable(backend, precisions)
+    for engine, why_not in reports["skipped_engines"].items():
+        logger.info("%s engine skipped: %s", engine, why_not)
     reports["trt_ready"] = check_tensorrt_ready(bundle.tensorrt_inputs(int8_paths), cfg.engines.profiles,
                                                 backend in TENSORRT_BACKENDS, run)
     # Scoring needs no reference, so it runs while the TensorFlow reference does. It starts once every
@@ -122,34 +108,38 @@ def _build_bert(config, overrides: list[str] | None, require_commit: str | None)
     # busy either way: 15:38 vs 15:45 for the nightly) and blurred the tune split's timings.
     groups = engine_groups(precisions, cfg.engines.concurrent, weights)
     tags = ["tensorrt"] if backend in TENSORRT_BACKENDS else []
-    scored: dict[str, tuple[dict, dict]] = {}  # all scoring done before any timing
+    engines: dict[str, EngineRef] = {}
+    scores: dict[str, dict] = {}  # all scoring done before any timing
     for group in groups:  # `at_once` engines at a time, each holding its weights
         share = threads_each(threads, len(group))  # side by side: a share of the cores each, no spinning
-        engines = {p: build_engine.with_options(tags=tags).submit(
+        building = {p: build_engine.with_options(tags=tags).submit(
             backend, onnx[p], p, cfg.engines.profiles, run, threads,
             float_parts if p == Precision.INT8 else None) for p in group}
-        scoring = {p: score_engine.submit(engines[p], squad, cfg.eval, run, share) for p in group}
-        scored |= {p: (engines[p].result(), scoring[p].result()) for p in group}
+        scoring = {p: score_engine.submit(building[p], squad, cfg.eval, run, share) for p in group}
+        engines |= {p: building[p].result() for p in group}
+        scores |= {p: scoring[p].result() for p in group}
     reference = reference.result()
-    checked: dict[str, tuple[dict, dict]] = {}
+    validations: dict[str, dict] = {}
+    comparisons: dict[str, dict] = {}
     for group in groups:  # against the reference, as many engines at a time as were scored together
         share = threads_each(threads, len(group))
-        validating = {p: validate_engine.submit(scored[p][0], squad, reference, cfg.eval, cfg.validation.batches,
+        validating = {p: validate_engine.submit(engines[p], squad, reference, cfg.eval, cfg.validation.batches,
                                                 cfg.tolerance_for(p), run, share) for p in group}
-        comparing = {p: compare_with_reference.submit(scored[p][1], squad, reference, run) for p in group}
-        checked |= {p: (validating[p].result(), comparing[p].result()) for p in group}
+        comparing = {p: compare_with_reference.submit(scores[p], squad, reference, run) for p in group}
+        validations |= {p: validating[p].result() for p in group}
+        comparisons |= {p: comparing[p].result() for p in group}
 
     rows, gates = [], []
     for precision in precisions:  # one engine at a time, with nothing else running: timings are not shared
-        (engine, score), (validation, comparison) = scored[precision], checked[precision]
+        engine, score, validation = engines[precision], scores[precision], validations[precision]
         bench = benchmark_engine(engine, squad, cfg.benchmark, cfg.eval, model.vocab_path,
                                  model.lower_case, run, threads)
-        row = engine_row(precision, score, validation, comparison, bench, reference, engine["compute_precision"])
+        row = engine_row(precision, score, validation, comparisons[precision], bench, reference,
+                         engine.compute_precision)
         gates += engine_gates(row, reference, cfg.gate_for(precision),
                               parity_limit(precision, cfg.parity.max_abs_logit), decided)
         rows.append(row)
         bundle.add_engine(precision, engine, validation, score, bench)
-        reports.setdefault("outputs", {})[row["engine"]] = {"logits": score["logits"], **engine}
         logger.info(validation["text"])
 
     orphans = [g for g in decided if g.engine not in {row["engine"] for row in rows}]
@@ -157,25 +147,8 @@ def _build_bert(config, overrides: list[str] | None, require_commit: str | None)
         raise RuntimeError(f"gate(s) for engines this run did not score: {[g.describe() for g in orphans]}")
     bundle.add(predictions_name(reference["engine"]), reference["predictions"])
     result = publish_run(cfg, run, [reference_row(reference), *rows], bundle, reports, gates,
+                         engines=[engines[p] for p in precisions], logits={p: scores[p]["logits"] for p in precisions},
                          checkpoint_dir=model.checkpoint_dir)
     # In the run's log (the server's, the UI's); `bertbuild run` prints it itself, so not twice on its terminal.
     logger.info("%s\n%s", result["title"], result["table"], extra=NOT_ON_CONSOLE)
     return outcome(result, run.path("results.json"))  # Failed, naming each failed gate, if one failed
-
-
-def _computable(backend: str, precisions, logger) -> tuple[list, dict[str, str]]:
-    """(the precisions whose engines `backend` computes on this host, {skipped engine: why}).
-
-    Each skipped one is one logged line, not a failure; its ONNX file is still
-    written and published (TensorRT builds BF16 on Ampere and later).
-    """
-    runtime = get_backend(backend)
-    kept, skipped = [], {}
-    for precision in precisions:
-        ok, why = runtime.supports(precision)
-        if ok:
-            kept.append(precision)
-        else:
-            skipped[engine_name(backend, precision)] = why
-            logger.info("%s engine skipped: %s", engine_name(backend, precision), why)
-    return kept, skipped

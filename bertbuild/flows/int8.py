@@ -16,20 +16,46 @@ budget, nothing to rank) or that finds no passing try ends as the named gate
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prefect import flow, get_run_logger
 
 from bertbuild.config import BuildConfig
 from bertbuild.evaluation.gates import GateResult
 from bertbuild.precision.fallback import exclusion_schedule, run_fallback
 from bertbuild.runs import RunContext
+from bertbuild.step_results import OnnxFile
 from bertbuild.tasks.model import ModelInfo
 from bertbuild.tasks.precision import (calibrate_int8, int8_onnx, prepare_int8_source, rank_int8_sensitivity, tune_try,
                                        tune_windows)
 
 
+@dataclass(frozen=True)
+class Int8Choice:
+    """The INT8 file kept on the tune split, and how it was chosen."""
+
+    written: dict  # the kept `int8_onnx` result: every variant's file ("paths"), quantized and excluded nodes
+    calibration: dict  # the calibration summary, its ranges file as "cache_path"
+    tune: dict  # the tune split: questions, windows, seed, question ids
+    report: dict  # the plain try, the fallback, the float parts: results.json's `int8_choice`
+    gate: GateResult  # `tune_answer_agreement`, decided here, judged with the engine's other gates
+    techniques: dict
+    float_parts: str | None  # the INT8 engine's float precision where the runtime chooses it (OpenVINO)
+
+    @property
+    def paths(self) -> dict[str, str]:
+        """Variant ("s8s8", "u8s8", "ort") -> the kept INT8 file."""
+        return self.written["paths"]
+
+    @property
+    def ranges_path(self) -> str:
+        return self.calibration["cache_path"]
+
+
 @flow(name="choose-int8")
-def choose_int8(fused: dict, model: ModelInfo, cfg: BuildConfig, run: RunContext, variant: str, engine: str) -> dict:
-    """{"written": the kept quantize_int8 result, "calibration", "tune", "report", "gate", "float_parts"}.
+def choose_int8(fused: OnnxFile, model: ModelInfo, cfg: BuildConfig, run: RunContext, variant: str,
+                engine: str) -> Int8Choice:
+    """The INT8 file chosen on the tune split (`Int8Choice`).
 
     `cfg.engines.backend` must be a concrete backend (the flow resolves `auto` first).
     """
@@ -52,7 +78,7 @@ def choose_int8(fused: dict, model: ModelInfo, cfg: BuildConfig, run: RunContext
         return result["paths"][variant]
 
     def judge(path: str, float_parts: str | None = "fp32" if choosing else None) -> dict:
-        tried = tune_try(path, tune, fused["path"], cfg.eval.batch_size, cfg.benchmark, run, threads,
+        tried = tune_try(path, tune, fused.path, cfg.eval.batch_size, cfg.benchmark, run, threads,
                          length_bucket=bucket, backend=backend, float_parts=float_parts)
         return {**tried["signal"], "p50_ms": tried["p50_ms"]}
 
@@ -90,8 +116,8 @@ def choose_int8(fused: dict, model: ModelInfo, cfg: BuildConfig, run: RunContext
     gate = GateResult(engine, "tune_answer_agreement", best["answer_agreement"],
                       precision.tune.min_answer_agreement, passes(best), "min")
     tune_record = {k: tune[k] for k in ("questions", "windows", "seed", "question_ids")}
-    return {"written": written[kept], "calibration": calibration, "tune": tune_record, "report": report,
-            "gate": gate.to_json(), "techniques": source["techniques"], "float_parts": float_parts}
+    return Int8Choice(written=written[kept], calibration=calibration, tune=tune_record, report=report, gate=gate,
+                      techniques=source["techniques"], float_parts=float_parts)
 
 
 def chooses_float_parts(backend: str) -> bool:

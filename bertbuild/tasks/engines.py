@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from bertbuild.config import BenchmarkConfig, EvalConfig, ProfileConfig, Tolerance
 from bertbuild.resources import measured
 from bertbuild.runs import RunContext
+from bertbuild.step_results import EngineRef
 from bertbuild.steps import CachedStep, Work, cached_step
 
 # Every engine step runs a backend: its runtime's version is in the key (OpenVINO's through `runtime_fields`,
@@ -34,17 +35,12 @@ def _profiles(profiles: tuple[ProfileConfig, ...]):
     return [Profile(tuple(p.min), tuple(p.opt), tuple(p.max)) for p in profiles]
 
 
-def engine_files(engine: dict) -> list[str]:
-    """Every file an engine is made of, for step keys: the engine, and OpenVINO's weights beside its IR."""
-    return [engine["path"], *([engine["weights"]] if engine.get("weights") else [])]
-
-
-def _runner(engine: dict, threads: int | None):
-    from bertbuild.kinds import engine_name
+def _runner(engine: EngineRef, threads: int | None):
     from bertbuild.backends.registry import get_backend
+    from bertbuild.kinds import engine_name
 
-    runner = get_backend(engine["backend"], threads=threads).load(Path(engine["path"]))
-    runner.name = engine_name(engine["backend"], engine["precision"])
+    runner = get_backend(engine.backend, threads=threads).load(Path(engine.path))
+    runner.name = engine_name(engine.backend, engine.precision)
     return runner
 
 
@@ -52,8 +48,8 @@ def _runner(engine: dict, threads: int | None):
              host=True)
 def build_engine(backend: str, onnx_path: str, precision: str, profiles: tuple[ProfileConfig, ...],
                  run: RunContext, threads: int | None, float_parts: str | None = None) -> Work:
-    """{"path", "backend", "precision", "onnx", "metadata", "compute_precision"} (+ "weights" for OpenVINO IR):
-    an engine for this kind of host. `float_parts`: an INT8 engine's float precision where the runtime chooses it."""
+    """The `EngineRef` of an engine for this kind of host (with its weights file for OpenVINO IR).
+    `float_parts`: an INT8 engine's float precision where the runtime chooses it."""
     from bertbuild.backends import registry
     from bertbuild.kinds import as_written
     from bertbuild.runner import read_metadata
@@ -65,10 +61,11 @@ def build_engine(backend: str, onnx_path: str, precision: str, profiles: tuple[P
         return {"path": str(engine.path), "metadata": str(engine.metadata_path),
                 **({"weights": str(engine.path.with_name(weights))} if weights else {})}
 
-    def finish(built: dict) -> dict:
+    def finish(built: dict) -> EngineRef:
         compute = read_metadata(built["path"]).get("compute_precision") or as_written(precision)
-        return {**built, "backend": backend, "precision": str(precision), "onnx": onnx_path,
-                "compute_precision": compute}
+        return EngineRef(path=built["path"], metadata=built["metadata"], weights=built.get("weights"),
+                         backend=backend, precision=str(precision), onnx=onnx_path, compute_precision=compute,
+                         cached=built["cached"])
 
     fields = {"backend": backend, "precision": str(precision), "threads": threads,
               "profiles": [p.model_dump(mode="json") for p in profiles], **registry.runtime_fields(backend),
@@ -78,7 +75,7 @@ def build_engine(backend: str, onnx_path: str, precision: str, profiles: tuple[P
 
 @cached_step("evaluation", task_name="score-engine", code=("bertbuild.evaluation.score", "bertbuild.backends.registry"),
              libraries=(*RUNTIMES, "tokenizers"))
-def score_engine(engine: dict, squad: dict, eval_cfg: EvalConfig, run: RunContext, threads: int | None) -> Work:
+def score_engine(engine: EngineRef, squad: dict, eval_cfg: EvalConfig, run: RunContext, threads: int | None) -> Work:
     """The engine over the run's SQuAD questions: EM/F1, its saved logits and predictions, its rates.
 
     Needs nothing of the TensorFlow reference, so it runs while the reference does.
@@ -92,15 +89,15 @@ def score_engine(engine: dict, squad: dict, eval_cfg: EvalConfig, run: RunContex
         return score.save_outputs(score.evaluate(runner, SquadSet.load(squad["path"]), eval_cfg,
                                                  get_run_logger().info), out, runner.name)
 
-    return Work(produce, files=[*engine_files(engine), squad["path"]],
-                fields={"eval": eval_cfg.model_dump(mode="json"), **runtime_fields(engine["backend"])})
+    return Work(produce, files=[*engine.files, squad["path"]],
+                fields={"eval": eval_cfg.model_dump(mode="json"), **runtime_fields(engine.backend)})
 
 
 @cached_step("validation", task_name="validate-engine",
              code=("bertbuild.evaluation.validate", "bertbuild.evaluation.polygraphy_log", "bertbuild.backends.registry",
                    "bertbuild.squad.sets"),
              libraries=(*RUNTIMES, "polygraphy"))
-def validate_engine(engine: dict, squad: dict, reference: dict, eval_cfg: EvalConfig, batches: int,
+def validate_engine(engine: EngineRef, squad: dict, reference: dict, eval_cfg: EvalConfig, batches: int,
                     tolerance: Tolerance, run: RunContext, threads: int | None) -> Work:
     """Polygraphy's comparison of the engine with TensorFlow's saved RunResults on the validation batches.
 
@@ -123,8 +120,8 @@ def validate_engine(engine: dict, squad: dict, reference: dict, eval_cfg: EvalCo
         return {**report.to_json(), "text": report.to_text(), "report": f"{stem}.json"}
 
     fields = {"batch_size": eval_cfg.batch_size, "length_bucket": eval_cfg.length_bucket, "batches": batches,
-              "tolerance": tolerance.model_dump(mode="json"), **runtime_fields(engine["backend"])}
-    return Work(produce, files=[*engine_files(engine), squad["path"], reference["run_results"]], fields=fields)
+              "tolerance": tolerance.model_dump(mode="json"), **runtime_fields(engine.backend)}
+    return Work(produce, files=[*engine.files, squad["path"], reference["run_results"]], fields=fields)
 
 
 @task(name="compare-with-reference", cache_policy=NO_CACHE)
@@ -147,7 +144,7 @@ def compare_with_reference(scored: dict, squad: dict, reference: dict, run: RunC
 @cached_step("benchmark", task_name="benchmark-engine",
              code=("bertbuild.evaluation.latency", "bertbuild.backends.registry"), libraries=(*RUNTIMES, "tokenizers"),
              host=True)
-def benchmark_engine(engine: dict, squad: dict, bench: BenchmarkConfig, eval_cfg: EvalConfig, model_vocab: str,
+def benchmark_engine(engine: EngineRef, squad: dict, bench: BenchmarkConfig, eval_cfg: EvalConfig, model_vocab: str,
                      lower_case: bool, run: RunContext, threads: int | None) -> Work:
     """Latency and throughput on real held-out SQuAD windows at the benchmark shape.
 
@@ -166,15 +163,15 @@ def benchmark_engine(engine: dict, squad: dict, bench: BenchmarkConfig, eval_cfg
             feed = latency.squad_feed(bench.batch, bench.seq, model_vocab, lower_case, dataset=eval_cfg.dataset)
         runner = _runner(engine, threads)
         stats = latency.measure(runner, feed, warmup=bench.warmup, iterations=bench.iterations, name=runner.name)
-        record = {**stats.to_dict(), "backend": engine["backend"], "precision": engine["precision"],
-                  "compute_precision": engine.get("compute_precision"), "machine": machine_note()}
+        record = {**stats.to_dict(), "backend": engine.backend, "precision": engine.precision,
+                  "compute_precision": engine.compute_precision, "machine": machine_note()}
         path = out / f"benchmark-{runner.name}.json"
         path.write_text(json.dumps(record, indent=2) + "\n")
         return {**record, "path": str(path)}
 
     fields = {"bench": bench.model_dump(mode="json", exclude={"reuse"}), "threads": threads,
-              **runtime_fields(engine["backend"])}
-    return Work(produce, files=[*engine_files(engine), squad["path"]], fields=fields, reuse=bench.reuse)
+              **runtime_fields(engine.backend)}
+    return Work(produce, files=[*engine.files, squad["path"]], fields=fields, reuse=bench.reuse)
 
 
 # One cached check per file, inside one task (the files are few and each check takes milliseconds).

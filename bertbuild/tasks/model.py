@@ -18,6 +18,8 @@ from prefect.cache_policies import NO_CACHE
 from bertbuild.config import EvalConfig, ExportConfig, ModelSource, ValidationConfig
 from bertbuild.resources import current_meter
 from bertbuild.runs import RunContext
+from bertbuild.kinds import Precision
+from bertbuild.step_results import OnnxFile
 from bertbuild.steps import Work, cached_step
 
 NGC_SECRET_BLOCK = "ngc-api-key"
@@ -68,14 +70,15 @@ def fetch_model(source: ModelSource, name: str) -> ModelInfo:
 @cached_step("export", task_name="export-onnx", code=(EXPORT_MODULE, "bertbuild.memory_budget"),
              libraries=("tensorflow", "tf2onnx", "onnx", "numpy"))
 def export_onnx(model: ModelInfo, export_cfg: ExportConfig, run: RunContext) -> Work:
-    """tf2onnx export with dynamic batch/seq axes, in a child process: {"path", "nodes", "seconds", "opset"}."""
+    """tf2onnx export with dynamic batch/seq axes, in a child process: the FP32 `OnnxFile` (nodes, seconds, opset)."""
     def produce(out: Path) -> dict:
         kwargs = {"checkpoint_dir": model.checkpoint_dir, "lower_case": model.lower_case,
                   "out_path": str(out / "model-fp32.onnx"), "opset": export_cfg.opset,
                   "external_data": export_cfg.external_data}
         return _in_child("export-onnx", EXPORT_TARGET, kwargs, model)
 
-    return Work(produce, files=[model.checkpoint_dir], fields=export_cfg.model_dump(mode="json"))
+    return Work(produce, files=[model.checkpoint_dir], fields=export_cfg.model_dump(mode="json"),
+                finish=lambda result: OnnxFile.from_step(Precision.FP32, result))
 
 
 @cached_step("reference", task_name="tensorflow-reference", code=(REFERENCE_MODULE, "bertbuild.memory_budget"),

@@ -22,6 +22,8 @@ from bertbuild.config.precision import Fp16Config, Int8Config
 from bertbuild.resources import measured
 from bertbuild.runs import RunContext
 from bertbuild.shapes import DEFAULT_LENGTH_BUCKET
+from bertbuild.kinds import Precision
+from bertbuild.step_results import OnnxFile
 from bertbuild.steps import CachedStep, Work, cached_step
 from bertbuild.tasks.model import ModelInfo
 
@@ -37,40 +39,41 @@ def _external(external_data: bool | None) -> dict:
 
 @cached_step("fuse", task_name="fuse-onnx", code=("bertbuild.fuse", "bertbuild.fuse.fuse_file", "bertbuild.onnx_files"),
              libraries=(*ONNX, "onnx-graphsurgeon"))
-def fuse(exported: dict, model: ModelInfo, run: RunContext, external_data: bool | None = None) -> Work:
-    """{"path": fused file, "report": FusionReport}; a wrong fusion count fails the task."""
+def fuse(exported: OnnxFile, model: ModelInfo, run: RunContext, external_data: bool | None = None) -> Work:
+    """The fused `OnnxFile`, its report the FusionReport; a wrong fusion count fails the task."""
     from bertbuild.fuse.fuse_file import fuse_onnx
 
     def produce(out: Path) -> dict:
-        report = fuse_onnx(exported["path"], out / "model-fused.onnx", model.num_layers, external_data=external_data)
+        report = fuse_onnx(exported.path, out / "model-fused.onnx", model.num_layers, external_data=external_data)
         return {"path": str(out / "model-fused.onnx"), "report": report.to_dict()}
 
-    return Work(produce, files=[exported["path"]],
-                fields={"layers": model.num_layers, **_external(external_data)})
+    return Work(produce, files=[exported.path], fields={"layers": model.num_layers, **_external(external_data)},
+                finish=lambda result: OnnxFile.from_step(Precision.FUSED_FP32, result, report="report"))
 
 
-def _sixteen_bit(name: str, convert, fused: dict, fp16_cfg: Fp16Config, external_data: bool | None) -> Work:
+def _sixteen_bit(name: str, convert, fused: OnnxFile, fp16_cfg: Fp16Config, external_data: bool | None) -> Work:
     """The FP16 or BF16 file (`convert`) with FP32 islands, named after the step; its report as a dict."""
     def produce(out: Path) -> dict:
-        return convert(fused["path"], out / f"model-{name}.onnx", fp16_cfg, external_data).to_json()
+        return convert(fused.path, out / f"model-{name}.onnx", fp16_cfg, external_data).to_json()
 
-    return Work(produce, files=[fused["path"]], fields={**fp16_cfg.model_dump(mode="json"), **_external(external_data)})
+    return Work(produce, files=[fused.path], fields={**fp16_cfg.model_dump(mode="json"), **_external(external_data)},
+                finish=lambda result: OnnxFile.from_step(name, result))
 
 
 SIXTEEN_BIT = dict(code=("bertbuild.precision.fp16", "bertbuild.onnx_files"), libraries=(*ONNX, "ml-dtypes"))
 
 
 @cached_step("fp16", task_name="fp16-onnx", **SIXTEEN_BIT)
-def fp16_onnx(fused: dict, fp16_cfg: Fp16Config, run: RunContext, external_data: bool | None = None) -> Work:
-    """FP16 file with FP32 islands; the Fp16Report as a dict (with "path")."""
+def fp16_onnx(fused: OnnxFile, fp16_cfg: Fp16Config, run: RunContext, external_data: bool | None = None) -> Work:
+    """FP16 file with FP32 islands, its report the Fp16Report."""
     from bertbuild.precision import fp16
 
     return _sixteen_bit("fp16", fp16.convert_to_fp16, fused, fp16_cfg, external_data)
 
 
 @cached_step("bf16", task_name="bf16-onnx", **SIXTEEN_BIT)
-def bf16_onnx(fused: dict, fp16_cfg: Fp16Config, run: RunContext, external_data: bool | None = None) -> Work:
-    """BF16 file with the FP16 file's FP32 islands (`precision.fp16` names them); the report as a dict."""
+def bf16_onnx(fused: OnnxFile, fp16_cfg: Fp16Config, run: RunContext, external_data: bool | None = None) -> Work:
+    """BF16 file with the FP16 file's FP32 islands (`precision.fp16` names them), its report the Fp16Report."""
     from bertbuild.precision import fp16
 
     return _sixteen_bit("bf16", fp16.convert_to_bf16, fused, fp16_cfg, external_data)
@@ -93,19 +96,19 @@ def _int8_fields(int8_cfg: Int8Config, dataset: str, model: ModelInfo,
 @cached_step("int8_source", task_name="prepare-int8-source",
              code=("bertbuild.precision.recipe", "bertbuild.precision.calibration_set", "bertbuild.onnx_files"),
              libraries=INT8_LIBRARIES)
-def prepare_int8_source(fused: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str, run: RunContext,
+def prepare_int8_source(fused: OnnxFile, model: ModelInfo, int8_cfg: Int8Config, dataset: str, run: RunContext,
                         threads: int | None, external_data: bool | None = None,
                         length_bucket: int = DEFAULT_LENGTH_BUCKET) -> Work:
     """The FP32 file INT8 is written from: the fused graph, smoothed and outlier-split when configured."""
     from bertbuild.precision import recipe
 
     def produce(out: Path) -> dict:
-        source, techniques = recipe.prepare_source(fused["path"], out,
+        source, techniques = recipe.prepare_source(fused.path, out,
                                                    calibration_windows(model, int8_cfg, dataset, length_bucket),
                                                    int8_cfg, threads, external_data)
         return {"path": str(source), "techniques": techniques}
 
-    return Work(produce, files=[fused["path"], model.vocab_path],
+    return Work(produce, files=[fused.path, model.vocab_path],
                 fields={**_int8_fields(int8_cfg, dataset, model, length_bucket), **_external(external_data)})
 
 
@@ -215,7 +218,6 @@ def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, b
     from bertbuild.arrays import load_npz
     from bertbuild.backends.registry import get_backend, runtime_fields
     from bertbuild.evaluation import latency, score, tune_split
-    from bertbuild.kinds import Precision
     from bertbuild.squad.sets import SquadSet
 
     windows = SquadSet.load(tune["path"])

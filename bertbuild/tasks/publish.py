@@ -138,3 +138,69 @@ def compare_with_last_release(store: str, cfg, run, rows: list[dict], files: dic
     return {"path": str(path), "gates": [g for g in report.gates if not g.skipped],  # skipped: said why, in the report
             "summary": {"latest_run_id": report.latest_run_id, "same_host": report.same_host,
                         "passed": report.passed, "gates": [g.to_json() for g in report.gates]}}
+
+
+@task(name="publish-run", cache_policy=NO_CACHE)
+def publish_run(cfg, run, rows: list[dict], bundle, reports: dict, gates: list, engines: list = (),
+                logits: dict[str, str] | None = None, checkpoint_dir: str | None = None) -> dict:
+    """Write results.json and the plots, lay the bundle out in the run directory, publish it when enabled.
+
+    The flow's last task: what it writes and links shows in the UI as one task run, with the publishing
+    tasks it runs (regression, plots, the bundle, the artifacts) inside it.
+
+    `engines`: the run's engines, each with a Triton model folder in the bundle; `logits`: precision -> its
+    saved logits (results.json's `outputs` names both per engine). `checkpoint_dir`: the fetched checkpoint
+    the engines were built from; the manifest records its digest (`source.checkpoint_sha256`), so a release
+    names exactly the weights it came from.
+
+    Every ONNX file in the bundle brings its external data files, added here.
+    """
+    import json
+
+    from bertbuild.artifacts.layout import REGRESSION, RESULTS
+    from bertbuild.artifacts.store import default_store
+    from bertbuild.evaluation.rows import with_verdicts
+    from bertbuild.interrupts import stop_if_interrupted
+    from bertbuild.kinds import engine_name
+    from bertbuild.reporting.run_table import format_table
+    from bertbuild.resources import read_journal
+    from bertbuild.runs import mark_complete, materialize
+
+    reports["outputs"] = {engine_name(e.backend, e.precision): {"logits": (logits or {}).get(e.precision),
+                                                                **e.as_mapping()} for e in engines}
+    bundle.add_triton(cfg.model_name, [e.as_mapping() for e in engines], cfg.engines.profiles,
+                      cfg.benchmark.batch, run.run_dir)  # triton/<model>-<precision>/ per engine
+    bundle.add_companions()  # before anything is compared, laid out or published
+    title = (f"{cfg.model_name}: {rows[0]['questions']} SQuAD v1.1 {cfg.eval.split} questions, "
+             f"backend {cfg.engines.backend}")
+    store = cfg.publish.store or default_store()
+    if cfg.publish.enabled:  # against the last release, before deciding whether this one is released
+        regression = compare_with_last_release(store, cfg, run, rows, bundle.files)
+        bundle.add(REGRESSION, regression["path"])
+        gates = gates + regression["gates"]
+        reports["regression"] = regression["summary"]
+    rows = with_verdicts(rows, gates)
+    table = format_table(rows)
+    reports["steps"] = read_journal(run.run_dir)  # every step's wall time and peak memory, so far
+    gate_records = [g.to_json() for g in gates]
+    meta = {"model": cfg.model_name, "run_id": run.run_id, "config": cfg.model_dump(mode="json"),
+            "results": rows, "trt_ready": reports.get("trt_ready", {}),
+            **({"checkpoint_dir": checkpoint_dir} if checkpoint_dir else {})}
+    results = run.path(RESULTS)
+    results.write_text(json.dumps({**meta, "gates": gate_records, "reports": reports}, indent=2, default=str) + "\n")
+    plots = render_plots(rows, str(run.run_dir))  # bundle name -> PNG in the run directory
+    for name, path in plots.items():
+        bundle.add(name, path)
+    bundle.add(RESULTS, results)
+    placed = materialize(bundle.files, run.run_dir)
+    outcome = {"title": title, "table": table, "rows": rows, "run_dir": str(run.run_dir), "files": placed, **meta,
+               "gates": gates, "reports": reports}
+    stop_if_interrupted()  # an interrupted run publishes nothing and never becomes `latest`
+    if cfg.publish.enabled:
+        published = publish(store, cfg.model_name, placed, meta, gates, run_id=run.run_id,
+                            precisions=bundle.precisions, storage_options=cfg.publish.storage_options)
+        report_artifacts(published, rows, plots, reports["steps"])
+        outcome["published"] = published
+    stop_if_interrupted()
+    mark_complete(run)  # only now may <output_dir>/<model>/latest name this run (gates passed or failed)
+    return outcome
