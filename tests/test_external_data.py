@@ -204,6 +204,64 @@ def test_bundle_companions_go_beside_their_onnx_file(tiny_onnx, tmp_path):
                        {k: v for k, v in bundle.items() if not k.endswith(".data")}, {}, [], PASS)
 
 
+def test_a_run_directory_copies_a_cached_onnx_pair_and_hard_links_everything_else(tiny_onnx, tmp_path):
+    from bertbuild.runs import materialize, onnx_companions
+    from bertbuild.step_cache import StepCache
+
+    def produce(out: Path) -> dict:
+        (out / "engine.plan").write_bytes(b"an engine, linked not copied")
+        return {"path": str(external_pair(tiny_onnx["fp32"], out / "model.onnx")), "engine": str(out / "engine.plan")}
+
+    cache = StepCache(root=tmp_path / "cache", scratch=tmp_path / "scratch")
+    entry = cache.run("fuse", "k", produce)
+    files = {"model-fp32.onnx": entry["path"], "engines/fp32/engine.plan": entry["engine"]}
+    files.update(onnx_companions(files))
+    placed = materialize(files, tmp_path / "run")
+    assert os.stat(placed["engines/fp32/engine.plan"]).st_ino == os.stat(entry["engine"]).st_ino
+    for run_file, cached in ((placed["model-fp32.onnx"], entry["path"]),
+                             (placed["model.onnx.data"], str(onnx_files.data_path(entry["path"])))):
+        assert os.stat(run_file).st_ino != os.stat(cached).st_ino and os.stat(cached).st_nlink == 1
+        assert Path(run_file).read_bytes() == Path(cached).read_bytes()
+    expected = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(tiny_onnx["fp32"])).graph.initializer]
+    for path in (placed["model-fp32.onnx"], entry["path"]):  # the run directory, and the cache the next run reads
+        model = onnx.load(path)  # onnx's own reader, external data included
+        assert all(np.array_equal(onnx.numpy_helper.to_array(t), e) for t, e in zip(model.graph.initializer, expected))
+        onnx.checker.check_model(path, full_check=True)
+        onnx_files.check(path, full_check=True)
+    assert cache.run("fuse", "k", produce)["cached"]  # the run directory's copies left the entry a hit
+
+
+def test_onnx_refuses_what_the_location_rule_refuses_and_every_reader_says_so_in_one_line(tiny_onnx, tmp_path):
+    pair = external_pair(tiny_onnx["fp32"], tmp_path / "model.onnx")
+    weight = next(t for t in onnx.load(str(pair), load_external_data=False).graph.initializer
+                  if onnx.external_data_helper.uses_external_data(t))
+    data = onnx_files.data_path(pair)
+    moved = tmp_path / "elsewhere.data"
+    data.rename(moved)
+    data.symlink_to(moved)
+    with pytest.raises(onnx.checker.ValidationError, match="symbolic link"):
+        onnx.load(str(pair))  # onnx's own rule
+    for read in (onnx_files.load, onnx_files.check, lambda path: onnx_files.array(weight, path)):
+        with pytest.raises(UserInputError, match="is a symbolic link") as refused:
+            read(pair)
+        assert "\n" not in str(refused.value)
+    data.unlink()
+    moved.rename(data)
+    repoint(pair, "../model.onnx.data")
+    with pytest.raises(onnx.checker.ValidationError, match="outside"):
+        onnx.load(str(pair))
+    for read in (onnx_files.load, onnx_files.check):
+        with pytest.raises(onnx_files.UnsafeLocation, match="not a file name beside the model") as refused:
+            read(pair)
+        assert "\n" not in str(refused.value)
+    truncated = external_pair(tiny_onnx["fp32"], tmp_path / "short" / "model.onnx")
+    with open(onnx_files.data_path(truncated), "r+b") as handle:
+        handle.truncate(100)
+    with pytest.raises(UserInputError, match="external data cannot be read") as refused:
+        onnx_files.load(truncated)
+    assert "\n" not in str(refused.value)
+
+
 def test_download_refuses_hostile_or_unlisted_external_data(tiny_onnx, tmp_path):
     from bertbuild.hashing import sha256_bytes
 
