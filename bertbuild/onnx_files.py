@@ -56,8 +56,7 @@ class UnsafeLocation(UserInputError):
 
 def data_path(path: Path | str) -> Path:
     """Where `save` puts a model's external data: `<file name>.data` beside it."""
-    path = Path(path)
-    return path.with_name(path.name + DATA_SUFFIX)
+    return Path(path).with_name(Path(path).name + DATA_SUFFIX)
 
 
 def fits(model: onnx.ModelProto) -> bool:
@@ -106,8 +105,7 @@ def _read(path: Path) -> onnx.ModelProto:
 
 def external_locations(path: Path | str) -> list[str]:
     """The file names of the external data the model at `path` reads (checked safe, not checked present)."""
-    path = Path(path)
-    return _locations(_read(path), path)
+    return _locations(_read(Path(path)), Path(path))
 
 
 def companions(path: Path | str) -> list[Path]:
@@ -122,7 +120,11 @@ def is_external(path: Path | str) -> bool:
     return len(companions(path)) > 1
 
 
-def _with_onnx(pair: list[Path], read: Callable[[Path], object], errors: tuple = ()):
+# Truncated data, a bad offset or length: what onnx's reader raises on a file, made one line by `_with_onnx`.
+_DATA_ERRORS = (ValueError, OSError, onnx.checker.ValidationError)
+
+
+def _with_onnx(pair: list[Path], read: Callable[[Path], object], errors: tuple = _DATA_ERRORS):
     """`read(the .onnx)` where onnx's reader accepts the pair: in place, or, when a data file has other hard
     links (onnx refuses those), in a private copy. `errors` are made one-line UserInputErrors."""
     try:
@@ -137,9 +139,6 @@ def _with_onnx(pair: list[Path], read: Callable[[Path], object], errors: tuple =
         raise UserInputError(f"{pair[0]}: its external data cannot be read ({first})") from None
 
 
-_DATA_ERRORS = (ValueError, OSError, onnx.checker.ValidationError)  # truncated data, a bad offset or length
-
-
 def load(path: Path | str, load_external_data: bool = True) -> onnx.ModelProto:
     """The model at `path`, with its external data read (or, with False, left as references). One-line
     UserInputError for a missing file, one not ONNX, a data file missing, linked or outside the folder."""
@@ -148,8 +147,7 @@ def load(path: Path | str, load_external_data: bool = True) -> onnx.ModelProto:
     pair = [path, *_present(path, _locations(model, path))]
     if load_external_data and len(pair) > 1:
         external = [t for t in tensors(model) if external_data_helper.uses_external_data(t)]
-        _with_onnx(pair, lambda onnx_file: external_data_helper.load_external_data_for_model(
-            model, str(onnx_file.parent)), _DATA_ERRORS)
+        _with_onnx(pair, lambda file: external_data_helper.load_external_data_for_model(model, str(file.parent)))
         for tensor in external:
             tensor.ClearField("data_location")  # as before it was saved: the model loads back byte for byte
     return model
@@ -163,7 +161,7 @@ def array(tensor: TensorProto, model_path: Path | str | None = None):
         raise ValueError(f"tensor {tensor.name!r} keeps its data in a file: give the model's path")
     path = Path(model_path)
     pair = [path, *_present(path, [_location(tensor, path)])]
-    return _with_onnx(pair, lambda onnx_file: numpy_helper.to_array(tensor, str(onnx_file.parent)), _DATA_ERRORS)
+    return _with_onnx(pair, lambda onnx_file: numpy_helper.to_array(tensor, str(onnx_file.parent)))
 
 
 def check(model_or_path, full_check: bool = False) -> None:
@@ -172,7 +170,7 @@ def check(model_or_path, full_check: bool = False) -> None:
     if not isinstance(model_or_path, (str, os.PathLike)):
         check_model(model_or_path, full_check)
         return
-    _with_onnx(companions(model_or_path), lambda onnx_file: onnx.checker.check_model(str(onnx_file), full_check))
+    _with_onnx(companions(model_or_path), lambda onnx_file: onnx.checker.check_model(str(onnx_file), full_check), ())
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -300,9 +298,9 @@ def session_source(model_or_path, options=None, base_dir: Path | str | None = No
     """What to hand `onnxruntime.InferenceSession`: a path as a path (ORT finds the data beside it); a model
     whose data is still external as bytes, `options` naming the folder of its data (`base_dir`), so the
     weights never pass through Python; any other model as bytes, if it fits one protobuf message."""
-    if isinstance(model_or_path, (str, os.PathLike)):
-        return str(model_or_path)
     model = model_or_path
+    if isinstance(model, (str, os.PathLike)):
+        return str(model)
     if has_references(model):
         if base_dir is None or options is None:
             raise ValueError("a model with external data needs the folder of its data files and session options")

@@ -121,7 +121,8 @@ def _stub(weight: TensorProto, length: int) -> TensorProto:
     return stub
 
 
-def split(model: onnx.ModelProto, keep_shapes: bool) -> tuple[onnx.ModelProto, list[tuple[TensorProto, TensorProto, int]]]:
+def split(model: onnx.ModelProto, keep_shapes: bool
+          ) -> tuple[onnx.ModelProto, list[tuple[TensorProto, TensorProto, int]]]:
     """The model with its graph's weights left out; and (weight, its stub, planned offset) for each.
 
     Built field by field: copying the model and then clearing the weights

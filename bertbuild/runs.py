@@ -189,7 +189,7 @@ def _onnx_pairs(files: dict[str, str]) -> set[Path]:
     folders = Counter(source.parent for source in sources)
     found: set[Path] = set()
     for name, source in files.items():
-        # A data file is a listed file beside its .onnx: one alone in its folder is not parsed (a 90 MB one takes 0.1 s).
+        # A data file is a listed file beside its .onnx: one alone in its folder is not parsed (90 MB: 0.1 s).
         if name.endswith(".onnx") and folders[Path(source).resolve().parent] > 1:
             try:
                 pair = onnx_files.companions(source)
