@@ -11,7 +11,8 @@ share one, and no file of an earlier run can end up in a later bundle. A
 retry of the same flow run (same run id, a later attempt) moves the failed
 attempt's directory aside to `.<run id>.attempt-<n>` and starts clean, so
 its partial files cannot reach the bundle either.
-Expensive outputs live in the step cache and are linked in (see `materialize`).
+Expensive outputs live in the step cache and are hard-linked in; ONNX files with external data are
+copied, since onnx refuses a hard-linked data file (see `materialize`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,21 +112,63 @@ def _point_latest(parent: Path, run_dir: Path) -> None:
 
 
 def materialize(files: dict[str, str], run_dir: Path) -> dict[str, str]:
-    """Give every bundle file its bundle name inside the run directory (hard link, else copy).
+    """Give every bundle file its bundle name inside the run directory; returns bundle name -> that path.
 
-    Returns bundle name -> path in the run directory: exactly the files listed,
-    so the bundle and the run directory can only hold what this run produced.
+    Exactly the files listed, so the bundle and the run directory can only hold
+    what this run produced. A file is hard-linked (no copy of a 1 GB engine per
+    run; else copied), but the files of an ONNX model with external data are
+    cloned (`_clone`): onnx refuses to read a data file with more than one hard
+    link, so a linked pair could be read neither in the run directory nor in
+    the step cache the next run reads it from.
     """
+    pairs = _onnx_pairs(files)
     placed = {}
     for name, source in sorted(files.items()):
         target = run_dir / name
         if Path(source).resolve() != target.resolve():
             target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists():
+            if target.exists() or target.is_symlink():
                 target.unlink()
-            try:
-                os.link(source, target)
-            except OSError:  # another filesystem, or links not allowed
-                shutil.copyfile(source, target)
+            if Path(source).resolve() in pairs:
+                _clone(source, target)
+            else:
+                try:
+                    os.link(source, target)
+                except OSError:  # another filesystem, or links not allowed
+                    shutil.copyfile(source, target)
         placed[name] = str(target)
     return placed
+
+
+def _onnx_pairs(files: dict[str, str]) -> set[Path]:
+    """Every listed ONNX file that has external data, and its data files (resolved)."""
+    from bertbuild import onnx_files
+    from bertbuild.errors import UserInputError
+
+    sources = {Path(source).resolve() for source in files.values()}
+    folders = Counter(source.parent for source in sources)
+    found: set[Path] = set()
+    for name, source in files.items():
+        # A data file is a listed file beside its .onnx: one alone in its folder is not parsed (90 MB: 0.1 s).
+        if name.endswith(".onnx") and folders[Path(source).resolve().parent] > 1:
+            try:
+                pair = onnx_files.companions(source)
+            except UserInputError:  # not ONNX (linked as bytes), or a broken pair the bundle's checks report
+                continue
+            if len(pair) > 1:
+                found.update(file.resolve() for file in pair)
+    return found
+
+
+_FICLONE = 0x40049409  # Linux's ioctl that makes `dst` share `src`'s blocks (btrfs, XFS, bcachefs)
+
+
+def _clone(source: str | Path, target: Path) -> None:
+    """Copy `source` to `target`: a reflink (no bytes written, copy-on-write) where the filesystem can, else bytes."""
+    try:
+        import fcntl
+
+        with open(source, "rb") as src, open(target, "wb") as dst:
+            fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
+    except (ImportError, OSError):  # ext4, tmpfs, another filesystem, not Linux
+        shutil.copyfile(source, target)

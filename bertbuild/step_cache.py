@@ -20,8 +20,10 @@ renamed into place, so it is complete or absent; two runs computing the same
 entry at once both succeed and one copy is kept. A hit whose files (or the
 external data files of its ONNX files) have gone missing is recomputed.
 
-Run directories hard-link an entry's files (no copy of a 1 GB engine per run),
-so a file edited in a run directory is edited in the entry too. Every entry
+Run directories hard-link an entry's files (no copy of a 1 GB engine per run;
+an ONNX file with external data and its data files are copied instead, since
+onnx refuses a hard-linked data file: `runs.materialize`), so a file edited in
+a run directory is edited in the entry too. Every entry
 therefore records the sha256 of each of its files (`digests.json`), and a hit
 re-hashes them: an entry whose bytes changed is no hit and is rebuilt. One
 sha256 pass over a hit's files is far cheaper than copying them into every

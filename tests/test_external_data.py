@@ -18,7 +18,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from bertbuild import onnx_files
+from bertbuild import onnx_files, onnx_skeleton
 from bertbuild.artifacts.download import download, verify_dir
 from bertbuild.artifacts.publish import publish_bundle
 from bertbuild.artifacts.store import ArtifactStore
@@ -61,7 +61,7 @@ def external_pair(source: Path, path: Path) -> Path:
 def repoint(path: Path, location: str) -> None:
     """Make every external tensor of the file at `path` read `location` (a hostile file)."""
     model = onnx.load(str(path), load_external_data=False)
-    for tensor in onnx_files.tensors(model):
+    for tensor in onnx_skeleton.tensors(model):
         for entry in tensor.external_data:
             if entry.key == "location":
                 entry.value = location
@@ -84,7 +84,7 @@ def test_save_writes_inline_by_size_or_one_relative_data_file_and_loads_back_byt
     assert onnx_files.external_locations(pair) == ["pair.onnx.data"]  # a bare name: the two move together
     structure = onnx_files.load(pair, load_external_data=False)
     offsets = [int(e.value) for t in structure.graph.initializer for e in t.external_data if e.key == "offset"]
-    assert offsets and all(offset % onnx_files.ALIGN == 0 for offset in offsets)
+    assert offsets and all(offset % onnx_skeleton.ALIGN == 0 for offset in offsets)
     assert onnx_files.load(pair).SerializeToString() == model.SerializeToString()
     assert onnx_files.files_digest(pair) != sha256_file(pair)  # the data's bytes are part of the content
 
@@ -203,6 +203,65 @@ def test_bundle_companions_go_beside_their_onnx_file(tiny_onnx, tmp_path):
     with pytest.raises(UserInputError, match="bundle has no int8/model.int8-s8s8.onnx.data"):
         publish_bundle(ArtifactStore(tmp_path / "store"), "tiny", "r1",
                        {k: v for k, v in bundle.items() if not k.endswith(".data")}, {}, [], PASS)
+
+
+def test_a_run_directory_copies_a_cached_onnx_pair_and_hard_links_everything_else(tiny_onnx, tmp_path):
+    from bertbuild.onnx_files import onnx_companions
+    from bertbuild.runs import materialize
+    from bertbuild.step_cache import StepCache
+
+    def produce(out: Path) -> dict:
+        (out / "engine.plan").write_bytes(b"an engine, linked not copied")
+        return {"path": str(external_pair(tiny_onnx["fp32"], out / "model.onnx")), "engine": str(out / "engine.plan")}
+
+    cache = StepCache(root=tmp_path / "cache", scratch=tmp_path / "scratch")
+    entry = cache.run("fuse", "k", produce)
+    files = {"model-fp32.onnx": entry["path"], "engines/fp32/engine.plan": entry["engine"]}
+    files.update(onnx_companions(files))
+    placed = materialize(files, tmp_path / "run")
+    assert os.stat(placed["engines/fp32/engine.plan"]).st_ino == os.stat(entry["engine"]).st_ino
+    for run_file, cached in ((placed["model-fp32.onnx"], entry["path"]),
+                             (placed["model.onnx.data"], str(onnx_files.data_path(entry["path"])))):
+        assert os.stat(run_file).st_ino != os.stat(cached).st_ino and os.stat(cached).st_nlink == 1
+        assert Path(run_file).read_bytes() == Path(cached).read_bytes()
+    expected = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(tiny_onnx["fp32"])).graph.initializer]
+    for path in (placed["model-fp32.onnx"], entry["path"]):  # the run directory, and the cache the next run reads
+        model = onnx.load(path)  # onnx's own reader, external data included
+        assert all(np.array_equal(onnx.numpy_helper.to_array(t), e) for t, e in zip(model.graph.initializer, expected))
+        onnx.checker.check_model(path, full_check=True)
+        onnx_files.check(path, full_check=True)
+    assert cache.run("fuse", "k", produce)["cached"]  # the run directory's copies left the entry a hit
+
+
+def test_onnx_refuses_what_the_location_rule_refuses_and_every_reader_says_so_in_one_line(tiny_onnx, tmp_path):
+    pair = external_pair(tiny_onnx["fp32"], tmp_path / "model.onnx")
+    weight = next(t for t in onnx.load(str(pair), load_external_data=False).graph.initializer
+                  if onnx.external_data_helper.uses_external_data(t))
+    data = onnx_files.data_path(pair)
+    moved = tmp_path / "elsewhere.data"
+    data.rename(moved)
+    data.symlink_to(moved)
+    with pytest.raises(onnx.checker.ValidationError, match="symbolic link"):
+        onnx.load(str(pair))  # onnx's own rule
+    for read in (onnx_files.load, onnx_files.check, lambda path: onnx_files.array(weight, path)):
+        with pytest.raises(UserInputError, match="is a symbolic link") as refused:
+            read(pair)
+        assert "\n" not in str(refused.value)
+    data.unlink()
+    moved.rename(data)
+    repoint(pair, "../model.onnx.data")
+    with pytest.raises(onnx.checker.ValidationError, match="outside"):
+        onnx.load(str(pair))
+    for read in (onnx_files.load, onnx_files.check):
+        with pytest.raises(onnx_files.UnsafeLocation, match="not a file name beside the model") as refused:
+            read(pair)
+        assert "\n" not in str(refused.value)
+    truncated = external_pair(tiny_onnx["fp32"], tmp_path / "short" / "model.onnx")
+    with open(onnx_files.data_path(truncated), "r+b") as handle:
+        handle.truncate(100)
+    with pytest.raises(UserInputError, match="external data cannot be read") as refused:
+        onnx_files.load(truncated)
+    assert "\n" not in str(refused.value)
 
 
 def test_download_refuses_hostile_or_unlisted_external_data(tiny_onnx, tmp_path):
@@ -324,7 +383,7 @@ def big_pair(small_fp32: Path, path: Path) -> Path:
     with open(onnx_files.data_path(path), "r+b") as handle:
         handle.seek(int(entries["offset"].value))
         rows = handle.read(int(entries["length"].value))  # the original rows come first
-        offset = -(-handle.seek(0, os.SEEK_END) // onnx_files.ALIGN) * onnx_files.ALIGN
+        offset = -(-handle.seek(0, os.SEEK_END) // onnx_skeleton.ALIGN) * onnx_skeleton.ALIGN
         handle.seek(offset)
         handle.write(rows)
         handle.truncate(offset + length)  # the other rows: zeros, as a hole in the file
@@ -350,7 +409,7 @@ def test_a_model_past_2_gb_goes_through_every_step_and_round_trips_a_bundle(tiny
     try:
         grown = big_pair(small["fp32"], tmp_path / "grown" / "model-fp32.onnx")
         model = onnx_files.load(grown)
-        assert onnx_files.payload_bytes(model) > 2**31 and not onnx_files.fits(model)  # no protobuf holds it
+        assert onnx_skeleton.payload_bytes(model) > 2**31 and not onnx_files.fits(model)  # no protobuf holds it
         fp32 = tmp_path / "model-fp32.onnx"
         assert onnx_files.save(model, fp32) == [fp32, onnx_files.data_path(fp32)]  # external: automatic
         del model

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertbuild import onnx_files
+from bertbuild import onnx_files, onnx_skeleton
 from bertbuild.backends.base import Backend
 from bertbuild.runner import Engine, Profile, Runner, profiles_from_metadata, read_metadata
 from bertbuild.kinds import as_written
@@ -193,7 +193,7 @@ class OnnxRuntimeBackend(Backend):
                 options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
                                                  onnx_files.data_path(engine_path).name)
                 options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
-                                                 str(onnx_files.INLINE_BYTES))
+                                                 str(onnx_skeleton.INLINE_BYTES))
         providers = self._session_providers(profiles)
         # One session now: it optimizes (or, with TensorRT, compiles and caches) before any timing.
         session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)

@@ -32,7 +32,7 @@ from typing import Callable, Iterable
 
 import onnx
 
-from bertbuild import onnx_files
+from bertbuild import onnx_files, onnx_skeleton
 from bertbuild.errors import UserInputError, ValidationError
 from bertbuild.fuse.report import FusionReport
 
@@ -96,10 +96,10 @@ def _prepare(model: onnx.ModelProto) -> onnx.ModelProto:
         from onnx import version_converter
 
         # The converter serializes its input: it gets the weightless skeleton, the weights are put back after.
-        model = onnx_files.reattach(version_converter.convert_version(onnx_files.skeleton(model), TARGET_OPSET),
+        model = onnx_skeleton.reattach(version_converter.convert_version(onnx_skeleton.skeleton(model), TARGET_OPSET),
                                     model)
     del model.graph.value_info[:]
-    return onnx_files.infer_shapes(model, data_prop=True)
+    return onnx_skeleton.infer_shapes(model, data_prop=True)
 
 
 def _import(model: onnx.ModelProto):
@@ -116,9 +116,9 @@ def load_graph(model_or_path):
 
 def _finish(graph) -> onnx.ModelProto:
     graph.opset = TARGET_OPSET
-    model = onnx_files.export_graph(graph)
+    model = onnx_skeleton.export_graph(graph)
     del model.graph.value_info[:]  # stale after rewriting; re-inferred below
-    model = onnx_files.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    model = onnx_skeleton.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     onnx_files.check(model, full_check=True)
     return model
 

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from bertbuild import onnx_files
+from bertbuild import onnx_files, onnx_skeleton
 from bertbuild._lazy import import_tensorflow, require
 from bertbuild.model.checkpoint import BertConfig, CheckpointInfo, expected_shapes, open_reader
 from bertbuild.model.signature import INPUT_NAMES, OUTPUT_NAMES
@@ -136,7 +136,7 @@ class _DataFile:
     a model that holds them all, keeps at most one weight in memory.
     """
 
-    ALIGN = onnx_files.ALIGN
+    ALIGN = onnx_skeleton.ALIGN
 
     def __init__(self, path: Path):
         self.path = path

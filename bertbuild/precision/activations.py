@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bertbuild import onnx_files
+from bertbuild import onnx_files, onnx_skeleton
 
 
 def activation_session(model_path: Path | str, tensors: list[str], threads: int | None = None):
@@ -24,7 +24,7 @@ def activation_session(model_path: Path | str, tensors: list[str], threads: int 
     model_path = Path(model_path)
     # External weights stay on disk: ORT reads them from the model's folder.
     model = onnx_files.load(model_path, load_external_data=False)
-    inferred = onnx_files.inferred_skeleton(model)
+    inferred = onnx_skeleton.inferred_skeleton(model)
     known = {value.name: value for value in list(inferred.graph.value_info) + list(inferred.graph.output)}
     present = {value.name for value in model.graph.output}
     for name in tensors:

@@ -50,7 +50,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from bertbuild import onnx_files
+from bertbuild import onnx_files, onnx_skeleton
 from bertbuild.config.precision import Fp16Config
 from bertbuild.precision.graph_index import FLOAT, GraphIndex, logits_head
 
@@ -187,7 +187,7 @@ def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config |
     external = onnx_files.external_like(in_path, external_data)
     model = onnx_files.load(Path(in_path))
     # Types and shapes only: the skeleton's inference copies no weight.
-    inferred = onnx_files.inferred_skeleton(model, strict_mode=True)
+    inferred = onnx_skeleton.inferred_skeleton(model, strict_mode=True)
     g = GraphIndex(inferred, weights=model)
     graph = model.graph
     outputs = [value.name for value in graph.output]
@@ -270,7 +270,7 @@ def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config |
     del graph.node[:]
     graph.node.extend(new_nodes)
     del graph.value_info[:]
-    model = onnx_files.infer_shapes(model, strict_mode=True)
+    model = onnx_skeleton.infer_shapes(model, strict_mode=True)
     onnx_files.check(model, full_check=True)
     out_path = Path(out_path)
     onnx_files.save(model, out_path, external)

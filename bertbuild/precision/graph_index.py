@@ -18,7 +18,7 @@ class GraphIndex:
     """Read-only indexes over a (shape-inferred) graph.
 
     `weights`: the model whose initializers hold the data, when `model` is an
-    inferred skeleton (`onnx_files.inferred_skeleton`), which has none.
+    inferred skeleton (`onnx_skeleton.inferred_skeleton`), which has none.
     """
 
     def __init__(self, model: onnx.ModelProto, weights: onnx.ModelProto | None = None):

@@ -42,7 +42,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from bertbuild import onnx_files
+from bertbuild import onnx_files, onnx_skeleton
 from bertbuild.fuse import match as m
 from bertbuild.model.signature import INPUT_NAMES
 from bertbuild.precision.ranges import Calibration
@@ -194,7 +194,7 @@ def to_flash_attention(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
 
 def _export(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
     """graphsurgeon's export (any size), keeping the model's metadata (outliers.py records its channels there)."""
-    out = onnx_files.export_graph(graph)
+    out = onnx_skeleton.export_graph(graph)
     out.metadata_props.extend(original.metadata_props)
     return out
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from bertbuild import onnx_files
+from bertbuild import onnx_skeleton
 from bertbuild.config.precision import Int8Config
 from bertbuild.precision.graph_index import GraphIndex, logits_head
 
@@ -54,7 +54,7 @@ def quantization_targets(model: onnx.ModelProto, cfg: Int8Config) -> list[QuantT
 
 def head_nodes(model: onnx.ModelProto) -> set[str]:
     """Names of the QA head's MatMul/Gemm nodes (the last MatMul before each float output)."""
-    inferred = onnx_files.inferred_skeleton(model)  # types only: no weight is copied
+    inferred = onnx_skeleton.inferred_skeleton(model)  # types only: no weight is copied
     g = GraphIndex(inferred)
     indexes = logits_head(g, [value.name for value in model.graph.output])
     return {g.nodes[i].name for i in indexes if g.nodes[i].op_type in ("MatMul", "Gemm")}

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import shape_inference
 
-from bertbuild import onnx_files
+from bertbuild import onnx_files, onnx_skeleton
 from bertbuild.errors import UserInputError
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -67,11 +67,11 @@ def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model's skeleton after shape inference: dims and types, none of the weights' bytes.
 
     Inference needs initializers' dims and types only, and a model over 2 GB
-    cannot be passed to it at all (`onnx_files.inferred_skeleton`).
+    cannot be passed to it at all (`onnx_skeleton.inferred_skeleton`).
     """
     try:
         # strict_mode off: a node ONNX cannot infer must not hide the others from the rules.
-        return onnx_files.inferred_skeleton(model, strict_mode=False, data_prop=True)
+        return onnx_skeleton.inferred_skeleton(model, strict_mode=False, data_prop=True)
     except (shape_inference.InferenceError, ValueError):
         return model  # not inferable: the declared value_info is all there is
 
