@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -106,11 +107,24 @@ def external_locations(path: Path | str) -> list[str]:
     return _locations(_read(Path(path)), Path(path))
 
 
+@lru_cache(maxsize=256)
+def _stored_locations(path: str, size: int, mtime_ns: int) -> tuple[str, ...]:
+    return tuple(_locations(_read(Path(path)), Path(path)))
+
+
 def companions(path: Path | str) -> list[Path]:
     """The files the model at `path` is made of: `path`, then every external data file it reads (read
-    without loading any data; the one-line errors of `load`)."""
+    without loading any data; the one-line errors of `load`).
+
+    The .onnx is parsed once per size and mtime: the step cache's keys, the bundle's companions and the
+    run directory's layout all ask about the same files, and an inline BERT-large file is 1.3 GB of protobuf.
+    Whether the data files are still there is checked on every call.
+    """
     path = Path(path)
-    return [path, *_present(path, _locations(_read(path), path))]
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such file")
+    info = path.stat()
+    return [path, *_present(path, list(_stored_locations(str(path.resolve()), info.st_size, info.st_mtime_ns)))]
 
 
 def is_external(path: Path | str) -> bool:

@@ -77,13 +77,6 @@ def check_questions(cfg) -> None:
     check_offset(cfg.eval.dataset, cfg.eval.split, cfg.eval.offset)
 
 
-def check_sequence_lengths(cfg, info) -> None:
-    """Each sequence length the run will feed must fit the model's position embeddings (some HF models have < 512)."""
-    from bertbuild.model.checkpoint import CONFIG_FILE, check_sequence_lengths as check
-
-    check(info.config, run_sequence_lengths(cfg), info.directory / CONFIG_FILE)
-
-
 def run_sequence_lengths(cfg) -> dict[str, int]:
     """Setting -> the sequence length it makes the run feed an engine."""
     lengths = {"eval.max_seq_length": cfg.eval.max_seq_length, "benchmark.seq": cfg.benchmark.seq}
@@ -96,17 +89,19 @@ def preflight(cfg) -> None:
     """Every check, cheapest first; the first mistake raises a one-line UserInputError (or FetchError)."""
     from bertbuild.backends.registry import get_backend
     from bertbuild.fetch.acquire import fetch_checkpoint
-    from bertbuild.memory_budget import check_memory
     from bertbuild.model.checkpoint import inspect_checkpoint
 
     check_names_and_paths(cfg)
     get_backend(cfg.engines.backend)  # e.g. tensorrt on a host without it: one line, exit 2
     check_questions(cfg)
-    info = inspect_checkpoint(fetch_checkpoint(cfg.model.source, sha256=cfg.model.sha256), cfg.model.lower_case)
-    check_sequence_lengths(cfg, info)
-    if cfg.resources.check_memory:
-        check_memory(info.config, cfg.model.source)
-    if cfg.publish.enabled:  # a missing bucket or a dead endpoint (the flow checks again as it starts)
+    checkpoint = inspect_checkpoint(fetch_checkpoint(cfg.model.source, sha256=cfg.model.sha256), cfg.model.lower_case)
+    checkpoint_checks(cfg, checkpoint.directory)
+    check_store(cfg)  # a missing bucket or a dead endpoint (the flow checks again as it starts)
+
+
+def check_store(cfg) -> None:
+    """A publishing run's store must answer: a missing bucket or a dead endpoint is one line, before any work."""
+    if cfg.publish.enabled:
         from bertbuild.artifacts.store import as_store, default_store
 
         as_store(cfg.publish.store or default_store(), cfg.publish.storage_options)
@@ -119,10 +114,7 @@ def flow_checks(cfg) -> None:
     """
     check_names_and_paths(cfg)
     check_questions(cfg)
-    if cfg.publish.enabled:  # a missing bucket or a dead endpoint: one line now, not after the whole build
-        from bertbuild.artifacts.store import as_store, default_store
-
-        as_store(cfg.publish.store or default_store(), cfg.publish.storage_options)
+    check_store(cfg)
 
 
 def checkpoint_checks(cfg, checkpoint_dir: str | Path) -> int:

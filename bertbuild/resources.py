@@ -154,10 +154,7 @@ def measured(step: str):
             if run is None:
                 return function(*args, **kwargs)
             with metered(run.run_dir, step) as meter, _current_is(meter):
-                result = function(*args, **kwargs)
-                if meter.cached is None and isinstance(result, dict) and isinstance(result.get("cached"), bool):
-                    meter.cached = result["cached"]
-                return result
+                return function(*args, **kwargs)
         return wrapper
     return decorate
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,16 +140,17 @@ def materialize(files: dict[str, str], run_dir: Path) -> dict[str, str]:
 
 
 def _onnx_pairs(files: dict[str, str]) -> set[Path]:
-    """Every listed ONNX file that has external data, and its data files (resolved)."""
+    """Every listed ONNX file that has external data, and its data files (resolved).
+
+    `onnx_files.companions` parses each file once per size and mtime, and a run's bundle has asked it
+    about every one of its ONNX files already (`Bundle.add_companions`), so this reads nothing again.
+    """
     from bertbuild import onnx_files
     from bertbuild.errors import UserInputError
 
-    sources = {Path(source).resolve() for source in files.values()}
-    folders = Counter(source.parent for source in sources)
     found: set[Path] = set()
     for name, source in files.items():
-        # A data file is a listed file beside its .onnx: one alone in its folder is not parsed (90 MB: 0.1 s).
-        if name.endswith(".onnx") and folders[Path(source).resolve().parent] > 1:
+        if name.endswith(".onnx"):
             try:
                 pair = onnx_files.companions(source)
             except UserInputError:  # not ONNX (linked as bytes), or a broken pair the bundle's checks report

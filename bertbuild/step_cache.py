@@ -86,30 +86,20 @@ def _one_file(path: Path) -> str:
     return _file_digest(str(path.resolve()), info.st_size, info.st_mtime_ns)
 
 
-@lru_cache(maxsize=256)
-def _onnx_pair(path: str, size: int, mtime_ns: int) -> tuple[Path, ...]:
-    """An ONNX file and its external data files (reading the .onnx once per size and mtime)."""
+def onnx_pair(path: Path | str) -> tuple[Path, ...]:
+    """`path`, plus its external data files when it is an ONNX file that has them (UserInputError if one is gone).
+
+    A file named .onnx that is not ONNX is hashed as bytes: a pair of one.
+    """
     from bertbuild import onnx_files
 
-    try:
-        return tuple(onnx_files.companions(path))
-    except onnx_files.NotOnnxError:  # a file named .onnx that is not ONNX is hashed as bytes
-        return (Path(path),)
-
-
-def onnx_pair(path: Path | str) -> tuple[Path, ...]:
-    """`path`, plus its external data files when it is an ONNX file that has them (UserInputError if one is gone)."""
     path = Path(path)
     if path.suffix != ".onnx":
         return (path,)
-    info = path.stat()
-    pair = _onnx_pair(str(path.resolve()), info.st_size, info.st_mtime_ns)
-    missing = next((p for p in pair[1:] if not p.is_file()), None)
-    if missing is not None:  # the memo remembers the locations, not that the files are still there
-        from bertbuild.errors import UserInputError
-
-        raise UserInputError(f"{path}: its external data file {missing.name} is missing")
-    return pair
+    try:
+        return tuple(onnx_files.companions(path))
+    except onnx_files.NotOnnxError:
+        return (path,)
 
 
 def input_digest(path: Path | str) -> str:

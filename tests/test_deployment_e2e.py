@@ -218,15 +218,21 @@ def test_a_scheduled_deployment_runs_with_no_deployment_run_call(deployed, tmp_p
     assert (tmp_path / "out" / "e2e-tiny" / "latest" / "results.json").is_file()
 
 
-def test_on_demand_run_completes_and_publishes(deployed, postgres, tmp_path):
+def _run_to_completion(prefect: Prefect, tmp_path: Path, timing: str):
+    """An on-demand build of the fixture config, watched: it must exit 0 and leave results under `latest`."""
     config = _fixture_config(tmp_path)
     t = time.monotonic()
-    result = _run(deployed, f"config={config}")
-    TIMINGS["run_completed_s"] = time.monotonic() - t
+    result = _run(prefect, f"config={config}")
+    TIMINGS[timing] = time.monotonic() - t
     assert result.returncode == 0, (f"--watch exit {result.returncode}\n{result.stdout[-4000:]}\n"
-                                    f"{result.stderr[-2000:]}\nworker:\n{deployed.log('worker')}")
-    assert "Completed" in result.stdout
+                                    f"{result.stderr[-2000:]}\nworker:\n{prefect.log('worker')}")
     assert (tmp_path / "out" / "e2e-tiny" / "latest" / "results.json").is_file()
+    return result
+
+
+def test_on_demand_run_completes_and_publishes(deployed, postgres, tmp_path):
+    result = _run_to_completion(deployed, tmp_path, "run_completed_s")
+    assert "Completed" in result.stdout
     from bertbuild.cli import main
 
     dest = tmp_path / "bundle"
@@ -289,10 +295,4 @@ def test_single_user_server_on_sqlite_runs_on_demand(deployed_sqlite, tmp_path):
     `prefect_server.SQLITE_CONTENTION_ALLOWANCE`); every other runs on PostgreSQL.
     """
     assert deployed_sqlite.on_sqlite and list(deployed_sqlite.home.glob("*.db"))
-    config = _fixture_config(tmp_path)
-    t = time.monotonic()
-    result = _run(deployed_sqlite, f"config={config}")
-    TIMINGS["sqlite_run_completed_s"] = time.monotonic() - t
-    assert result.returncode == 0, (f"--watch exit {result.returncode}\n{result.stdout[-4000:]}\n"
-                                    f"{result.stderr[-2000:]}\nworker:\n{deployed_sqlite.log('worker')}")
-    assert (tmp_path / "out" / "e2e-tiny" / "latest" / "results.json").is_file()
+    _run_to_completion(deployed_sqlite, tmp_path, "sqlite_run_completed_s")

@@ -13,7 +13,7 @@ unchanged in exact arithmetic while x / s has a flatter channel profile and
 the weights absorb part of the range. `alpha` is the share of the
 activation's channel range moved into the weights (1: the activation's
 channels all end up with peak max|W_c|... flat; 0: only the weights are
-equalized). `alpha` is searched on the tune split (tuning.py).
+equalized). `alpha` is searched on the tune split (`evaluation/tune_split.py`).
 
 Where the division goes. In a post-LN BERT the LayerNorm output is read both
 by the MatMuls and by the next residual Add, so folding 1/s into the
