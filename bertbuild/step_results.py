@@ -55,3 +55,78 @@ class EngineRef(_Result):
     def as_mapping(self) -> dict:
         """The engine as the Triton repository and results.json read it (`serving.repository`)."""
         return self.model_dump(exclude_none=True)
+
+
+class _Record(_Result):
+    """A result made from a step's stored record by picking its fields (the record may hold more)."""
+
+    @classmethod
+    def from_step(cls, result: dict):
+        return cls(**{name: result[name] for name in cls.model_fields if name in result})
+
+
+class SquadFile(_Record):
+    """A featurized SQuAD subset (`squad.sets.SquadSet` saved as .npz): the questions an engine is scored on."""
+
+    path: str
+    questions: int
+    windows: int
+    cached: bool | None = None
+
+
+class Scores(_Record):
+    """One pass over the run's questions: EM/F1, its rates and the files of its logits and predictions."""
+
+    engine: str
+    exact_match: float
+    f1: float
+    questions: int
+    seconds: float
+    windows_per_s: float | None = None
+    real_tokens_per_s: float | None = None
+    logits: str
+    predictions: str
+    cached: bool | None = None
+
+
+class Reference(Scores):
+    """The TensorFlow FP32 pass every engine is compared with, and Polygraphy's RunResults of it."""
+
+    run_results: str
+
+
+class Validation(_Record):
+    """Polygraphy's comparison of an engine with the reference; `report`: its JSON file (text and log beside it)."""
+
+    passed: bool
+    argmax_agreement: float
+    text: str
+    report: str
+    cached: bool | None = None
+
+
+class Comparison(_Result):
+    """Against TensorFlow by question and by logit: ΔEM/ΔF1 with 95 % intervals, the largest |Δlogit|."""
+
+    delta: dict[str, dict]
+    max_abs_dlogit: float
+
+
+class Timing(_Record):
+    """The engine timed alone at the benchmark shape; `path`: the full record."""
+
+    sequences_per_s: float
+    p50_ms: float
+    p99_ms: float
+    path: str
+    cached: bool | None = None
+
+
+class EngineResult(_Result):
+    """All the run measured of one engine: what its row, its gates and its bundle files are made of."""
+
+    engine: EngineRef
+    scores: Scores
+    validation: Validation
+    comparison: Comparison
+    timing: Timing

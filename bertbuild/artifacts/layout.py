@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 from bertbuild.backends.registry import TENSORRT_INT8_VARIANT
 from bertbuild.kinds import Precision
-from bertbuild.step_results import EngineRef
+from bertbuild.step_results import EngineResult, Scores
 
 VOCAB = "vocab.txt"
 RESULTS = "results.json"
@@ -74,18 +75,18 @@ class Bundle:
             self.add(int8_name(path), path, Precision.INT8)
         self.add(INT8_CALIBRATION, calibration, Precision.INT8)
 
-    def add_engine(self, precision: str, engine: EngineRef, validation: dict, scored: dict, bench: dict) -> None:
+    def add_engine(self, result: EngineResult) -> None:
         """One scored engine: its file and metadata, validation reports, predictions and timing."""
-        name = scored["engine"]
+        engine, name, validation = result.engine, result.scores.engine, result.validation
         for path in (*engine.files, engine.metadata):
-            self.add(engine_file_name(precision, path), path, precision)
-        report = Path(validation["report"])
+            self.add(engine_file_name(engine.precision, path), path, engine.precision)
+        report = Path(validation.report)
         for bundle_name, path in zip(validation_names(name),
                                      (report, report.with_suffix(".txt"), report.with_suffix(".log"))):
             if path.suffix != ".log" or path.is_file():  # a validation cached before the log existed has none
-                self.add(bundle_name, path, precision)
-        self.add(predictions_name(name), scored["predictions"], precision)
-        self.add(benchmark_name(name), bench["path"], precision)
+                self.add(bundle_name, path, engine.precision)
+        self.add(predictions_name(name), result.scores.predictions, engine.precision)
+        self.add(benchmark_name(name), result.timing.path, engine.precision)
 
     def add_companions(self) -> None:
         """Every ONNX file's external data files, beside it and of its precision (`onnx_files.onnx_companions`)."""
@@ -110,3 +111,22 @@ class Bundle:
             path = int8_paths[TENSORRT_INT8_VARIANT]
             chosen[int8_name(path)] = path
         return chosen
+
+
+def run_bundle(vocab: str, onnx: dict[str, str], int8_paths: dict[str, str] | None = None,
+               int8_ranges: str | None = None, engines: Iterable[EngineResult] = (),
+               reference: Scores | None = None) -> Bundle:
+    """A run's bundle: the vocab, every ONNX file (`onnx`: precision -> file; INT8: every variant written, with
+    the ranges they share), then each scored engine's files and the reference's predictions."""
+    bundle = Bundle()
+    bundle.add(VOCAB, vocab)
+    for precision, path in onnx.items():
+        if Precision(precision) in _ONNX:
+            bundle.add(onnx_name(precision), path, precision)
+    if int8_paths:
+        bundle.add_int8(int8_paths, int8_ranges)
+    for result in engines:
+        bundle.add_engine(result)
+    if reference is not None:
+        bundle.add(predictions_name(reference.engine), reference.predictions)
+    return bundle

@@ -73,6 +73,12 @@ def resolve_backend(name: str) -> tuple[str, str]:
     return "onnxruntime", f"auto: not TensorRT ({detail}); not OpenVINO ({cpu_detail}); using ONNX Runtime on the CPU"
 
 
+def with_backend_resolved(cfg):
+    """(`cfg` whose `engines.backend` names the backend that runs here, why that one): what results.json records."""
+    backend, why = resolve_backend(cfg.engines.backend)
+    return cfg.model_copy(update={"engines": cfg.engines.model_copy(update={"backend": backend})}), why
+
+
 def get_backend(name: str, **options) -> Backend:
     """The named backend (`auto` resolved and logged), or a one-line error if unknown or unable to run here."""
     backends = _backends()

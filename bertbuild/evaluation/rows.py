@@ -7,18 +7,18 @@ whichever runner ran them.
 from __future__ import annotations
 
 from bertbuild.evaluation.gates import GateResult
+from bertbuild.step_results import EngineResult, Scores
 
 REFERENCE_PRECISION = "fp32 (reference)"
-_REFERENCE_FIELDS = ("engine", "exact_match", "f1", "questions", "seconds", "windows_per_s", "real_tokens_per_s")
 
 
-def reference_row(reference: dict) -> dict:
+def reference_row(reference: Scores) -> dict:
     """The TensorFlow FP32 row every engine is compared with."""
-    return {**{key: reference.get(key) for key in _REFERENCE_FIELDS}, "precision": REFERENCE_PRECISION}
+    return {**reference.model_dump(include={"engine", "exact_match", "f1", "questions", "seconds", "windows_per_s",
+                                            "real_tokens_per_s"}), "precision": REFERENCE_PRECISION}
 
 
-def engine_row(precision: str, scored: dict, validation: dict, comparison: dict, bench: dict,
-               reference: dict, compute_precision: str | None = None) -> dict:
+def engine_row(result: EngineResult, reference: Scores) -> dict:
     """One engine's row: accuracy (`score_engine`), parity (`validate_engine`, `compare_with_reference`), speed.
 
     `windows_per_s` is the scoring pass's rate on the run's windows, batched as
@@ -27,15 +27,16 @@ def engine_row(precision: str, scored: dict, validation: dict, comparison: dict,
     which times each engine alone. `compute_precision`: what the engine computes in, as its backend
     reports it (OpenVINO's compiled layers; the file's own types elsewhere), e.g. "int8+bf16".
     """
+    scores, timing = result.scores, result.timing
     return {
-        "engine": scored["engine"], "precision": str(precision), "compute_precision": compute_precision,
-        "exact_match": scored["exact_match"], "f1": scored["f1"],
-        "f1_drop": round(reference["f1"] - scored["f1"], 2),
-        "delta": comparison["delta"], "max_abs_dlogit": comparison["max_abs_dlogit"],
-        "argmax_agreement": validation["argmax_agreement"], "validation_passed": validation["passed"],
-        "questions": scored["questions"], "seconds": scored["seconds"],
-        "windows_per_s": scored.get("windows_per_s"), "real_tokens_per_s": scored.get("real_tokens_per_s"),
-        "seq_per_s": bench["sequences_per_s"], "p50_ms": bench["p50_ms"], "p99_ms": bench["p99_ms"],
+        "engine": scores.engine, "precision": result.engine.precision,
+        "compute_precision": result.engine.compute_precision,
+        "exact_match": scores.exact_match, "f1": scores.f1, "f1_drop": round(reference.f1 - scores.f1, 2),
+        "delta": result.comparison.delta, "max_abs_dlogit": result.comparison.max_abs_dlogit,
+        "argmax_agreement": result.validation.argmax_agreement, "validation_passed": result.validation.passed,
+        "questions": scores.questions, "seconds": scores.seconds,
+        "windows_per_s": scores.windows_per_s, "real_tokens_per_s": scores.real_tokens_per_s,
+        "seq_per_s": timing.sequences_per_s, "p50_ms": timing.p50_ms, "p99_ms": timing.p99_ms,
     }
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from bertbuild.artifacts.layout import VOCAB, Bundle, onnx_name, predictions_name
-from bertbuild.backends.registry import TENSORRT_BACKENDS, computable, int8_variant, resolve_backend
+from bertbuild.artifacts.layout import run_bundle
+from bertbuild.backends.registry import TENSORRT_BACKENDS, computable, int8_variant, with_backend_resolved
 from bertbuild.config import ConfigParameter, with_overrides
 from bertbuild.console import NOT_ON_CONSOLE
 from bertbuild.evaluation.gates import engine_gates, parity_limit
@@ -30,12 +30,12 @@ from bertbuild.memory_budget import engine_groups, side_by_side
 from bertbuild.preflight import checkpoint_checks, flow_checks
 from bertbuild.runs import check_commit, open_run
 from bertbuild.sharing import threads_each
-from bertbuild.step_results import EngineRef
+from bertbuild.step_results import Comparison, EngineRef, EngineResult, Scores, Validation
 from bertbuild.tasks.engines import (benchmark_engine, build_engine, check_tensorrt_ready, compare_with_reference,
                                      score_engine, validate_engine)
 from bertbuild.tasks.model import export_onnx, fetch_model, tensorflow_reference
 from bertbuild.tasks.precision import bf16_onnx, fp16_onnx, fuse
-from bertbuild.tasks.publish import current_attempt, current_run_id, publish_run
+from bertbuild.tasks.publish import assemble_bundle, current_attempt, current_run_id, publish_run
 from bertbuild.tasks.squad import featurize_squad
 
 
@@ -60,11 +60,9 @@ def _build_bert(config, overrides: list[str] | None, require_commit: str | None)
     run = open_run(cfg.output_dir, cfg.model_name, current_run_id(), cache_enabled=cfg.cache.enabled,
                    cache_dir=cfg.cache.dir, refresh=cfg.cache.refresh, attempt=current_attempt())
     note_run(flow_run.id, run.run_dir)  # ... and its run directory is marked INTERRUPTED
-    backend, why = resolve_backend(cfg.engines.backend)
+    cfg, why = with_backend_resolved(cfg)
+    backend, threads, precisions = cfg.engines.backend, cfg.engines.threads, cfg.engines.precisions
     logger.info("run directory %s; backend %s (%s)", run.run_dir, backend, why)
-    cfg = cfg.model_copy(update={"engines": cfg.engines.model_copy(update={"backend": backend})})
-    threads, precisions = cfg.engines.threads, cfg.engines.precisions
-    float_parts = None  # an INT8 engine's float precision, where the runtime chooses it (choose_int8 says)
 
     model = fetch_model(cfg.model, cfg.model_name)
     weights = checkpoint_checks(cfg, model.checkpoint_dir)
@@ -75,52 +73,46 @@ def _build_bert(config, overrides: list[str] | None, require_commit: str | None)
         reference.wait()  # a big model: the TensorFlow child and the flow's heavy steps never hold memory at once
 
     onnx = {Precision.FP32: exported.path}
-    bundle = Bundle()
-    bundle.add(VOCAB, model.vocab_path)
-    bundle.add(onnx_name(Precision.FP32), exported.path, Precision.FP32)
     reports, decided = {"export": exported.as_report()}, []  # `decided`: gates made before scoring (INT8's tune gate)
-    int8_paths: dict[str, str] = {}
+    int8 = None
     if set(precisions) - {Precision.FP32}:
         fused = fuse(exported, model, run, cfg.export.external_data)
         onnx[Precision.FUSED_FP32], reports["fusion"] = fused.path, fused.report
-        bundle.add(onnx_name(Precision.FUSED_FP32), fused.path, Precision.FUSED_FP32)
         for half, write in ((Precision.FP16, fp16_onnx), (Precision.BF16, bf16_onnx)):
             if half in precisions:  # the file is written (and published, for TensorRT) even where no engine runs it
                 written = write(fused, cfg.precision.fp16, run, cfg.export.external_data)
                 onnx[half], reports[str(half)] = written.path, written.as_report()
-                bundle.add(onnx_name(half), written.path, half)
         if Precision.INT8 in precisions:
             variant = int8_variant(backend, cfg.precision.int8.variant)
             int8 = choose_int8(fused, model, cfg, run, variant, engine_name(backend, Precision.INT8))
-            float_parts, int8_paths = int8.float_parts, int8.paths
             onnx[Precision.INT8] = int8.paths[variant]
-            bundle.add_int8(int8.paths, int8.ranges_path)
             reports.update(int8=int8.written, calibration=int8.calibration, tune=int8.tune, int8_choice=int8.report)
             decided.append(int8.gate)
+    int8_files = (int8.paths, int8.ranges_path) if int8 else ({}, None)
 
     precisions, reports["skipped_engines"] = computable(backend, precisions)
     for engine, why_not in reports["skipped_engines"].items():
         logger.info("%s engine skipped: %s", engine, why_not)
-    reports["trt_ready"] = check_tensorrt_ready(bundle.tensorrt_inputs(int8_paths), cfg.engines.profiles,
-                                                backend in TENSORRT_BACKENDS, run)
+    trt_inputs = run_bundle(model.vocab_path, onnx, *int8_files).tensorrt_inputs(int8_files[0])
+    reports["trt_ready"] = check_tensorrt_ready(trt_inputs, cfg.engines.profiles, backend in TENSORRT_BACKENDS, run)
     # Scoring needs no reference, so it runs while the TensorFlow reference does. It starts once every
     # ONNX file exists: started earlier, beside the INT8 choice, it measured no faster (the two cores are
     # busy either way: 15:38 vs 15:45 for the nightly) and blurred the tune split's timings.
     groups = engine_groups(precisions, cfg.engines.concurrent, weights)
     tags = ["tensorrt"] if backend in TENSORRT_BACKENDS else []
     engines: dict[str, EngineRef] = {}
-    scores: dict[str, dict] = {}  # all scoring done before any timing
+    scores: dict[str, Scores] = {}  # all scoring done before any timing
     for group in groups:  # `at_once` engines at a time, each holding its weights
         share = threads_each(threads, len(group))  # side by side: a share of the cores each, no spinning
         building = {p: build_engine.with_options(tags=tags).submit(
             backend, onnx[p], p, cfg.engines.profiles, run, threads,
-            float_parts if p == Precision.INT8 else None) for p in group}
+            int8.float_parts if p == Precision.INT8 else None) for p in group}
         scoring = {p: score_engine.submit(building[p], squad, cfg.eval, run, share) for p in group}
         engines |= {p: building[p].result() for p in group}
         scores |= {p: scoring[p].result() for p in group}
     reference = reference.result()
-    validations: dict[str, dict] = {}
-    comparisons: dict[str, dict] = {}
+    validations: dict[str, Validation] = {}
+    comparisons: dict[str, Comparison] = {}
     for group in groups:  # against the reference, as many engines at a time as were scored together
         share = threads_each(threads, len(group))
         validating = {p: validate_engine.submit(engines[p], squad, reference, cfg.eval, cfg.validation.batches,
@@ -129,25 +121,23 @@ def _build_bert(config, overrides: list[str] | None, require_commit: str | None)
         validations |= {p: validating[p].result() for p in group}
         comparisons |= {p: comparing[p].result() for p in group}
 
-    rows, gates = [], []
-    for precision in precisions:  # one engine at a time, with nothing else running: timings are not shared
-        engine, score, validation = engines[precision], scores[precision], validations[precision]
-        bench = benchmark_engine(engine, squad, cfg.benchmark, cfg.eval, model.vocab_path,
-                                 model.lower_case, run, threads)
-        row = engine_row(precision, score, validation, comparisons[precision], bench, reference,
-                         engine.compute_precision)
-        gates += engine_gates(row, reference, cfg.gate_for(precision),
-                              parity_limit(precision, cfg.parity.max_abs_logit), decided)
-        rows.append(row)
-        bundle.add_engine(precision, engine, validation, score, bench)
-        logger.info(validation["text"])
+    finished, rows, gates = [], [], []
+    for p in precisions:  # one engine at a time, with nothing else running: timings are not shared
+        timing = benchmark_engine(engines[p], squad, cfg.benchmark, cfg.eval, model.vocab_path,
+                                  model.lower_case, run, threads)
+        result = EngineResult(engine=engines[p], scores=scores[p], validation=validations[p],
+                              comparison=comparisons[p], timing=timing)
+        rows.append(engine_row(result, reference))
+        gates += engine_gates(rows[-1], reference_row(reference), cfg.gate_for(p),
+                              parity_limit(p, cfg.parity.max_abs_logit), decided)
+        finished.append(result)
+        logger.info(result.validation.text)
 
     orphans = [g for g in decided if g.engine not in {row["engine"] for row in rows}]
     if orphans:  # a gate decided before scoring must judge an engine of this run, or it would vanish unseen
         raise RuntimeError(f"gate(s) for engines this run did not score: {[g.describe() for g in orphans]}")
-    bundle.add(predictions_name(reference["engine"]), reference["predictions"])
-    result = publish_run(cfg, run, [reference_row(reference), *rows], bundle, reports, gates,
-                         engines=[engines[p] for p in precisions], logits={p: scores[p]["logits"] for p in precisions},
+    bundle = assemble_bundle(model.vocab_path, onnx, *int8_files, finished, reference)
+    result = publish_run(cfg, run, [reference_row(reference), *rows], bundle, reports, gates, finished,
                          checkpoint_dir=model.checkpoint_dir)
     # In the run's log (the server's, the UI's); `bertbuild run` prints it itself, so not twice on its terminal.
     logger.info("%s\n%s", result["title"], result["table"], extra=NOT_ON_CONSOLE)

@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from bertbuild.config import BenchmarkConfig, EvalConfig, ProfileConfig, Tolerance
 from bertbuild.resources import measured
 from bertbuild.runs import RunContext
-from bertbuild.step_results import EngineRef
+from bertbuild.step_results import Comparison, EngineRef, Reference, Scores, SquadFile, Timing, Validation
 from bertbuild.steps import CachedStep, Work, cached_step
 
 # Every engine step runs a backend: its runtime's version is in the key (OpenVINO's through `runtime_fields`,
@@ -75,8 +75,9 @@ def build_engine(backend: str, onnx_path: str, precision: str, profiles: tuple[P
 
 @cached_step("evaluation", task_name="score-engine", code=("bertbuild.evaluation.score", "bertbuild.backends.registry"),
              libraries=(*RUNTIMES, "tokenizers"))
-def score_engine(engine: EngineRef, squad: dict, eval_cfg: EvalConfig, run: RunContext, threads: int | None) -> Work:
-    """The engine over the run's SQuAD questions: EM/F1, its saved logits and predictions, its rates.
+def score_engine(engine: EngineRef, squad: SquadFile, eval_cfg: EvalConfig, run: RunContext,
+                 threads: int | None) -> Work:
+    """The engine's `Scores` over the run's SQuAD questions: EM/F1, its saved logits and predictions, its rates.
 
     Needs nothing of the TensorFlow reference, so it runs while the reference does.
     """
@@ -86,22 +87,22 @@ def score_engine(engine: EngineRef, squad: dict, eval_cfg: EvalConfig, run: RunC
 
     def produce(out: Path) -> dict:
         runner = _runner(engine, threads)
-        return score.save_outputs(score.evaluate(runner, SquadSet.load(squad["path"]), eval_cfg,
+        return score.save_outputs(score.evaluate(runner, SquadSet.load(squad.path), eval_cfg,
                                                  get_run_logger().info), out, runner.name)
 
-    return Work(produce, files=[*engine.files, squad["path"]],
-                fields={"eval": eval_cfg.model_dump(mode="json"), **runtime_fields(engine.backend)})
+    return Work(produce, files=[*engine.files, squad.path],
+                fields={"eval": eval_cfg.model_dump(mode="json"), **runtime_fields(engine.backend)}, finish=Scores.from_step)
 
 
 @cached_step("validation", task_name="validate-engine",
              code=("bertbuild.evaluation.validate", "bertbuild.evaluation.polygraphy_log", "bertbuild.backends.registry",
                    "bertbuild.squad.sets"),
              libraries=(*RUNTIMES, "polygraphy"))
-def validate_engine(engine: EngineRef, squad: dict, reference: dict, eval_cfg: EvalConfig, batches: int,
+def validate_engine(engine: EngineRef, squad: SquadFile, reference: Reference, eval_cfg: EvalConfig, batches: int,
                     tolerance: Tolerance, run: RunContext, threads: int | None) -> Work:
     """Polygraphy's comparison of the engine with TensorFlow's saved RunResults on the validation batches.
 
-    {"passed", "argmax_agreement", ..., "text", "report"}: the report's JSON and text files are bundle files,
+    Its `Validation`: the report's JSON and text files are bundle files,
     and so is Polygraphy's log of the comparison beside them (`validation-<engine>.log`), which the terminal
     does not get (`bertbuild run -v` shows it).
     """
@@ -111,22 +112,23 @@ def validate_engine(engine: EngineRef, squad: dict, reference: dict, eval_cfg: E
 
     def produce(out: Path) -> dict:
         runner = _runner(engine, threads)
-        feeds = validate.validation_feeds(SquadSet.load(squad["path"]).features, eval_cfg.batch_size,
+        feeds = validate.validation_feeds(SquadSet.load(squad.path).features, eval_cfg.batch_size,
                                           eval_cfg.length_bucket, batches)
         stem = out / f"validation-{runner.name}"
-        report = validate.validate(reference["run_results"], runner, feeds, tolerance.atol, tolerance.rtol,
+        report = validate.validate(reference.run_results, runner, feeds, tolerance.atol, tolerance.rtol,
                                    tolerance.error_stat, details=validate.log_path(stem))
         report.save(stem)
         return {**report.to_json(), "text": report.to_text(), "report": f"{stem}.json"}
 
     fields = {"batch_size": eval_cfg.batch_size, "length_bucket": eval_cfg.length_bucket, "batches": batches,
               "tolerance": tolerance.model_dump(mode="json"), **runtime_fields(engine.backend)}
-    return Work(produce, files=[*engine.files, squad["path"], reference["run_results"]], fields=fields)
+    return Work(produce, files=[*engine.files, squad.path, reference.run_results], fields=fields,
+                finish=Validation.from_step)
 
 
 @task(name="compare-with-reference", cache_policy=NO_CACHE)
 @measured("compare-with-reference")
-def compare_with_reference(scored: dict, squad: dict, reference: dict, run: RunContext) -> dict:
+def compare_with_reference(scored: Scores, squad: SquadFile, reference: Reference, run: RunContext) -> Comparison:
     """Against TensorFlow, by question and by logit: ΔEM and ΔF1 with paired bootstrap 95 % intervals
     (fixed seed), and the largest |Δlogit| over every window. `run`: whose step journal records it."""
     from bertbuild.evaluation.bootstrap import paired_bootstrap
@@ -134,19 +136,19 @@ def compare_with_reference(scored: dict, squad: dict, reference: dict, run: RunC
     from bertbuild.squad.metrics import question_scores, read_predictions
     from bertbuild.squad.sets import SquadSet
 
-    examples = SquadSet.load(squad["path"]).examples
-    intervals = paired_bootstrap(question_scores(examples, read_predictions(reference["predictions"])),
-                                 question_scores(examples, read_predictions(scored["predictions"])))
-    return {"delta": {metric: interval.to_json() for metric, interval in intervals.items()},
-            "max_abs_dlogit": max_abs_logit_diff(reference["logits"], scored["logits"])}
+    examples = SquadSet.load(squad.path).examples
+    intervals = paired_bootstrap(question_scores(examples, read_predictions(reference.predictions)),
+                                 question_scores(examples, read_predictions(scored.predictions)))
+    return Comparison(delta={metric: interval.to_json() for metric, interval in intervals.items()},
+                      max_abs_dlogit=max_abs_logit_diff(reference.logits, scored.logits))
 
 
 @cached_step("benchmark", task_name="benchmark-engine",
              code=("bertbuild.evaluation.latency", "bertbuild.backends.registry"), libraries=(*RUNTIMES, "tokenizers"),
              host=True)
-def benchmark_engine(engine: EngineRef, squad: dict, bench: BenchmarkConfig, eval_cfg: EvalConfig, model_vocab: str,
+def benchmark_engine(engine: EngineRef, squad: SquadFile, bench: BenchmarkConfig, eval_cfg: EvalConfig, model_vocab: str,
                      lower_case: bool, run: RunContext, threads: int | None) -> Work:
-    """Latency and throughput on real held-out SQuAD windows at the benchmark shape.
+    """The engine's `Timing`: latency and throughput on real held-out SQuAD windows at the benchmark shape.
 
     Reused from an earlier run of the same engine file on this kind of host
     only when `benchmark.reuse` is on; otherwise timed afresh, alone.
@@ -158,7 +160,7 @@ def benchmark_engine(engine: EngineRef, squad: dict, bench: BenchmarkConfig, eva
 
     def produce(out: Path) -> dict:
         if bench.seq == eval_cfg.max_seq_length:  # the run's own held-out windows
-            feed = latency.feed_from(SquadSet.load(squad["path"]).features, bench.batch)
+            feed = latency.feed_from(SquadSet.load(squad.path).features, bench.batch)
         else:
             feed = latency.squad_feed(bench.batch, bench.seq, model_vocab, lower_case, dataset=eval_cfg.dataset)
         runner = _runner(engine, threads)
@@ -171,7 +173,7 @@ def benchmark_engine(engine: EngineRef, squad: dict, bench: BenchmarkConfig, eva
 
     fields = {"bench": bench.model_dump(mode="json", exclude={"reuse"}), "threads": threads,
               **runtime_fields(engine.backend)}
-    return Work(produce, files=[*engine.files, squad["path"]], fields=fields, reuse=bench.reuse)
+    return Work(produce, files=[*engine.files, squad.path], fields=fields, reuse=bench.reuse, finish=Timing.from_step)
 
 
 # One cached check per file, inside one task (the files are few and each check takes milliseconds).

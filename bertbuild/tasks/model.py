@@ -19,7 +19,7 @@ from bertbuild.config import EvalConfig, ExportConfig, ModelSource, ValidationCo
 from bertbuild.resources import current_meter
 from bertbuild.runs import RunContext
 from bertbuild.kinds import Precision
-from bertbuild.step_results import OnnxFile
+from bertbuild.step_results import OnnxFile, Reference, SquadFile
 from bertbuild.steps import Work, cached_step
 
 NGC_SECRET_BLOCK = "ngc-api-key"
@@ -83,20 +83,20 @@ def export_onnx(model: ModelInfo, export_cfg: ExportConfig, run: RunContext) -> 
 
 @cached_step("reference", task_name="tensorflow-reference", code=(REFERENCE_MODULE, "bertbuild.memory_budget"),
              libraries=("tensorflow", "numpy", "polygraphy", "tokenizers"))
-def tensorflow_reference(model: ModelInfo, squad: dict, eval_cfg: EvalConfig, validation: ValidationConfig,
+def tensorflow_reference(model: ModelInfo, squad: SquadFile, eval_cfg: EvalConfig, validation: ValidationConfig,
                          run: RunContext) -> Work:
-    """The FP32 TensorFlow scores, logits and predictions, and its Polygraphy RunResults on the validation batches.
+    """The FP32 TensorFlow `Reference`: scores, logits, predictions and Polygraphy RunResults of the validation batches.
 
     Run in a child process, like the export: TensorFlow's memory goes back to the OS when it ends.
     """
     def produce(out: Path) -> dict:
         kwargs = {"checkpoint_dir": model.checkpoint_dir, "lower_case": model.lower_case,
-                  "squad_path": squad["path"], "eval_cfg": eval_cfg.model_dump(mode="json"),
+                  "squad_path": squad.path, "eval_cfg": eval_cfg.model_dump(mode="json"),
                   "validation_batches": validation.batches, "out_dir": str(out)}
         return _in_child("tensorflow-reference", REFERENCE_TARGET, kwargs, model)
 
     fields = {"eval": eval_cfg.model_dump(mode="json"), "validation_batches": validation.batches}
-    return Work(produce, files=[model.checkpoint_dir, squad["path"]], fields=fields)
+    return Work(produce, files=[model.checkpoint_dir, squad.path], fields=fields, finish=Reference.from_step)
 
 
 def _in_child(step: str, target: str, kwargs: dict, model: ModelInfo) -> dict:

@@ -140,16 +140,25 @@ def compare_with_last_release(store: str, cfg, run, rows: list[dict], files: dic
                         "passed": report.passed, "gates": [g.to_json() for g in report.gates]}}
 
 
+@task(name="assemble-bundle", cache_policy=NO_CACHE)
+def assemble_bundle(vocab: str, onnx: dict[str, str], int8_paths: dict[str, str], int8_ranges: str | None,
+                    engines: list, reference):
+    """The run's bundle (`artifacts.layout.run_bundle`): what it publishes, each file with its precision."""
+    from bertbuild.artifacts.layout import run_bundle
+
+    return run_bundle(vocab, onnx, int8_paths, int8_ranges, engines, reference)
+
+
 @task(name="publish-run", cache_policy=NO_CACHE)
 def publish_run(cfg, run, rows: list[dict], bundle, reports: dict, gates: list, engines: list = (),
-                logits: dict[str, str] | None = None, checkpoint_dir: str | None = None) -> dict:
+                checkpoint_dir: str | None = None) -> dict:
     """Write results.json and the plots, lay the bundle out in the run directory, publish it when enabled.
 
     The flow's last task: what it writes and links shows in the UI as one task run, with the publishing
     tasks it runs (regression, plots, the bundle, the artifacts) inside it.
 
-    `engines`: the run's engines, each with a Triton model folder in the bundle; `logits`: precision -> its
-    saved logits (results.json's `outputs` names both per engine). `checkpoint_dir`: the fetched checkpoint
+    `engines`: the run's `EngineResult`s, each engine with a Triton model folder in the bundle (results.json's
+    `outputs` names each engine's files and saved logits). `checkpoint_dir`: the fetched checkpoint
     the engines were built from; the manifest records its digest (`source.checkpoint_sha256`), so a release
     names exactly the weights it came from.
 
@@ -166,9 +175,9 @@ def publish_run(cfg, run, rows: list[dict], bundle, reports: dict, gates: list, 
     from bertbuild.resources import read_journal
     from bertbuild.runs import mark_complete, materialize
 
-    reports["outputs"] = {engine_name(e.backend, e.precision): {"logits": (logits or {}).get(e.precision),
-                                                                **e.as_mapping()} for e in engines}
-    bundle.add_triton(cfg.model_name, [e.as_mapping() for e in engines], cfg.engines.profiles,
+    reports["outputs"] = {engine_name(e.engine.backend, e.engine.precision): {"logits": e.scores.logits,
+                                                                              **e.engine.as_mapping()} for e in engines}
+    bundle.add_triton(cfg.model_name, [e.engine.as_mapping() for e in engines], cfg.engines.profiles,
                       cfg.benchmark.batch, run.run_dir)  # triton/<model>-<precision>/ per engine
     bundle.add_companions()  # before anything is compared, laid out or published
     title = (f"{cfg.model_name}: {rows[0]['questions']} SQuAD v1.1 {cfg.eval.split} questions, "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bertbuild.config import EvalConfig
 from bertbuild.runs import RunContext
+from bertbuild.step_results import SquadFile
 from bertbuild.steps import Work, cached_step
 from bertbuild.tasks.model import ModelInfo
 
@@ -17,7 +18,7 @@ from bertbuild.tasks.model import ModelInfo
 @cached_step("features", task_name="featurize-squad", code=("bertbuild.evaluation.score",),
              libraries=("tokenizers", "numpy"))
 def featurize_squad(model: ModelInfo, eval_cfg: EvalConfig, run: RunContext) -> Work:
-    """The scoring subset as a `SquadSet` file: {"path", "questions", "windows"}."""
+    """The scoring subset as a `SquadSet` file (`SquadFile`)."""
     from bertbuild.evaluation import score
 
     def produce(out: Path) -> dict:
@@ -26,4 +27,5 @@ def featurize_squad(model: ModelInfo, eval_cfg: EvalConfig, run: RunContext) -> 
                 "windows": len(chosen)}
 
     inputs = [model.vocab_path] + ([eval_cfg.dataset] if Path(eval_cfg.dataset).is_file() else [])
-    return Work(produce, files=inputs, fields={"eval": eval_cfg.model_dump(mode="json"), "lower_case": model.lower_case})
+    return Work(produce, files=inputs, fields={"eval": eval_cfg.model_dump(mode="json"), "lower_case": model.lower_case},
+                finish=SquadFile.from_step)
