@@ -23,7 +23,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertbuild.step_cache import StepCache, default_cache_root
+from bertbuild.content_cache import default_cache_dir
+from bertbuild.step_cache import StepCache
 
 LATEST = "latest"
 
@@ -56,8 +57,8 @@ def open_run(output_dir: str | os.PathLike, model: str, run_id: str, *, cache_en
     if attempt > 1 and run_dir.is_dir():
         _set_aside(run_dir)
     run_dir.mkdir()
-    root = Path(cache_dir).expanduser() if cache_dir else default_cache_root()
-    cache = StepCache(root=root if cache_enabled else None, scratch=run_dir / ".scratch", refresh=frozenset(refresh))
+    cache = StepCache(root=default_cache_dir(cache_dir) if cache_enabled else None, scratch=run_dir / ".scratch",
+                      refresh=frozenset(refresh))
     return RunContext(run_id, run_dir, cache)
 
 

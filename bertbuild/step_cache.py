@@ -15,10 +15,10 @@ The key of a step is the sha256 of:
 
 An entry is a directory `<root>/steps/<step>/<key>/` holding the files the step
 wrote and `result.json`, the small dict the step returned, with its paths stored
-relative to the entry. An entry is written into a hidden temporary directory and
-renamed into place, so it is complete or absent; two runs computing the same
-entry at once both succeed and one copy is kept. A hit whose files (or the
-external data files of its ONNX files) have gone missing is recomputed.
+relative to the entry. An entry is built hidden and renamed into place like every
+entry of the cache (`bertbuild.content_cache`), so it is complete or absent; two runs
+computing the same entry at once both succeed and one copy is kept. A hit whose files
+(or the external data files of its ONNX files) have gone missing is recomputed.
 
 Run directories hard-link an entry's files (no copy of a 1 GB engine per run;
 an ONNX file with external data and its data files are copied instead, since
@@ -48,16 +48,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterable
 
+from bertbuild.content_cache import CacheEntry
 from bertbuild.hashing import sha256_bytes, sha256_file
 
 RESULT_FILE = "result.json"
 DIGESTS_FILE = "digests.json"  # entry-relative path -> sha256 of every file the step wrote
 _PATH_PREFIX = "@entry/"  # marks a stored path as relative to its entry
-def default_cache_root() -> Path:
-    """`$BERTBUILD_CACHE`, else `~/.cache/bertbuild` (downloads live there too)."""
-    from bertbuild.fetch.cache import default_cache_dir
-
-    return default_cache_dir()
 
 
 def code_version(modules: Iterable[ModuleType | str], wiring: Iterable[ModuleType | str] = ()) -> str:
@@ -224,26 +220,26 @@ class StepCache:
     scratch: Path
     refresh: frozenset[str] = field(default_factory=frozenset)
 
-    def entry(self, step: str, key: str) -> Path | None:
-        return None if self.root is None else self.root / "steps" / step / key
+    def entry(self, step: str, key: str) -> CacheEntry | None:
+        return None if self.root is None else CacheEntry(self.root / "steps" / step, key)
 
     def lookup(self, step: str, key: str) -> dict | None:
         """The stored result of a complete entry whose files are all present (None under a refresh)."""
         entry = self.entry(step, key)
         if entry is None or step in self.refresh:
             return None
-        return _complete(entry)
+        return _complete(entry.final)
 
     def run(self, step: str, key: str, produce: Callable[[Path], dict]) -> dict:
         """`produce(out_dir)` writes its files under `out_dir` and returns a JSON-able dict (paths as strings)."""
         if (hit := self.lookup(step, key)) is not None:
             return hit
-        final = self.entry(step, key)
-        if final is None:
+        entry = self.entry(step, key)
+        if entry is None:
             out = self.scratch / f"{step}-{uuid.uuid4().hex[:8]}"
             out.mkdir(parents=True)
             return produce(out) | {"cached": False}
-        work = final.parent / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
+        work = entry.fresh_scratch("tmp")
         work.mkdir(parents=True)
         from bertbuild.interrupts import stop_if_interrupted, writing
 
@@ -254,20 +250,8 @@ class StepCache:
                 _write_digests(work)
                 (work / RESULT_FILE).write_text(json.dumps(_relativize(result, work), indent=1, default=str) + "\n")
                 # A refresh replaces the entry; so does a run finding one whose files went missing.
-                self._install(work, final, replace=step in self.refresh or (final.exists() and not _complete(final)))
+                stale = step in self.refresh or (entry.final.exists() and not _complete(entry.final))
+                final = entry.install(work, replace=stale)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return _absolutize(json.loads((final / RESULT_FILE).read_text()), final) | {"cached": False}
-
-    @staticmethod
-    def _install(work: Path, final: Path, replace: bool) -> None:
-        """Rename `work` to `final`. An entry another run finished first is kept, unless `replace` (a refresh)."""
-        if final.exists() and replace:
-            trash = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.old")
-            os.replace(final, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        try:
-            os.replace(work, final)
-        except OSError:
-            if not (final / RESULT_FILE).is_file():
-                raise

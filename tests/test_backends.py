@@ -116,7 +116,7 @@ def test_tensorrt_engine_builds_and_matches(fp32_onnx, feeds, tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(TRT_MISSING, reason=TRT_REASON)
 def test_tensorrt_timing_cache_reused_from_the_cache_root(fp32_onnx, tmp_path):
-    from bertbuild.fetch.cache import default_cache_dir
+    from bertbuild.content_cache import default_cache_dir
 
     backend = get_backend("tensorrt")
     first = json.loads(backend.build(fp32_onnx, "fp32", PROFILES, tmp_path / "engines" / "a").metadata_path.read_text())

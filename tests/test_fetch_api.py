@@ -13,10 +13,9 @@ import pytest
 from bertbuild.errors import FetchError, UserInputError
 from bertbuild.fetch.verify import tree_sha256
 from bertbuild.fetch.download import RetryPolicy
-from bertbuild.fetch.cache import default_cache_dir
+from bertbuild.content_cache import CacheEntry, default_cache_dir
 from bertbuild.fetch.archive import Limits
-from bertbuild.fetch.acquire import SQUAD_V11_URLS, Endpoints, fetch_checkpoint, fetch_file
-from bertbuild.fetch.cache import CacheEntry, cache_key
+from bertbuild.fetch.acquire import SQUAD_V11_URLS, Endpoints, cache_key, fetch_checkpoint, fetch_file
 from httpserver import CKPT_FILES, ckpt_members, http_server, listing, make_tar, make_zip  # noqa: F401
 
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
@@ -205,6 +204,7 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path / ".cache" / "bertbuild"
     monkeypatch.setenv("BERTBUILD_CACHE", str(tmp_path / "c"))
     assert default_cache_dir() == tmp_path / "c"
+    assert default_cache_dir("~/given") == default_cache_dir(tmp_path / "given") == tmp_path / "given"
 
 
 def test_bertbuild_cache_env_is_used(http_server, tmp_path, monkeypatch):

@@ -134,10 +134,11 @@ def test_no_import_cycle_between_packages():
 
 
 def test_the_lowest_floors_import_nothing_of_the_domain():
-    """The config, the shared names and the step cache sit below every domain package."""
+    """The config, the shared names, the cache's entries and the step cache sit below every domain package."""
     edges, _ = _graph()
     floors = _package_edges(edges)
-    leaves = {"bertbuild.kinds", "bertbuild.shapes", "bertbuild.locations", "bertbuild.errors"}
+    leaves = {"bertbuild.kinds", "bertbuild.shapes", "bertbuild.locations", "bertbuild.errors",
+              "bertbuild.content_cache"}
     assert floors["bertbuild.config"] <= leaves, floors["bertbuild.config"]
     assert all(not floors[leaf] - {"bertbuild.errors"} for leaf in leaves), {leaf: floors[leaf] for leaf in leaves}
     domain = {"bertbuild.artifacts", "bertbuild.evaluation", "bertbuild.backends", "bertbuild.precision",

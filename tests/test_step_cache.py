@@ -73,6 +73,24 @@ def test_refresh_recomputes_and_no_cache_stores_nothing(tmp_path):
     assert len(calls) == 3 and off["path"].startswith(str(tmp_path / "scratch"))
 
 
+def test_an_entry_is_installed_once_unless_replaced(tmp_path):
+    from bertbuild.content_cache import CacheEntry
+
+    entry = CacheEntry(tmp_path, "k")
+
+    def built(text):
+        work = entry.fresh_scratch("tmp")
+        work.mkdir()
+        (work / "f").write_text(text)
+        return work
+
+    assert entry.install(built("first")) == tmp_path / "k"
+    entry.install(built("second"))  # another process finished first: its entry is kept
+    assert (tmp_path / "k" / "f").read_text() == "first"
+    entry.install(built("third"), replace=True)  # a refresh: the old entry goes through a hidden trash name
+    assert (tmp_path / "k" / "f").read_text() == "third" and [p.name for p in tmp_path.iterdir()] == ["k"]
+
+
 def test_a_failed_step_leaves_no_entry(tmp_path):
     cache = StepCache(tmp_path / "cache", tmp_path / "scratch")
 

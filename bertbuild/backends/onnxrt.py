@@ -233,7 +233,7 @@ class OnnxRuntimeTensorRTBackend(OnnxRuntimeBackend):
     compiles = True
 
     def _session_providers(self, profiles: list[Profile]) -> list:
-        from bertbuild.fetch.cache import default_cache_dir
+        from bertbuild.content_cache import default_cache_dir
 
         cache_dir = default_cache_dir() / "onnxruntime-tensorrt"
         cache_dir.mkdir(parents=True, exist_ok=True)

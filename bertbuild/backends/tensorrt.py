@@ -37,7 +37,7 @@ def timing_cache_path(trt_version: str, gpu_name: str) -> Path:
     and belong to the host, not to a run: kept out of the engine directory,
     they are reused by every later build and never published in a bundle.
     """
-    from bertbuild.fetch.cache import default_cache_dir
+    from bertbuild.content_cache import default_cache_dir
 
     return default_cache_dir() / "tensorrt" / f"timing-{trt_version}-{slug(gpu_name)}.cache"
 

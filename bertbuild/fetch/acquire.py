@@ -38,15 +38,15 @@ from pathlib import Path
 
 import errno
 
+from bertbuild.content_cache import CacheEntry, default_cache_dir
 from bertbuild.errors import FetchError, FetchFailed, UserInputError
 from bertbuild.fetch.archive import Limits, extract_archive
-from bertbuild.fetch.cache import CacheEntry, cache_key, default_cache_dir
 from bertbuild.fetch.download import RetryPolicy, download_gdrive, download_http, one_line
 from bertbuild.fetch.locate import find_checkpoint_dir
 from bertbuild.fetch.sources import (Generated, GDriveFile, HttpUrl, LocalDir, LocalFile, NgcModel, Source, is_local_path,
                                      parse_source, slug)
 from bertbuild.fetch.verify import check_sha256, normalize_sha256, tree_sha256
-from bertbuild.hashing import sha256_file
+from bertbuild.hashing import sha256_bytes, sha256_file
 from bertbuild.progress import want_progress
 
 SQUAD_V11_URLS = {
@@ -114,7 +114,7 @@ def fetch_checkpoint(
                 found = find_checkpoint_dir(unpacked)  # never cache a tree without a checkpoint
                 # Nor an HF folder that cannot be converted: convert before publishing (the key is content, not place).
                 converted = _google_layout(found, cache_dir)
-                final = entry.publish(unpacked)
+                final = entry.install(unpacked)
         return converted if converted != found else find_checkpoint_dir(final)
 
 
@@ -130,15 +130,14 @@ def _google_layout(found: Path, cache_dir: Path | None) -> Path:
     if not (found / "config.json").is_file() or (found / "bert_config.json").is_file():
         return found
     digest = hf_import.source_sha256(found)
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    entry = CacheEntry(root, cache_key("hf", digest, None, hf_import.cache_label(found),
-                                       str(hf_import.CONVERTER_VERSION)))
+    key = cache_key("hf", digest, None, hf_import.cache_label(found), str(hf_import.CONVERTER_VERSION))
+    entry = CacheEntry(default_cache_dir(cache_dir), key)
     with _built_by_one(entry) as hit:
         if hit is not None:
             return hit
         with _cleanup_on_error(entry):
             staged = hf_import.import_hf_qa(found, entry.scratch("converted"), digest=digest)
-            return entry.publish(staged)
+            return entry.install(staged)
 
 
 def _generated(src: Generated, cache_dir: Path | None) -> Path:
@@ -152,7 +151,7 @@ def _generated(src: Generated, cache_dir: Path | None) -> Path:
             return hit
         with _cleanup_on_error(entry):
             staged = write_random_checkpoint(entry.scratch("generated"), bundled_file(UNCASED_VOCAB), **src.shape)
-            return entry.publish(staged)
+            return entry.install(staged)
 
 
 def resolve_dataset(dataset: str) -> Path | None:
@@ -193,17 +192,23 @@ def fetch_file(
                 staged = entry.scratch("staged")
                 staged.mkdir()
                 os.replace(downloaded, staged / src.filename)
-                final = entry.publish(staged)
+                final = entry.install(staged)
         return final / src.filename
 
 
+def cache_key(kind: str, source: str, sha256: str | None, slug: str, extra: str = "") -> str:
+    """An entry's name: a readable slug and a hash of what identifies it (`extra`: facts the source string
+    lacks, e.g. a local archive's size and mtime, so a rebuilt file is not shadowed)."""
+    digest = sha256_bytes("\0".join((kind, source, sha256 or "", extra)).encode())
+    return f"{kind}-{slug}-{digest[:16]}"
+
+
 def _entry(kind: str, source: str, pin: str | None, src: Source, cache_dir: Path | None) -> CacheEntry:
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     extra = ""
     if isinstance(src, LocalFile):
         info = src.path.stat()
         extra = f"{info.st_size}:{info.st_mtime_ns}"
-    return CacheEntry(root, cache_key(kind, source.strip(), pin, slug(src), extra))
+    return CacheEntry(default_cache_dir(cache_dir), cache_key(kind, source.strip(), pin, slug(src), extra))
 
 
 def _obtain(src, entry: CacheEntry, pin, api_key, progress, endpoints, retry) -> Path:
