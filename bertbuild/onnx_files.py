@@ -1,17 +1,16 @@
 """ONNX files whose weights are inline or in external data files beside them: reading, writing, the files of a pair.
 
-protobuf cannot serialize a message of 2 GiB or more, so a model past that keeps its weights in
-`<file name>.data` beside the .onnx file, which records that bare name: the two files move together.
+protobuf cannot serialize a message of 2 GiB or more, so a model past that keeps its weights in `<file name>.data`
+beside the .onnx file, which records that bare name: the two files move together.
 
-External data is read by onnx's own reader, which refuses a data file that is a symbolic link,
-lies outside the model's folder or has more than one hard link (`resolve_external_data_location`
-in onnx's checker.cc). Run directories therefore hold copies of ONNX pairs, not hard links
-(`bertbuild.runs.materialize`); a pair hard-linked by hand is read through a private copy.
-A file is untrusted input (it may come from a shared store): before onnx reads anything, every
-location must be a plain file name in the model's folder (onnx accepts `sub/x`) and no data file
-a symbolic link, each refused in one line. `save` is not `onnx.save_model`, which empties the
-caller's model, appends to a stale data file, writes in place and does not align offsets; it
-writes from the model's skeleton (`bertbuild.onnx_skeleton`).
+External data is read by onnx's own reader, which refuses a data file that is a symbolic link, lies outside
+the model's folder or has more than one hard link (`resolve_external_data_location` in onnx's checker.cc).
+Run directories therefore hold copies of ONNX pairs, not hard links (`bertbuild.runs.materialize`); a pair
+hard-linked by hand is read through a private copy (`unlinked`). A file is untrusted input (it may come from a
+shared store): before onnx reads anything, every location must be a plain file name in the model's folder
+(onnx accepts `sub/x`) and no data file a symbolic link, each refused in one line. `save` is not
+`onnx.save_model`, which empties the caller's model, appends to a stale data file, writes in place and does
+not align offsets; it writes from the model's skeleton (`bertbuild.onnx_skeleton`).
 """
 
 from __future__ import annotations
@@ -21,9 +20,10 @@ import os
 import shutil
 import tempfile
 import uuid
+from contextlib import contextmanager
 from functools import lru_cache
-from pathlib import Path
-from typing import Callable
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -31,13 +31,11 @@ from onnx import TensorProto, external_data_helper, numpy_helper
 
 from bertbuild.errors import UserInputError
 from bertbuild.hashing import sha256_file
-from bertbuild.onnx_skeleton import aligned, check_model, has_references, payload_bytes, point, skeleton, split, tensors
+from bertbuild.onnx_skeleton import aligned, has_references, payload_bytes, point, split, tensors
 
 # protobuf refuses a message of 2 GiB or more; the room left is for the graph itself (nodes, names).
 LIMIT = 2**31 - 64 * 2**20
 DATA_SUFFIX = ".data"
-# ORT's session option for the folder that holds a model's external data when the model comes as bytes.
-_ORT_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
 
 
 class NotOnnxError(UserInputError):
@@ -64,7 +62,6 @@ def fits(model: onnx.ModelProto) -> bool:
 
 
 def _location(tensor: TensorProto, path: Path) -> str:
-    """The tensor's data file name, checked to be a plain name in the model's folder."""
     location = next((e.value for e in tensor.external_data if e.key == "location"), "")
     # No folder part at all: not `../x`, `/etc/x`, `C:x`, `sub/x` (a data file is the model's sibling).
     if location in ("", ".", "..") or any(c in location for c in "/\\:\0") or os.path.isabs(location):
@@ -73,9 +70,7 @@ def _location(tensor: TensorProto, path: Path) -> str:
 
 
 def _locations(model: onnx.ModelProto, path: Path) -> list[str]:
-    """The external data files the model reads, each checked to be a plain name in its folder."""
-    found = [_location(t, path) for t in tensors(model) if external_data_helper.uses_external_data(t)]
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(_location(t, path) for t in tensors(model) if external_data_helper.uses_external_data(t)))
 
 
 def _present(path: Path, locations: list[str]) -> list[Path]:
@@ -90,7 +85,6 @@ def _present(path: Path, locations: list[str]) -> list[Path]:
 
 
 def _read(path: Path) -> onnx.ModelProto:
-    """The model at `path` without its external data, or a one-line error."""
     if not path.is_file():
         raise UserInputError(f"{path}: no such file")
     try:
@@ -102,29 +96,25 @@ def _read(path: Path) -> onnx.ModelProto:
         raise NotOnnxError(f"{path}: not an ONNX model ({first})") from None
 
 
-def external_locations(path: Path | str) -> list[str]:
-    """The file names of the external data the model at `path` reads (checked safe, not checked present)."""
-    return _locations(_read(Path(path)), Path(path))
-
-
 @lru_cache(maxsize=256)
 def _stored_locations(path: str, size: int, mtime_ns: int) -> tuple[str, ...]:
     return tuple(_locations(_read(Path(path)), Path(path)))
 
 
-def companions(path: Path | str) -> list[Path]:
-    """The files the model at `path` is made of: `path`, then every external data file it reads (read
-    without loading any data; the one-line errors of `load`).
-
-    The .onnx is parsed once per size and mtime: the step cache's keys, the bundle's companions and the
-    run directory's layout all ask about the same files, and an inline BERT-large file is 1.3 GB of protobuf.
-    Whether the data files are still there is checked on every call.
-    """
+def external_locations(path: Path | str) -> list[str]:
+    """The file names of the external data the model at `path` reads (checked safe, not checked present).
+    The .onnx is parsed once per size and mtime: the step cache's keys, the bundle's companions and the run
+    directory's layout all ask about the same files, and an inline BERT-large file is 1.3 GB of protobuf."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: no such file")
     info = path.stat()
-    return [path, *_present(path, list(_stored_locations(str(path.resolve()), info.st_size, info.st_mtime_ns)))]
+    return list(_stored_locations(str(path.resolve()), info.st_size, info.st_mtime_ns))
+
+
+def companions(path: Path | str) -> list[Path]:
+    """`path`, then every external data file it reads, checked present on every call (the errors of `load`)."""
+    return [Path(path), *_present(Path(path), external_locations(path))]
 
 
 def is_external(path: Path | str) -> bool:
@@ -132,21 +122,26 @@ def is_external(path: Path | str) -> bool:
     return len(companions(path)) > 1
 
 
-# Truncated data, a bad offset or length: what onnx's reader raises on a file, made one line by `_with_onnx`.
-_DATA_ERRORS = (ValueError, OSError, onnx.checker.ValidationError)
+@contextmanager
+def unlinked(pair: list[Path]) -> Iterator[Path]:
+    """The .onnx of `pair` (`companions`) where onnx's reader accepts it: in place, or, when a data file has
+    other hard links (onnx refuses those), in a private copy."""
+    if all(data.stat().st_nlink == 1 for data in pair[1:]):
+        yield pair[0]
+        return
+    with tempfile.TemporaryDirectory(prefix="bertbuild-unlinked-") as scratch:
+        for file in pair:
+            shutil.copyfile(file, Path(scratch) / file.name)
+        yield Path(scratch) / pair[0].name
 
 
-def _with_onnx(pair: list[Path], read: Callable[[Path], object], errors: tuple = _DATA_ERRORS):
-    """`read(the .onnx)` where onnx's reader accepts the pair: in place, or, when a data file has other hard
-    links (onnx refuses those), in a private copy. `errors` are made one-line UserInputErrors."""
+def _with_onnx(pair: list[Path], read: Callable[[Path], object]):
+    """`read(the .onnx)` of `unlinked(pair)`; what onnx's reader raises on truncated data, a bad offset or length
+    is made a one-line UserInputError."""
     try:
-        if all(data.stat().st_nlink == 1 for data in pair[1:]):
-            return read(pair[0])
-        with tempfile.TemporaryDirectory(prefix="bertbuild-unlinked-") as scratch:
-            for file in pair:
-                shutil.copyfile(file, Path(scratch) / file.name)
-            return read(Path(scratch) / pair[0].name)
-    except errors as exc:
+        with unlinked(pair) as onnx_file:
+            return read(onnx_file)
+    except (ValueError, OSError, onnx.checker.ValidationError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserInputError(f"{pair[0]}: its external data cannot be read ({first})") from None
 
@@ -165,24 +160,20 @@ def load(path: Path | str, load_external_data: bool = True) -> onnx.ModelProto:
     return model
 
 
-def array(tensor: TensorProto, model_path: Path | str | None = None):
+def array(tensor: TensorProto, model_path: Path | str):
     """The tensor's values as numpy, its external data read from beside `model_path` if it has any."""
     if not external_data_helper.uses_external_data(tensor):
         return numpy_helper.to_array(tensor)
-    if model_path is None:
-        raise ValueError(f"tensor {tensor.name!r} keeps its data in a file: give the model's path")
     path = Path(model_path)
     pair = [path, *_present(path, [_location(tensor, path)])]
     return _with_onnx(pair, lambda onnx_file: numpy_helper.to_array(tensor, str(onnx_file.parent)))
 
 
-def check(model_or_path, full_check: bool = False) -> None:
-    """`onnx.checker.check_model` at any size: a path where it lies, with its data files (the checker
-    only looks at where the data is); a model in memory by `onnx_skeleton.check_model`."""
-    if not isinstance(model_or_path, (str, os.PathLike)):
-        check_model(model_or_path, full_check)
-        return
-    _with_onnx(companions(model_or_path), lambda onnx_file: onnx.checker.check_model(str(onnx_file), full_check), ())
+def check(path: Path | str, full_check: bool = False) -> None:
+    """`onnx.checker.check_model` on the file at `path` where it lies, with its data files (the checker only looks
+    at where the data is); a model in memory: `onnx_skeleton.check_model`."""
+    with unlinked(companions(path)) as onnx_file:
+        onnx.checker.check_model(str(onnx_file), full_check)
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -198,11 +189,10 @@ def _write(path: Path, data: bytes) -> None:
 def save(model: onnx.ModelProto, path: Path | str, external_data: bool | None = None) -> list[Path]:
     """Write `model` to `path`, complete or not at all; returns every file written, the .onnx first.
 
-    `external_data`: True keeps the weights (tensors over 1 KiB) in `<file name>.data` beside
-    `path`, at page-aligned offsets; False keeps them inline (an error past 2 GB); None decides
-    by size. Writing inline removes a stale data file of that name. `model` is left as it was.
-    A model whose weights already are references (an exporter streamed them to their data
-    file, which must be beside `path`) is written as it is; `external_data` must not be False.
+    `external_data`: True keeps the weights (tensors over 1 KiB) in `<file name>.data` beside `path`, at
+    page-aligned offsets; False keeps them inline (an error past 2 GB), removing a stale data file of that name;
+    None decides by size (`fits`). `model` is left as it was. A model whose weights already are references (an
+    exporter streamed them to their data file, which must be beside `path`) is written as it is, never inline.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,11 +203,11 @@ def save(model: onnx.ModelProto, path: Path | str, external_data: bool | None = 
         written = [path, *_present(path, _locations(model, path))]
         _write(path, model.SerializeToString())
         return written
-    size = payload_bytes(model)
-    external = size >= LIMIT if external_data is None else bool(external_data)
-    if not external and size >= LIMIT:
-        raise UserInputError(f"{path}: the model's weights ({size / 2**30:.2f} GiB) pass protobuf's 2 GB limit; "
-                             "it can only be written with external data (export.external_data: true or null)")
+    external = not fits(model) if external_data is None else bool(external_data)
+    if not external and not fits(model):
+        raise UserInputError(f"{path}: the model's weights ({payload_bytes(model) / 2**30:.2f} GiB) pass "
+                             "protobuf's 2 GB limit; it can only be written with external data "
+                             "(export.external_data: true or null)")
     bare, moved = split(model, keep_shapes=False) if external else (model, [])
     temporary = data.with_name(f".{data.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -248,8 +238,6 @@ def copy(source: Path | str, target: Path | str) -> list[Path]:
     Only the locations in the .onnx are rewritten: the weights are copied as bytes, never loaded."""
     source, target = Path(source), Path(target)
     pair = companions(source)
-    if source.resolve() == target.resolve():
-        return pair
     target.parent.mkdir(parents=True, exist_ok=True)
     if len(pair) == 1:
         shutil.copyfile(source, target)
@@ -264,87 +252,45 @@ def copy(source: Path | str, target: Path | str) -> list[Path]:
                 entry.value = names[entry.value]
     for old, new in names.items():
         shutil.copyfile(source.parent / old, target.parent / new)
-    _write(target, model.SerializeToString())
-    return [target, *(target.parent / new for new in names.values())]
-
-
-def unlinked(path: Path | str, folder: Path | str) -> Path:
-    """`path`, or a copy in `folder` if a data file has other hard links: for ONNX Runtime's quantizer."""
-    if all(data.stat().st_nlink == 1 for data in companions(path)[1:]):
-        return Path(path)
-    return copy(path, Path(folder) / Path(path).name)[0]
+    return save(model, target)  # its weights are references to the copies: written as it is
 
 
 def external_like(source: Path | str, external_data: bool | None = None) -> bool | None:
-    """How a step writes the file it makes from `source`: the `external_data` to hand `save`.
-
-    A setting given (True / False) wins. An input external although it would fit inline was so
-    by choice (`export.external_data: true`) and the output follows it; any other leaves the
-    choice to `save`'s size rule (FP16 of a 3 GB model fits inline).
-    """
+    """The `external_data` to hand `save` for a file made from `source`: a setting given wins. An input external
+    although it would fit inline was so by choice (`export.external_data: true`) and the output follows it; any
+    other leaves the choice to `save`'s size rule (FP16 of a 3 GB model fits inline)."""
     if external_data is not None:
         return external_data
     pair = companions(source)
-    if len(pair) > 1 and sum(p.stat().st_size for p in pair) < LIMIT:
-        return True
-    return None
+    return True if len(pair) > 1 and sum(p.stat().st_size for p in pair) < LIMIT else None
 
 
-def files_digest(path: Path | str, file_digest: Callable[[Path], str] | None = None) -> str:
+def files_digest(path: Path | str, file_digest: Callable[[Path], str] = sha256_file) -> str:
     """sha256 identifying an ONNX file's content: its own sha256, or, with external data, one over every file
-    (a file that is not ONNX: its bytes). `file_digest` hashes one file; sha256 of its bytes by default."""
-    file_digest = file_digest or sha256_file
-    path = Path(path)
+    (a file that is not ONNX: its bytes). `file_digest` hashes one file."""
     try:
         pair = companions(path)
     except NotOnnxError:
-        pair = [path]
+        pair = [Path(path)]
     if len(pair) == 1:
-        return file_digest(path)
+        return file_digest(pair[0])
     # The .onnx records only where each weight is: the data files' bytes are part of the content.
     lines = "\n".join(f"{file.name}:{file_digest(file)}" for file in pair)
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
-def session_source(model_or_path, options=None, base_dir: Path | str | None = None) -> str | bytes:
-    """What to hand `onnxruntime.InferenceSession`: a path as a path (ORT finds the data beside it); a model
-    whose data is still external as bytes, `options` naming the folder of its data (`base_dir`), so the
-    weights never pass through Python; any other model as bytes, if it fits one protobuf message."""
-    model = model_or_path
-    if isinstance(model, (str, os.PathLike)):
-        return str(model)
-    if has_references(model):
-        if base_dir is None or options is None:
-            raise ValueError("a model with external data needs the folder of its data files and session options")
-        options.add_session_config_entry(_ORT_DATA_FOLDER, str(Path(base_dir).resolve()))
-        return model.SerializeToString()
-    if not fits(model):
-        raise ValueError("the model is too big for one protobuf message: save it and pass its path")
-    return model.SerializeToString()
-
-
 def onnx_companions(files: dict[str, str], owners: dict[str, str] | None = None) -> dict[str, str]:
-    """Bundle name -> file of every external data file the bundle's ONNX files read.
-
-    The one place a bundle's ONNX file is expanded into the files it is made
-    of. Each data file goes beside its ONNX file's bundle name, under the
-    file name the .onnx records (`<bundle name>.data` for a file written by
-    `save` under its bundle name), so a download leaves a pair that
-    loads. A file named .onnx that is not ONNX has none; an ONNX file whose data
-    is missing or points outside its folder is an error (one line). `owners`, when
-    given, is filled with data file name -> the bundle name of the ONNX file reading it.
-    """
+    """Bundle name -> file of every external data file the bundle's ONNX files read: beside its ONNX file's
+    bundle name, under the file name the .onnx records, so a download leaves a pair that loads. A file named
+    .onnx that is not ONNX has none. `owners`, if given, gets data file name -> its ONNX file's bundle name."""
     added: dict[str, str] = {}
-    for name, source in sorted(files.items()):
-        if not name.endswith(".onnx"):
-            continue
+    for name, source in sorted((name, source) for name, source in files.items() if name.endswith(".onnx")):
         try:
             pair = companions(source)
         except NotOnnxError:
             continue
-        folder = name.rpartition("/")[0]
         for data in pair[1:]:
-            data_name = f"{folder}/{data.name}" if folder else data.name
+            data_name = str(PurePosixPath(name).with_name(data.name))
             listed = files.get(data_name, added.get(data_name))
             if listed is not None and Path(listed).resolve() != data.resolve():
                 raise UserInputError(f"bundle: {data_name} is both {listed} and the external data of {name}")

@@ -17,7 +17,7 @@ order passes run in is the explicit `DEFAULT_ORDER`, never import order.
    dynamic axes (`batch`, `seq`) of the inputs and outputs survived.
 
 The version converter, shape inference and the checker run through
-`bertbuild.onnx_files`, on the model without its weights' bytes, so a model
+`bertbuild.onnx_skeleton`, on the model without its weights' bytes, so a model
 past protobuf's 2 GB limit (external data) is fused like any other.
 """
 
@@ -119,7 +119,7 @@ def _finish(graph) -> onnx.ModelProto:
     model = onnx_skeleton.export_graph(graph)
     del model.graph.value_info[:]  # stale after rewriting; re-inferred below
     model = onnx_skeleton.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
-    onnx_files.check(model, full_check=True)
+    onnx_skeleton.check_model(model, full_check=True)
     return model
 
 

@@ -6,7 +6,7 @@ asked for are added as outputs, so memory is one batch of them.
 
 A model past protobuf's 2 GB limit (external data) is never read into Python
 whole: the session gets its structure as bytes and reads the weights itself
-(`onnx_files.session_source`).
+from the model's folder.
 """
 
 from __future__ import annotations
@@ -36,5 +36,6 @@ def activation_session(model_path: Path | str, tensors: list[str], threads: int 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    source = onnx_files.session_source(model, options, model_path.parent)
-    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+    options.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                     str(model_path.parent.resolve()))
+    return ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])

@@ -271,7 +271,7 @@ def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config |
     graph.node.extend(new_nodes)
     del graph.value_info[:]
     model = onnx_skeleton.infer_shapes(model, strict_mode=True)
-    onnx_files.check(model, full_check=True)
+    onnx_skeleton.check_model(model, full_check=True)
     out_path = Path(out_path)
     onnx_files.save(model, out_path, external)
     n_casts = len(casts) + len(renamed)

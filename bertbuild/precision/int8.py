@@ -130,10 +130,10 @@ def quantize_variant(fp32_onnx: Path | str, out_path: Path | str, calibration: C
         "WeightSymmetric": True,
         "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
     }
-    with tempfile.TemporaryDirectory(prefix="bertbuild-int8-") as scratch:
+    with (tempfile.TemporaryDirectory(prefix="bertbuild-int8-") as scratch,
+          onnx_files.unlinked(onnx_files.companions(fp32_onnx)) as source):  # ORT reads data with onnx's reader
         ranges_file = Path(scratch) / "ranges.json"
         save_tensors_data(_tensors_data(calibration, variant, names), ranges_file)
-        source = onnx_files.unlinked(fp32_onnx, scratch) if big else fp32_onnx  # ORT reads data with onnx's reader
         with _quiet_ort_quantizer():
             quantize_static(
                 str(source), str(out_path), calibration_data_reader=None, quant_format=QuantFormat.QDQ,

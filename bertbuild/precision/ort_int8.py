@@ -279,7 +279,7 @@ def write_ort_int8(fp32_onnx: Path | str, out_path: Path | str, calibration: Cal
     model = _export(graph, quantized_model)
     del graph, quantized_model
     gc.collect()  # as after to_flash_attention
-    onnx_files.check(model)
+    onnx_skeleton.check_model(model)
     onnx_files.save(model, out_path, external)
     return OrtInt8Report(path=str(out_path), flash_attention=moved, layernorms_unfused=unfused,
                          quantized_nodes=quantized, excluded_nodes=excluded,

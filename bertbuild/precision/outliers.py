@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from bertbuild import onnx_files
+from bertbuild import onnx_files, onnx_skeleton
 from bertbuild.precision.calibration_set import CalibrationSet
 from bertbuild.config.precision import Int8Config
 from bertbuild.precision.graph_edit import add_nodes
@@ -101,7 +101,7 @@ def split_outliers(fp32_onnx: Path | str, out_path: Path | str, samples: Calibra
                                                                 value=json.dumps(chosen)))
         report.channels[activation] = chosen
     add_nodes(model, new_nodes)
-    onnx_files.check(model)
+    onnx_skeleton.check_model(model)
     onnx_files.save(model, out_path, external)
     report.side_macs_share = side_macs / max(total_macs, 1)
     report.seconds = round(time.perf_counter() - start, 2)

@@ -35,7 +35,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from bertbuild import onnx_files
+from bertbuild import onnx_files, onnx_skeleton
 from bertbuild.precision.activations import activation_session
 from bertbuild.precision.calibration_set import CalibrationSet
 from bertbuild.config.precision import Int8Config
@@ -136,7 +136,7 @@ def smooth(fp32_onnx: Path | str, out_path: Path | str, samples: CalibrationSet,
         report.tensors.append(activation)
         all_scales.append(scales)
     add_nodes(model, divisions)
-    onnx_files.check(model)
+    onnx_skeleton.check_model(model)
     onnx_files.save(model, out_path, external)
     if all_scales:
         joined = np.concatenate(all_scales)
