@@ -93,3 +93,29 @@ def test_cheap_commands_run(args, tmp_path):
     else:
         assert result.returncode == 0, result.stdout + result.stderr
         assert result.stdout.strip()
+
+
+def _layout_rows() -> dict[str, str]:
+    """The README's Layout table: its first cell (a folder) -> the rest of the row."""
+    section = PROJECT_ROOT.joinpath("README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    return dict(re.findall(r"^\| `([^`]+)`[^|]* \| (.*) \|$", section, re.MULTILINE))
+
+
+def test_the_readme_layout_names_every_package_and_top_level_module():
+    rows = _layout_rows()
+    described = " ".join(rows.values())
+    package = PROJECT_ROOT / "bertbuild"
+    missing = [f"bertbuild/{p.name}/" for p in package.iterdir() if p.is_dir() and (p / "__init__.py").is_file()
+               and f"bertbuild/{p.name}/" not in rows and f"`{p.name}/`" not in described]
+    missing += [p.name for p in package.glob("*.py") if p.name != "__init__.py" and f"`{p.name}`" not in described]
+    assert not missing, f"README's Layout does not name: {missing}"
+
+
+def test_every_module_the_readme_layout_names_exists():
+    package = PROJECT_ROOT / "bertbuild"
+    absent = []
+    for folder, text in _layout_rows().items():
+        root = PROJECT_ROOT / folder if folder.endswith("/") else package
+        absent += [f"{folder}: {name}" for name in re.findall(r"`([\w/]+\.py)`", text)
+                   if not (PROJECT_ROOT / name).is_file() and not list(root.rglob(Path(name).name))]
+    assert not absent, f"README's Layout names modules that do not exist: {absent}"
