@@ -24,6 +24,7 @@ padded baseline) and pair, in windows/s and real tokens/s.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,10 +94,7 @@ def file_precision(path: Path | str) -> str | None:
     sizes = {TensorProto.BFLOAT16: 0, TensorProto.FLOAT16: 0}
     for tensor in weights:
         if tensor.data_type in sizes:
-            count = 1
-            for d in tensor.dims:
-                count *= d
-            sizes[tensor.data_type] += max(count, 1)
+            sizes[tensor.data_type] += max(math.prod(tensor.dims), 1)
     if not any(sizes.values()):
         return "fp32"
     return "bf16" if sizes[TensorProto.BFLOAT16] >= sizes[TensorProto.FLOAT16] else "fp16"
