@@ -61,7 +61,7 @@ _GELU_KINDS = {"gelu", "gelu_new", "gelu_tanh", "gelu_fast"}
 
 
 def read_json_object(path: Path, missing: str, error: type[Exception] = CheckpointError) -> dict:
-    """A UTF-8 JSON file holding an object; else one-line `error`: "<path>: <missing>", not valid JSON, not an object."""
+    """A UTF-8 JSON file holding an object; else one-line `error`s: "<path>: <missing>", bad JSON, not an object."""
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
