@@ -24,6 +24,7 @@ padded baseline) and pair, in windows/s and real tokens/s.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,10 +94,7 @@ def file_precision(path: Path | str) -> str | None:
     sizes = {TensorProto.BFLOAT16: 0, TensorProto.FLOAT16: 0}
     for tensor in weights:
         if tensor.data_type in sizes:
-            count = 1
-            for d in tensor.dims:
-                count *= d
-            sizes[tensor.data_type] += max(count, 1)
+            sizes[tensor.data_type] += max(math.prod(tensor.dims), 1)
     if not any(sizes.values()):
         return "fp32"
     return "bf16" if sizes[TensorProto.BFLOAT16] >= sizes[TensorProto.FLOAT16] else "fp16"
@@ -243,8 +241,6 @@ def _time_pairs(pairs: list[Pair], args, threads: int, timed_one) -> tuple[list,
 
 
 def run(args) -> int:
-    import json
-
     from bertbuild.errors import UserInputError
     from bertbuild.evaluation.latency import measure, squad_feed
     from bertbuild.host import machine_note
@@ -277,24 +273,31 @@ def run(args) -> int:
     def timed_one(runner):
         return [measure(runner, feed, warmup=args.warmup, iterations=args.iterations, min_seconds=args.min_seconds)]
 
+    described = (f"batch {args.batch} x seq {args.seq}, real SQuAD held-out windows; times are per infer() call "
+                 f"and include host copies (int32 feed in, float32 logits out)")
+    return _time_and_report(args, pairs, skipped, threads, note, timed_one, described, backend_table, {})
+
+
+def _time_and_report(args, pairs: list[Pair], skipped: list[str], threads: int, note: str, timed_one,
+                     described: str, table, fields: dict) -> int:
+    """Time the pairs (`_time_pairs`), print the header line, `table(rows)` and the skipped lines; write --json
+    with `fields` after the header's."""
+    import json
+
     rows, failed = _time_pairs(pairs, args, threads, timed_one)
     header, record = _header(list(dict.fromkeys(r.backend for r in rows)), threads, args.provider)
-    print(f"{header}; batch {args.batch} x seq {args.seq}, real SQuAD held-out windows; times are per infer() call "
-          f"and include host copies (int32 feed in, float32 logits out); {note}.")
-    print(backend_table(rows))
+    print(f"{header}; {described}; {note}.")
+    print(table(rows))
     for line in skipped + failed:
         print(line)
     if args.json:
+        # The top-level `provider` earlier records had, where ONNX Runtime ran.
+        compat = {"provider": record["onnxruntime"]["provider"]} if "onnxruntime" in record else {}
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({**_compat(record), "threads": threads, "machine": note, "backends": record,
+        args.json.write_text(json.dumps({**compat, "threads": threads, "machine": note, "backends": record, **fields,
                                          "skipped": skipped + failed, "rows": [r.to_dict() for r in rows]},
                                         indent=2) + "\n")
     return 0
-
-
-def _compat(record: dict) -> dict:
-    """The top-level `provider` earlier records had, where ONNX Runtime ran."""
-    return {"provider": record["onnxruntime"]["provider"]} if "onnxruntime" in record else {}
 
 
 def check_provider(provider: str) -> None:
@@ -311,8 +314,6 @@ def check_provider(provider: str) -> None:
 
 def _heldout_passes(args, pairs: list[Pair], skipped: list[str], threads: int, note: str) -> int:
     """One timed pass per (pair, length bucket) over the same held-out windows."""
-    import json
-
     from bertbuild.errors import UserInputError
     from bertbuild.evaluation.latency import heldout_windows, measure_pass
     from bertbuild.reporting.latency_tables import backend_pass_table
@@ -326,17 +327,8 @@ def _heldout_passes(args, pairs: list[Pair], skipped: list[str], threads: int, n
     def timed_one(runner):  # one session per pair, every bucket timed on it
         return [measure_pass(runner, windows, args.batch, bucket, warmup=args.warmup > 0) for bucket in buckets]
 
-    rows, failed = _time_pairs(pairs, args, threads, timed_one)
-    header, record = _header(list(dict.fromkeys(r.backend for r in rows)), threads, args.provider)
-    print(f"{header}; {len(windows)} held-out windows at seq {args.seq} in batches of {args.batch}, batched as "
-          f"scoring does; seconds are inside infer(), summed over the pass (after one untimed call per batch "
-          f"shape); vs first: over the first row's windows/s at the same bucket; {note}.")
-    print(backend_pass_table(rows))
-    for line in skipped + failed:
-        print(line)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({**_compat(record), "threads": threads, "machine": note, "backends": record,
-                                         "seq": args.seq, "lengths": "heldout", "skipped": skipped + failed,
-                                         "rows": [r.to_dict() for r in rows]}, indent=2) + "\n")
-    return 0
+    described = (f"{len(windows)} held-out windows at seq {args.seq} in batches of {args.batch}, batched as "
+                 f"scoring does; seconds are inside infer(), summed over the pass (after one untimed call per batch "
+                 f"shape); vs first: over the first row's windows/s at the same bucket")
+    return _time_and_report(args, pairs, skipped, threads, note, timed_one, described, backend_pass_table,
+                            {"seq": args.seq, "lengths": "heldout"})

@@ -121,8 +121,6 @@ class ParityConfig(_Section):
     max_abs_logit: float = Field(default=1e-4, gt=0)
 
 
-
-
 class ProfileConfig(_Section):
     """(batch, seq) shapes a TensorRT optimization profile covers."""
 
@@ -471,12 +469,12 @@ def _apply_override(raw: dict, assignment: str) -> None:
     node[leaf] = parsed
 
 
-def parse_config(raw: dict, origin: str = "config") -> BuildConfig:
-    """Validate a config dict (relative paths resolve against the working directory)."""
+def parse_config(raw: dict, origin: str = "config", section: type[BaseModel] = BuildConfig) -> BuildConfig:
+    """Validate a config dict (relative paths resolve against the working directory) into `section`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
-        return BuildConfig.model_validate(raw)
+        return section.model_validate(raw)
     except ValidationError as exc:
         # Every problem at once, on one line: a user fixing a config should not discover them one run at a time.
         raise ConfigError(f"{origin}: " + "; ".join(_describe(error) for error in exc.errors())) from None
@@ -484,10 +482,7 @@ def parse_config(raw: dict, origin: str = "config") -> BuildConfig:
 
 def build_section(section: type[BaseModel], origin: str, /, **values):
     """`section(**values)`, with every problem in one ConfigError line (`origin`: where the values came from)."""
-    try:
-        return section(**values)
-    except ValidationError as exc:
-        raise ConfigError(f"{origin}: " + "; ".join(_describe(error) for error in exc.errors())) from None
+    return parse_config(values, origin, section)
 
 
 def read_yaml_file(path: Path, what: str = "config file"):

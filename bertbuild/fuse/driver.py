@@ -34,7 +34,7 @@ import onnx
 
 from bertbuild import onnx_files, onnx_skeleton
 from bertbuild.errors import UserInputError, ValidationError
-from bertbuild.fuse.report import FusionReport
+from bertbuild.fuse.report import FusionReport, default_opset
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +79,6 @@ def _load(model_or_path) -> onnx.ModelProto:
     return onnx_files.load(path)
 
 
-def _default_opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
 def _io_dims(model: onnx.ModelProto) -> dict[str, list]:
     return {
         value.name: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
@@ -91,8 +87,7 @@ def _io_dims(model: onnx.ModelProto) -> dict[str, list]:
 
 
 def _prepare(model: onnx.ModelProto) -> onnx.ModelProto:
-    opset = _default_opset(model)
-    if opset < TARGET_OPSET:
+    if default_opset(model) < TARGET_OPSET:
         from onnx import version_converter
 
         # The converter serializes its input: it gets the weightless skeleton, the weights are put back after.

@@ -23,6 +23,10 @@ from bertbuild.errors import ValidationError
 FUSED_OPS = ("Attention", "LayerNormalization", "Gelu")
 
 
+def default_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
 @dataclass(frozen=True)
 class FusionReport:
     """Counts per pass (fusions made) and per op type (in the final graph); JSON-able."""
@@ -42,9 +46,9 @@ class FusionReport:
     def from_model(cls, model: onnx.ModelProto, **fields) -> "FusionReport":
         nodes = model.graph.node
         masks = {n.input[3] for n in nodes if n.op_type == "Attention" and len(n.input) > 3 and n.input[3]}
-        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         op_types = dict(sorted(Counter(n.op_type for n in nodes).items()))
-        return cls(op_types=op_types, opset=opset, nodes_after=len(nodes), attention_masks=len(masks), **fields)
+        return cls(op_types=op_types, opset=default_opset(model), nodes_after=len(nodes), attention_masks=len(masks),
+                   **fields)
 
     def count(self, op_type: str) -> int:
         return self.op_types.get(op_type, 0)

@@ -60,16 +60,22 @@ _INT_FIELDS = (
 _GELU_KINDS = {"gelu", "gelu_new", "gelu_tanh", "gelu_fast"}
 
 
+def read_json_object(path: Path, missing: str, error: type[Exception] = CheckpointError) -> dict:
+    """A UTF-8 JSON file holding an object; else one-line `error`s: "<path>: <missing>", bad JSON, not an object."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: {missing}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise error(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    return raw
+
+
 def read_config(path: Path) -> BertConfig:
     """Parse and check `bert_config.json`; unknown extra keys are ignored."""
-    try:
-        raw = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing (a BERT checkpoint needs {CONFIG_FILE})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    raw = read_json_object(path, f"missing (a BERT checkpoint needs {CONFIG_FILE})")
     for key in _INT_FIELDS:
         if key not in raw:
             raise CheckpointError(f"{path}: missing key '{key}'")
@@ -234,8 +240,12 @@ def open_reader(prefix: Path):
     try:
         return tf.train.load_checkpoint(str(prefix))
     except Exception as exc:  # TF raises several error classes for a bad index/shard
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{prefix}.index: cannot be read as a TF checkpoint ({first_line})") from None
+        raise CheckpointError(f"{prefix}.index: cannot be read as a TF checkpoint ({first_line(exc)})") from None
+
+
+def first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _checked(directory: Path | str, lower_case: bool | None):

@@ -43,10 +43,6 @@ class ExportResult:
     external_data: bool = False
 
 
-def _placeholder(index: int) -> str:
-    return f"weight_{index}"
-
-
 def traced_graph(config: BertConfig, opset: int) -> tuple[onnx.ModelProto, dict[str, str]]:
     """The QA graph converted by tf2onnx with every weight an input: (model, ONNX input -> Google name)."""
     tf = import_tensorflow()
@@ -56,7 +52,7 @@ def traced_graph(config: BertConfig, opset: int) -> tuple[onnx.ModelProto, dict[
     names = list(expected_shapes(config))
     shapes = expected_shapes(config)
     spec = [tf.TensorSpec([None, None], tf.int32, name=n) for n in INPUT_NAMES]
-    spec += [tf.TensorSpec(shapes[n], tf.float32, name=_placeholder(i)) for i, n in enumerate(names)]
+    spec += [tf.TensorSpec(shapes[n], tf.float32, name=f"weight_{i}") for i, n in enumerate(names)]
 
     # No autograph: every branch and loop here is on Python values (see bertbuild.arrays for why it matters).
     @tf.function(input_signature=spec, autograph=False)

