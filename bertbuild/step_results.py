@@ -74,6 +74,34 @@ class SquadFile(_Record):
     cached: bool | None = None
 
 
+class TuneSplit(SquadFile):
+    """The INT8 tune split: seeded train-half questions that calibration did not read."""
+
+    question_ids: list[str]
+    seed: int
+
+
+class Int8Source(_Record):
+    """The FP32 file INT8 is written from, and the rewrites applied to it (empty: the fused file itself)."""
+
+    path: str
+    techniques: dict = {}
+    cached: bool | None = None
+
+
+class Int8Step(_Result):
+    """A calibration (`path`: its ranges file) or a set of INT8 files (`paths`: variant -> file), and the step's
+    full record, which results.json keeps."""
+
+    path: str | None = None
+    paths: dict[str, str] = {}
+    report: dict
+
+    @classmethod
+    def from_step(cls, result: dict) -> "Int8Step":
+        return cls(path=result.get("cache_path"), paths=result.get("paths", {}), report=result)
+
+
 class Scores(_Record):
     """One pass over the run's questions: EM/F1, its rates and the files of its logits and predictions."""
 

@@ -85,10 +85,11 @@ def _build_bert(config, overrides: list[str] | None, require_commit: str | None)
         if Precision.INT8 in precisions:
             variant = int8_variant(backend, cfg.precision.int8.variant)
             int8 = choose_int8(fused, model, cfg, run, variant, engine_name(backend, Precision.INT8))
-            onnx[Precision.INT8] = int8.paths[variant]
-            reports.update(int8=int8.written, calibration=int8.calibration, tune=int8.tune, int8_choice=int8.report)
+            onnx[Precision.INT8] = int8.written.paths[variant]
+            reports.update(int8=int8.written.report, calibration=int8.calibration.report, int8_choice=int8.report,
+                           tune=int8.tune.model_dump(include={"questions", "windows", "seed", "question_ids"}))
             decided.append(int8.gate)
-    int8_files = (int8.paths, int8.ranges_path) if int8 else ({}, None)
+    int8_files = (int8.written.paths, int8.calibration.path) if int8 else ({}, None)
 
     precisions, reports["skipped_engines"] = computable(backend, precisions)
     for engine, why_not in reports["skipped_engines"].items():

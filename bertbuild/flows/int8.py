@@ -24,7 +24,7 @@ from bertbuild.config import BuildConfig
 from bertbuild.evaluation.gates import GateResult
 from bertbuild.precision.fallback import exclusion_schedule, run_fallback
 from bertbuild.runs import RunContext
-from bertbuild.step_results import OnnxFile
+from bertbuild.step_results import Int8Step, OnnxFile, TuneSplit
 from bertbuild.tasks.model import ModelInfo
 from bertbuild.tasks.precision import (calibrate_int8, int8_onnx, prepare_int8_source, rank_int8_sensitivity, tune_try,
                                        tune_windows)
@@ -34,22 +34,12 @@ from bertbuild.tasks.precision import (calibrate_int8, int8_onnx, prepare_int8_s
 class Int8Choice:
     """The INT8 file kept on the tune split, and how it was chosen."""
 
-    written: dict  # the kept `int8_onnx` result: every variant's file ("paths"), quantized and excluded nodes
-    calibration: dict  # the calibration summary, its ranges file as "cache_path"
-    tune: dict  # the tune split: questions, windows, seed, question ids
+    written: Int8Step  # the kept files, every variant's ("s8s8", "u8s8", "ort"), quantized and excluded nodes
+    calibration: Int8Step  # the ranges file and the calibration summary
+    tune: TuneSplit
     report: dict  # the plain try, the fallback, the float parts: results.json's `int8_choice`
     gate: GateResult  # `tune_answer_agreement`, decided here, judged with the engine's other gates
-    techniques: dict
     float_parts: str | None  # the INT8 engine's float precision where the runtime chooses it (OpenVINO)
-
-    @property
-    def paths(self) -> dict[str, str]:
-        """Variant ("s8s8", "u8s8", "ort") -> the kept INT8 file."""
-        return self.written["paths"]
-
-    @property
-    def ranges_path(self) -> str:
-        return self.calibration["cache_path"]
 
 
 @flow(name="choose-int8")
@@ -69,18 +59,17 @@ def choose_int8(fused: OnnxFile, model: ModelInfo, cfg: BuildConfig, run: RunCon
                                  length_bucket=bucket)  # smoothed / outlier-split
     calibration = calibrate_int8(source, model, int8_cfg, dataset, run, threads, length_bucket=bucket)
     tune = tune_windows(model, precision.tune, calibration, cfg.eval, run)
-    written: dict[str, dict] = {}
+    written: dict[str, Int8Step] = {}
 
     def quantize(excluded: list[str]) -> str:
         result = int8_onnx(source, calibration, model, int8_cfg, dataset, excluded, run, threads, external,
                            length_bucket=bucket)
-        written[result["paths"][variant]] = result
-        return result["paths"][variant]
+        written[result.paths[variant]] = result
+        return result.paths[variant]
 
     def judge(path: str, float_parts: str | None = "fp32" if choosing else None) -> dict:
-        tried = tune_try(path, tune, fused.path, cfg.eval.batch_size, cfg.benchmark, run, threads,
-                         length_bucket=bucket, backend=backend, float_parts=float_parts)
-        return {**tried["signal"], "p50_ms": tried["p50_ms"]}
+        return tune_try(path, tune, fused.path, cfg.eval.batch_size, cfg.benchmark, run, threads,
+                        length_bucket=bucket, backend=backend, float_parts=float_parts)
 
     def passes(metrics: dict) -> bool:
         return metrics["answer_agreement"] >= precision.tune.min_answer_agreement
@@ -115,9 +104,8 @@ def choose_int8(fused: OnnxFile, model: ModelInfo, cfg: BuildConfig, run: RunCon
         logger.info("int8 float parts on %s: %s (%s)", backend, float_parts, report["float_parts"]["why"])
     gate = GateResult(engine, "tune_answer_agreement", best["answer_agreement"],
                       precision.tune.min_answer_agreement, passes(best), "min")
-    tune_record = {k: tune[k] for k in ("questions", "windows", "seed", "question_ids")}
-    return Int8Choice(written=written[kept], calibration=calibration, tune=tune_record, report=report, gate=gate,
-                      techniques=source["techniques"], float_parts=float_parts)
+    return Int8Choice(written=written[kept], calibration=calibration, tune=tune, report=report, gate=gate,
+                      float_parts=float_parts)
 
 
 def chooses_float_parts(backend: str) -> bool:

@@ -23,7 +23,7 @@ from bertbuild.resources import measured
 from bertbuild.runs import RunContext
 from bertbuild.shapes import DEFAULT_LENGTH_BUCKET
 from bertbuild.kinds import Precision
-from bertbuild.step_results import OnnxFile
+from bertbuild.step_results import Int8Source, Int8Step, OnnxFile, TuneSplit
 from bertbuild.steps import CachedStep, Work, cached_step
 from bertbuild.tasks.model import ModelInfo
 
@@ -109,29 +109,30 @@ def prepare_int8_source(fused: OnnxFile, model: ModelInfo, int8_cfg: Int8Config,
         return {"path": str(source), "techniques": techniques}
 
     return Work(produce, files=[fused.path, model.vocab_path],
-                fields={**_int8_fields(int8_cfg, dataset, model, length_bucket), **_external(external_data)})
+                fields={**_int8_fields(int8_cfg, dataset, model, length_bucket), **_external(external_data)},
+                finish=Int8Source.from_step)
 
 
 @cached_step("calibration", task_name="calibrate-int8",
              code=("bertbuild.precision.calibration", "bertbuild.precision.calibration_set"), libraries=INT8_LIBRARIES)
-def calibrate_int8(source: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str, run: RunContext,
+def calibrate_int8(source: Int8Source, model: ModelInfo, int8_cfg: Int8Config, dataset: str, run: RunContext,
                    threads: int | None, length_bucket: int = DEFAULT_LENGTH_BUCKET) -> Work:
-    """Activation ranges of the prepared file from train-half windows; the summary, ranges file as "cache_path"."""
+    """Activation ranges of the prepared file from train-half windows; the ranges file, the summary its report."""
     from bertbuild.precision import calibration
 
     def produce(out: Path) -> dict:
         samples = calibration_windows(model, int8_cfg, dataset, length_bucket)
-        return calibration.calibrate(source["path"], samples, int8_cfg, out, threads,
+        return calibration.calibrate(source.path, samples, int8_cfg, out, threads,
                                      log=get_run_logger().info).summary()
 
-    return Work(produce, files=[source["path"], model.vocab_path],
-                fields=_int8_fields(int8_cfg, dataset, model, length_bucket))
+    return Work(produce, files=[source.path, model.vocab_path],
+                fields=_int8_fields(int8_cfg, dataset, model, length_bucket), finish=Int8Step.from_step)
 
 
 @cached_step("int8", task_name="int8-onnx",
              code=("bertbuild.precision.recipe", "bertbuild.precision.ranges", "bertbuild.precision.calibration_set",
                    "bertbuild.onnx_files"), libraries=INT8_LIBRARIES)
-def int8_onnx(source: dict, calibration: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str,
+def int8_onnx(source: Int8Source, calibration: Int8Step, model: ModelInfo, int8_cfg: Int8Config, dataset: str,
               excluded: list[str], run: RunContext, threads: int | None, external_data: bool | None = None,
               length_bucket: int = DEFAULT_LENGTH_BUCKET) -> Work:
     """Every INT8 file (s8s8 for TensorRT, u8s8, and ONNX Runtime's own) with `excluded` nodes left in FP32."""
@@ -140,19 +141,19 @@ def int8_onnx(source: dict, calibration: dict, model: ModelInfo, int8_cfg: Int8C
 
     def produce(out: Path) -> dict:
         samples = calibration_windows(model, int8_cfg, dataset, length_bucket) if int8_cfg.bias_correction else None
-        return recipe.write_int8_files(source["path"], out, load_calibration(calibration["cache_path"]),
+        return recipe.write_int8_files(source.path, out, load_calibration(calibration.path),
                                        int8_cfg, samples, excluded, threads=threads,
                                        external_data=external_data).to_json()
 
     fields = {**_int8_fields(int8_cfg, dataset, model, length_bucket), "excluded": sorted(excluded),
               **_external(external_data)}
-    return Work(produce, files=[source["path"], calibration["cache_path"]], fields=fields)
+    return Work(produce, files=[source.path, calibration.path], fields=fields, finish=Int8Step.from_step)
 
 
 @cached_step("sensitivity", task_name="rank-int8-sensitivity",
              code=("bertbuild.precision.sensitivity", "bertbuild.precision.ranges",
                    "bertbuild.precision.calibration_set"), libraries=INT8_LIBRARIES)
-def rank_int8_sensitivity(source: dict, calibration: dict, model: ModelInfo, int8_cfg: Int8Config, dataset: str,
+def rank_int8_sensitivity(source: Int8Source, calibration: Int8Step, model: ModelInfo, int8_cfg: Int8Config, dataset: str,
                           variant: str, batches: int, run: RunContext, threads: int | None,
                           length_bucket: int = DEFAULT_LENGTH_BUCKET) -> Work:
     """[node, noise-to-signal] for every INT8 MatMul, most sensitive first (train-half windows only)."""
@@ -160,25 +161,25 @@ def rank_int8_sensitivity(source: dict, calibration: dict, model: ModelInfo, int
     from bertbuild.precision.ranges import load_calibration
 
     def produce(out: Path) -> dict:
-        ranked = sensitivity.rank_sensitivity(source["path"], load_calibration(calibration["cache_path"]),
+        ranked = sensitivity.rank_sensitivity(source.path, load_calibration(calibration.path),
                                               calibration_windows(model, int8_cfg, dataset, length_bucket),
                                               variant, batches, int8_cfg.batch_size, threads)
         return {"ranking": [[s.node, s.noise_to_signal] for s in ranked]}
 
     fields = {**_int8_fields(int8_cfg, dataset, model, length_bucket), "variant": variant, "batches": batches}
-    return Work(produce, files=[source["path"], calibration["cache_path"], model.vocab_path], fields=fields,
+    return Work(produce, files=[source.path, calibration.path, model.vocab_path], fields=fields,
                 finish=lambda result: result["ranking"])
 
 
 @cached_step("tune", task_name="tune-windows",
              code=("bertbuild.evaluation.tune_split", "bertbuild.precision.ranges"), libraries=("tokenizers", "numpy"))
-def tune_windows(model: ModelInfo, tune_cfg, calibration: dict, eval_cfg, run: RunContext) -> Work:
-    """The tune split as a `SquadSet` file: seeded train-half questions that calibration did not read."""
+def tune_windows(model: ModelInfo, tune_cfg, calibration: Int8Step, eval_cfg, run: RunContext) -> Work:
+    """The `TuneSplit` as a `SquadSet` file: seeded train-half questions that calibration did not read."""
     from bertbuild.evaluation import tune_split
     from bertbuild.precision.ranges import load_calibration
 
     def produce(out: Path) -> dict:
-        used = set(load_calibration(calibration["cache_path"]).question_ids)
+        used = set(load_calibration(calibration.path).question_ids)
         chosen = tune_split.tune_set(eval_cfg.dataset, model.vocab_path, model.lower_case, tune_cfg.questions,
                                      tune_cfg.seed, used, max_seq_length=eval_cfg.max_seq_length,
                                      doc_stride=eval_cfg.doc_stride, max_query_length=eval_cfg.max_query_length)
@@ -187,7 +188,7 @@ def tune_windows(model: ModelInfo, tune_cfg, calibration: dict, eval_cfg, run: R
 
     fields = {"tune": tune_cfg.model_dump(mode="json", include={"questions", "seed"}),
               "eval": eval_cfg.model_dump(mode="json"), "lower_case": model.lower_case}
-    return Work(produce, files=[model.vocab_path, calibration["cache_path"]], fields=fields)
+    return Work(produce, files=[model.vocab_path, calibration.path], fields=fields, finish=TuneSplit.from_step)
 
 
 # The three kinds of work of one tune try, each its own cached step (its own name, code and libraries).
@@ -202,10 +203,10 @@ TUNE_BENCHMARK = CachedStep("tune_benchmark", ("bertbuild.evaluation.latency", "
 
 @task(name="tune-try", cache_policy=NO_CACHE)
 @measured("tune-try")
-def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, bench, run: RunContext,
+def tune_try(onnx_path: str, tune: TuneSplit, reference_onnx: str, batch_size: int, bench, run: RunContext,
              threads: int | None, length_bucket: int = DEFAULT_LENGTH_BUCKET, backend: str = "onnxruntime",
              float_parts: str | None = None) -> dict:
-    """A candidate INT8 file on the tune windows: agreement with the FP32 file, and its latency there.
+    """A candidate INT8 file on the tune windows: its agreement with the FP32 file, and its "p50_ms" there.
 
     Both run on the run's `backend` as its engines would compute (`Backend.onnx_runner`: OpenVINO with
     `float_parts`; TensorRT runs judge on ONNX Runtime's CPU provider, as no engine is built per try).
@@ -220,7 +221,7 @@ def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, b
     from bertbuild.evaluation import latency, score, tune_split
     from bertbuild.squad.sets import SquadSet
 
-    windows = SquadSet.load(tune["path"])
+    windows = SquadSet.load(tune.path)
     runtime = get_backend(backend, threads=threads)
     on = {"backend": backend, **runtime_fields(backend)} if backend != "onnxruntime" else {}
     batching = {"batch": batch_size, "length_bucket": length_bucket, **on}
@@ -240,7 +241,7 @@ def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, b
         return {"path": str(out / "tune-fp32-logits.npz")}
 
     def agreement(out: Path) -> dict:
-        saved = load_npz(TUNE_LOGITS.run(run, Work(reference, files=[reference_onnx, tune["path"]],
+        saved = load_npz(TUNE_LOGITS.run(run, Work(reference, files=[reference_onnx, tune.path],
                                                    fields=batching))["path"])
         return tune_split.compare(windows, (saved["start"], saved["end"]), logits(onnx_path)).to_json()
 
@@ -249,10 +250,10 @@ def tune_try(onnx_path: str, tune: dict, reference_onnx: str, batch_size: int, b
                                 warmup=bench.warmup, iterations=bench.iterations)
         return {"p50_ms": round(stats.p50_ms, 2)}
 
-    signal = TUNE_AGREEMENT.run(run, Work(agreement, files=[onnx_path, reference_onnx, tune["path"]],
+    signal = TUNE_AGREEMENT.run(run, Work(agreement, files=[onnx_path, reference_onnx, tune.path],
                                           fields={**batching, **parts}))
     fields = {"batch": batch_size, "warmup": bench.warmup, "iterations": bench.iterations, "threads": threads,
               **on, **parts}
-    p50 = TUNE_BENCHMARK.run(run, Work(timing, files=[onnx_path, tune["path"]], fields=fields,
+    p50 = TUNE_BENCHMARK.run(run, Work(timing, files=[onnx_path, tune.path], fields=fields,
                                        reuse=bench.reuse))["p50_ms"]
-    return {"path": onnx_path, "signal": {k: v for k, v in signal.items() if k != "cached"}, "p50_ms": p50}
+    return {**{k: v for k, v in signal.items() if k != "cached"}, "p50_ms": p50}
