@@ -108,10 +108,7 @@ def check_store(cfg) -> None:
 
 
 def flow_checks(cfg) -> None:
-    """What a deployment's flow run checks before any work (`bertbuild run` made them before Prefect started).
-
-    Called in the flow body, not in a task: a task failing on a user's mistake would log Prefect's traceback.
-    """
+    """What a deployment's flow run checks before any work (`bertbuild run` made them before Prefect started)."""
     check_names_and_paths(cfg)
     check_questions(cfg)
     check_store(cfg)

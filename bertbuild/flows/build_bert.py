@@ -27,13 +27,12 @@ from bertbuild.flows.publishing import outcome
 from bertbuild.interrupts import flow_run_noted, note_run
 from bertbuild.kinds import Precision, engine_name
 from bertbuild.memory_budget import engine_groups, side_by_side
-from bertbuild.preflight import checkpoint_checks, flow_checks
 from bertbuild.runs import check_commit, open_run
 from bertbuild.sharing import threads_each
 from bertbuild.step_results import Comparison, EngineRef, EngineResult, Scores, Validation
 from bertbuild.tasks.engines import (benchmark_engine, build_engine, check_tensorrt_ready, compare_with_reference,
                                      score_engine, validate_engine)
-from bertbuild.tasks.model import export_onnx, fetch_model, tensorflow_reference
+from bertbuild.tasks.model import check_checkpoint, export_onnx, fetch_model, preflight, tensorflow_reference
 from bertbuild.tasks.precision import bf16_onnx, fp16_onnx, fuse
 from bertbuild.tasks.publish import assemble_bundle, current_attempt, current_run_id, publish_run
 from bertbuild.tasks.squad import featurize_squad
@@ -55,7 +54,7 @@ def _build_bert(config, overrides: list[str] | None, require_commit: str | None)
     if require_commit:
         check_commit(require_commit)
     cfg = with_overrides(config, overrides or [])
-    flow_checks(cfg)
+    preflight(cfg)
     logger = get_run_logger()
     run = open_run(cfg.output_dir, cfg.model_name, current_run_id(), cache_enabled=cfg.cache.enabled,
                    cache_dir=cfg.cache.dir, refresh=cfg.cache.refresh, attempt=current_attempt())
@@ -65,7 +64,7 @@ def _build_bert(config, overrides: list[str] | None, require_commit: str | None)
     logger.info("run directory %s; backend %s (%s)", run.run_dir, backend, why)
 
     model = fetch_model(cfg.model, cfg.model_name)
-    weights = checkpoint_checks(cfg, model.checkpoint_dir)
+    weights = check_checkpoint(cfg, model.checkpoint_dir)
     squad = featurize_squad(model, cfg.eval, run)
     exported = export_onnx(model, cfg.export, run)
     reference = tensorflow_reference.submit(model, squad, cfg.eval, cfg.validation, run)
