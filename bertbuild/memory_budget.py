@@ -12,6 +12,7 @@ only when the host clearly cannot fit the estimate.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from bertbuild.errors import NotEnoughMemory
@@ -34,16 +35,9 @@ class MemoryEstimate:
 
 
 def estimate(config: BertConfig) -> MemoryEstimate:
-    parameters = sum(_count(shape) for shape in expected_shapes(config).values())
+    parameters = sum(math.prod(shape) for shape in expected_shapes(config).values())
     weights = 4 * parameters
     return MemoryEstimate(parameters, weights, int(PEAK_PER_WEIGHT_BYTE * weights + BASE_BYTES))
-
-
-def _count(shape: tuple[int, ...]) -> int:
-    total = 1
-    for dim in shape:
-        total *= dim
-    return total
 
 
 def available_bytes() -> int:
