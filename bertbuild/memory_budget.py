@@ -12,11 +12,10 @@ only when the host clearly cannot fit the estimate.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from bertbuild.errors import NotEnoughMemory
-from bertbuild.model.checkpoint import BertConfig, expected_shapes
+from bertbuild.model.checkpoint import BertConfig, weight_bytes
 
 PEAK_PER_WEIGHT_BYTE = 6.0
 BASE_BYTES = int(1.5 * 2**30)
@@ -35,9 +34,8 @@ class MemoryEstimate:
 
 
 def estimate(config: BertConfig) -> MemoryEstimate:
-    parameters = sum(math.prod(shape) for shape in expected_shapes(config).values())
-    weights = 4 * parameters
-    return MemoryEstimate(parameters, weights, int(PEAK_PER_WEIGHT_BYTE * weights + BASE_BYTES))
+    weights = weight_bytes(config)
+    return MemoryEstimate(weights // 4, weights, int(PEAK_PER_WEIGHT_BYTE * weights + BASE_BYTES))
 
 
 def available_bytes() -> int:

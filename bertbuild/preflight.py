@@ -123,8 +123,7 @@ def checkpoint_checks(cfg, checkpoint_dir: str | Path) -> int:
     A deployment's run learns the checkpoint only once it is fetched; `bertbuild run` checked it already.
     """
     from bertbuild.memory_budget import check_memory
-    from bertbuild.model.checkpoint import CONFIG_FILE, check_sequence_lengths as check, read_config
-    from bertbuild.model.export import weight_bytes
+    from bertbuild.model.checkpoint import CONFIG_FILE, check_sequence_lengths as check, read_config, weight_bytes
 
     where = Path(checkpoint_dir) / CONFIG_FILE
     config = read_config(where)

@@ -123,6 +123,11 @@ def expected_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def weight_bytes(config: BertConfig) -> int:
+    """FP32 bytes of every weight the QA graph reads."""
+    return 4 * sum(int(np.prod(shape)) for shape in expected_shapes(config).values())
+
+
 def checkpoint_prefix(directory: Path) -> Path:
     """The `model.ckpt-<step>` prefix to load from a checkpoint directory.
 
