@@ -253,12 +253,16 @@ def first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _checked(directory: Path | str, lower_case: bool | None):
+def config_and_vocab(directory: Path | str) -> tuple[Path, BertConfig, Path]:
+    """A checkpoint directory's (path, checked config, vocab path); one CheckpointError line if it is no directory."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: not a directory (expected a BERT checkpoint directory)")
-    config = read_config(directory / CONFIG_FILE)
-    vocab_path = directory / VOCAB_FILE
+    return directory, read_config(directory / CONFIG_FILE), directory / VOCAB_FILE
+
+
+def _checked(directory: Path | str, lower_case: bool | None):
+    directory, config, vocab_path = config_and_vocab(directory)
     n_vocab = vocab_size_of(vocab_path)
     if n_vocab != config.vocab_size:
         raise CheckpointError(
