@@ -22,6 +22,8 @@ VOCAB_FILE = "vocab.txt"
 # Written beside a converted checkpoint (e.g. from a Hugging Face folder): facts Google's layout has no place
 # for, above all the tokenizer's casing, {"format": ..., "lower_case": true|false, ...}.
 SOURCE_FILE = "bertbuild-source.json"
+# The SQuAD head: what a pretrained (head-less) checkpoint lacks.
+HEAD_NAMES = ("cls/squad/output_weights", "cls/squad/output_bias")
 
 # Optimizer state and bookkeeping that fine-tuning leaves in a checkpoint.
 _IGNORED = re.compile(r"(/adam_[mv]$|/lamb_[mv]$|^global_step$|/Momentum$|^bad_steps$|^loss_scale$)")

@@ -30,14 +30,13 @@ from typing import Sequence
 import numpy as np
 
 from bertbuild.model.checkpoint import (
-    VOCAB_FILE, BertConfig, checkpoint_prefix, config_and_vocab, expected_shapes, load_checkpoint, open_reader,
-    vocab_is_uncased,
+    HEAD_NAMES, VOCAB_FILE, BertConfig, checkpoint_prefix, config_and_vocab, expected_shapes, load_checkpoint,
+    open_reader, vocab_is_uncased,
 )
 from bertbuild.errors import CheckpointError, UserInputError
 from bertbuild.progress import Progress
 from bertbuild.training.config import FinetuneConfig
 
-HEAD_NAMES = ("cls/squad/output_weights", "cls/squad/output_bias")
 STATE_FILE = "finetune.json"
 PAD_MULTIPLE = 32
 BETA_1, BETA_2, ADAM_EPS = 0.9, 0.999, 1e-6
