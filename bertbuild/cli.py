@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in FLOW_COMMANDS and threading.current_thread() is threading.main_thread():
             from bertbuild.interrupts import supervise
 
-            return int(supervise(lambda: args.handler(args), prefect=True) or 0)
+            return int(supervise(lambda: args.handler(args)) or 0)
         return int(args.handler(args) or 0)
     except BertbuildError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

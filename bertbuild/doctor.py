@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bertbuild.host import distribution_version
+
 LOCK_FILE = "requirements.lock"
 PREFECT_FILE = "prefect.yaml"
 # Shown even when they match: the ones a user asks about first when something breaks.
@@ -63,15 +65,10 @@ def read_lock(path: Path) -> dict[str, str]:
     return pins
 
 
-def installed_version(name: str) -> str | None:
-    """The installed version of distribution `name`: the same reader as the manifest and the step keys."""
-    from bertbuild.host import distribution_version
+def version_checks(pins: dict[str, str], installed=distribution_version) -> list[Check]:
+    """Key libraries one line each, then one line naming every other locked package that differs.
 
-    return distribution_version(name)
-
-
-def version_checks(pins: dict[str, str], installed=installed_version) -> list[Check]:
-    """Key libraries one line each, then one line naming every other locked package that differs."""
+    `installed`: the same reader of installed versions as the manifest and the step keys."""
     checks = []
     for name in KEY_LIBRARIES:
         want, have = pins.get(name), installed(name)

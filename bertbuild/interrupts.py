@@ -155,11 +155,6 @@ def note_run(flow_run_id: str | None = None, run_dir: str | os.PathLike | None =
             record["run_dir"] = str(run_dir)
 
 
-def forget_run(flow_run_id: str | None) -> None:
-    with _lock:
-        _runs.pop(str(flow_run_id), None)
-
-
 # -- stopping --------------------------------------------------------------------------------------------------
 
 def stop_children(grace_s: float = _CHILD_GRACE_S) -> None:
@@ -366,11 +361,10 @@ def stop_temporary_server(server: Any, grace_s: float = _SERVER_GRACE_S) -> None
 
 # -- the supervisor --------------------------------------------------------------------------------------------
 
-def supervise(command: Callable[[], int], prefect: bool = False) -> int:
-    """Run `command` on a worker thread; return its value or raise its exception here.
+def supervise(command: Callable[[], int]) -> int:
+    """Run `command` (it runs Prefect flows) on a worker thread; return its value or raise its exception here.
 
     On SIGINT/SIGTERM: the stages in the module docstring, then `os._exit` (never returns).
-    `prefect`: the command runs Prefect flows (its temporary server starts in its own process group).
     """
     global _supervised
 
@@ -388,7 +382,7 @@ def supervise(command: Callable[[], int], prefect: bool = False) -> int:
         previous[signum] = signal.signal(signum, on_signal)
     _supervised = True
     try:
-        with server_in_own_group() if prefect else _nothing():
+        with server_in_own_group():
             outcome: dict[str, Any] = {}
             context = contextvars.copy_context()
 
@@ -404,7 +398,7 @@ def supervise(command: Callable[[], int], prefect: bool = False) -> int:
                 worker.join(0.2)
             if _requested.is_set():
                 saved_err = _silence()
-                _stop_everything(_signal, temporary_server() if prefect else None, saved_err)
+                _stop_everything(_signal, temporary_server(), saved_err)
         if "error" in outcome:
             raise outcome["error"]
         return outcome.get("value", 0)
@@ -412,11 +406,6 @@ def supervise(command: Callable[[], int], prefect: bool = False) -> int:
         _supervised = False
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def _silence() -> int | None:
@@ -499,4 +488,5 @@ def flow_run_noted(flow_run_id: Any) -> Iterator[None]:
                       flow_run="left to Prefect's engine: Crashed, or Cancelled for a cancel from the UI")
         raise
     finally:
-        forget_run(flow_run_id)
+        with _lock:
+            _runs.pop(str(flow_run_id), None)

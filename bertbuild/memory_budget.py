@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bertbuild.errors import NotEnoughMemory
-from bertbuild.model.checkpoint import BertConfig, expected_shapes
+from bertbuild.model.checkpoint import BertConfig, weight_bytes
 
 PEAK_PER_WEIGHT_BYTE = 6.0
 BASE_BYTES = int(1.5 * 2**30)
@@ -34,16 +34,8 @@ class MemoryEstimate:
 
 
 def estimate(config: BertConfig) -> MemoryEstimate:
-    parameters = sum(_count(shape) for shape in expected_shapes(config).values())
-    weights = 4 * parameters
-    return MemoryEstimate(parameters, weights, int(PEAK_PER_WEIGHT_BYTE * weights + BASE_BYTES))
-
-
-def _count(shape: tuple[int, ...]) -> int:
-    total = 1
-    for dim in shape:
-        total *= dim
-    return total
+    weights = weight_bytes(config)
+    return MemoryEstimate(weights // 4, weights, int(PEAK_PER_WEIGHT_BYTE * weights + BASE_BYTES))
 
 
 def available_bytes() -> int:

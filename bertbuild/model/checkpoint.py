@@ -22,6 +22,8 @@ VOCAB_FILE = "vocab.txt"
 # Written beside a converted checkpoint (e.g. from a Hugging Face folder): facts Google's layout has no place
 # for, above all the tokenizer's casing, {"format": ..., "lower_case": true|false, ...}.
 SOURCE_FILE = "bertbuild-source.json"
+# The SQuAD head: what a pretrained (head-less) checkpoint lacks.
+HEAD_NAMES = ("cls/squad/output_weights", "cls/squad/output_bias")
 
 # Optimizer state and bookkeeping that fine-tuning leaves in a checkpoint.
 _IGNORED = re.compile(r"(/adam_[mv]$|/lamb_[mv]$|^global_step$|/Momentum$|^bad_steps$|^loss_scale$)")
@@ -121,6 +123,11 @@ def expected_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
             shapes[f"{p}/{ln}/gamma"] = (h,)
             shapes[f"{p}/{ln}/beta"] = (h,)
     return shapes
+
+
+def weight_bytes(config: BertConfig) -> int:
+    """FP32 bytes of every weight the QA graph reads."""
+    return 4 * sum(int(np.prod(shape)) for shape in expected_shapes(config).values())
 
 
 def checkpoint_prefix(directory: Path) -> Path:
@@ -248,12 +255,16 @@ def first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _checked(directory: Path | str, lower_case: bool | None):
+def config_and_vocab(directory: Path | str) -> tuple[Path, BertConfig, Path]:
+    """A checkpoint directory's (path, checked config, vocab path); one CheckpointError line if it is no directory."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: not a directory (expected a BERT checkpoint directory)")
-    config = read_config(directory / CONFIG_FILE)
-    vocab_path = directory / VOCAB_FILE
+    return directory, read_config(directory / CONFIG_FILE), directory / VOCAB_FILE
+
+
+def _checked(directory: Path | str, lower_case: bool | None):
+    directory, config, vocab_path = config_and_vocab(directory)
     n_vocab = vocab_size_of(vocab_path)
     if n_vocab != config.vocab_size:
         raise CheckpointError(

@@ -27,7 +27,7 @@ from onnx import numpy_helper
 
 from bertbuild import onnx_files, onnx_skeleton
 from bertbuild._lazy import import_tensorflow, require
-from bertbuild.model.checkpoint import BertConfig, CheckpointInfo, expected_shapes, open_reader
+from bertbuild.model.checkpoint import BertConfig, CheckpointInfo, expected_shapes, open_reader, weight_bytes
 from bertbuild.model.signature import INPUT_NAMES, OUTPUT_NAMES
 
 DEFAULT_OPSET = 17
@@ -150,11 +150,6 @@ class _DataFile:
 
     def close(self) -> None:
         self._handle.close()
-
-
-def weight_bytes(config: BertConfig) -> int:
-    """FP32 bytes of every weight the QA graph reads."""
-    return 4 * sum(int(np.prod(shape)) for shape in expected_shapes(config).values())
 
 
 def export_onnx(checkpoint: CheckpointInfo, out_path: Path | str, opset: int = DEFAULT_OPSET,

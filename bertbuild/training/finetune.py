@@ -30,14 +30,13 @@ from typing import Sequence
 import numpy as np
 
 from bertbuild.model.checkpoint import (
-    CONFIG_FILE, VOCAB_FILE, BertConfig, checkpoint_prefix, expected_shapes, load_checkpoint,
-    read_config, vocab_is_uncased,
+    HEAD_NAMES, VOCAB_FILE, BertConfig, checkpoint_prefix, config_and_vocab, expected_shapes, load_checkpoint,
+    open_reader, vocab_is_uncased,
 )
 from bertbuild.errors import CheckpointError, UserInputError
 from bertbuild.progress import Progress
 from bertbuild.training.config import FinetuneConfig
 
-HEAD_NAMES = ("cls/squad/output_weights", "cls/squad/output_bias")
 STATE_FILE = "finetune.json"
 PAD_MULTIPLE = 32
 BETA_1, BETA_2, ADAM_EPS = 0.9, 0.999, 1e-6
@@ -133,13 +132,7 @@ def load_initial_weights(directory: Path | str, seed: int) -> tuple[BertConfig, 
     The head gets N(0, initializer_range) weights and zero bias, as Google's
     run_squad does.
     """
-    from bertbuild.model.checkpoint import open_reader
-
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"{directory}: not a directory (expected a BERT checkpoint directory)")
-    config = read_config(directory / CONFIG_FILE)
-    vocab_path = directory / VOCAB_FILE
+    directory, config, vocab_path = config_and_vocab(directory)
     if not vocab_path.is_file():
         raise CheckpointError(f"{vocab_path}: missing (a BERT checkpoint needs {VOCAB_FILE})")
     prefix = checkpoint_prefix(directory)
@@ -161,10 +154,23 @@ def load_initial_weights(directory: Path | str, seed: int) -> tuple[BertConfig, 
     return config, vocab_path, weights
 
 
+def check_resume(out_dir: Path, now: dict, keys: Sequence[str]) -> None:
+    """Refuse to resume the run in `out_dir` when a setting of `keys` differs (resuming would mix two runs)."""
+    state = out_dir / STATE_FILE
+    if not state.is_file():
+        return
+    try:
+        before = json.loads(state.read_text()).get("hyper", {})
+    except (OSError, ValueError, AttributeError):
+        raise UserInputError(f"{state}: not a fine-tuning state file; use another --out directory") from None
+    changed = [key for key in keys if key in before and before[key] != now[key]]
+    if changed:
+        raise UserInputError(f"{out_dir}: holds a run with different {', '.join(changed)}; "
+                             "use another --out directory or the same settings to resume")
+
+
 def _read_resume_state(out_dir: Path, names: Sequence[str]):
     """(weights, m, v, step) from the checkpoint in out_dir, or None when there is none."""
-    from bertbuild.model.checkpoint import open_reader
-
     if not any(out_dir.glob("model.ckpt-*.index")):
         return None
     reader = open_reader(checkpoint_prefix(out_dir))
@@ -303,14 +309,13 @@ def finetune(cfg: FinetuneConfig, *, articles=None, progress: bool = True, stop_
     `bertbuild.progress.PROGRESS_EVERY_S` seconds.
     """
     import os
-    import sys as _sys
 
     from bertbuild._lazy import import_tensorflow
 
     if cfg.pretrained_dir is None:
         raise UserInputError("finetune: no pretrained checkpoint given (pretrained_dir)")
     wanted = "1" if cfg.onednn else "0"
-    if "tensorflow" not in _sys.modules:  # TF reads this once, at import
+    if "tensorflow" not in sys.modules:  # TF reads this once, at import
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = wanted
     tf = import_tensorflow()
     was_deterministic = _configure_tf(tf, cfg.seed, cfg.threads)
@@ -336,15 +341,7 @@ def _finetune(tf, cfg: FinetuneConfig, train, progress: bool, stop_after: int | 
     resumed = _read_resume_state(out_dir, names) if out_dir.is_dir() else None
     start = 0
     if resumed is not None:
-        state_path = out_dir / STATE_FILE
-        if state_path.is_file():
-            before = json.loads(state_path.read_text()).get("hyper", {})
-            changed = [k for k in (*cfg.RESUME_KEYS, "total_steps", "n_features")
-                       if k in before and before[k] != hyper[k]]
-            if changed:
-                raise UserInputError(
-                    f"{out_dir}: holds a run with different {', '.join(changed)}; "
-                    "use another --out directory or the same settings to resume")
+        check_resume(out_dir, hyper, (*cfg.RESUME_KEYS, "total_steps", "n_features"))
         init, m_init, v_init, start = resumed
     else:
         m_init = {n: np.zeros_like(w) for n, w in init.items()}
@@ -359,12 +356,9 @@ def _finetune(tf, cfg: FinetuneConfig, train, progress: bool, stop_after: int | 
 
     end_step = total if stop_after is None else min(total, stop_after)
     if start:
-        print(f"resuming {out_dir} at step {start}/{total}", file=sys.stderr, flush=True)
-    print(
-        f"fine-tuning: {len(features)} windows, {total} steps (warm-up {warmup}), batch {cfg.batch_size}, "
-        f"lr {cfg.lr:g}, max_seq_length {cfg.max_seq_length}",
-        file=sys.stderr, flush=True,
-    )
+        _stderr_line(f"resuming {out_dir} at step {start}/{total}")
+    _stderr_line(f"fine-tuning: {len(features)} windows, {total} steps (warm-up {warmup}), batch {cfg.batch_size}, "
+                 f"lr {cfg.lr:g}, max_seq_length {cfg.max_seq_length}")
     reporter = Progress(total, "fine-tuning", unit="step", noun="steps", log=_stderr_line,
                         bar=None if progress else False, initial=start)
     recent = deque(maxlen=LOSS_WINDOW)
