@@ -47,10 +47,6 @@ PRUNE_MARGIN_S = 120.0  # a prune stops deleting this long before its marker goe
 POLL_S = 2.0
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def announce_publish(store: ArtifactStore, token: str, digests: Iterable[str],
                      run: tuple[str, str, bool] | None = None) -> None:
     """Record the digests (and the run: model, run id, failed) the publish staging under `token` will reference."""
@@ -108,12 +104,12 @@ def prune_seconds_left(token: str, now: datetime | None = None) -> float:
     born = token_time(token)
     if born is None:
         return 0.0
-    return PRUNE_MAX_S - PRUNE_MARGIN_S - ((now or _now()) - born).total_seconds()
+    return PRUNE_MAX_S - PRUNE_MARGIN_S - ((now or datetime.now(timezone.utc)) - born).total_seconds()
 
 
 def live_prunes(store: ArtifactStore, now: datetime | None = None) -> list[str]:
     """Tokens of prune markers younger than `PRUNE_MAX_S`."""
-    now = now or _now()
+    now = now or datetime.now(timezone.utc)
     live = []
     for token in store.children(store.path(PRUNING_DIR)):
         born = token_time(token)
@@ -126,7 +122,3 @@ def wait_for_prunes(store: ArtifactStore, sleep: Callable[[float], None] = time.
     """Return once no live prune marker is left (at most `PRUNE_MAX_S`, when any marker goes stale)."""
     while live_prunes(store):
         sleep(POLL_S)
-
-
-__all__ = ["PENDING_NAME", "PRUNE_MAX_S", "Pending", "announce_prune", "announce_publish", "finish_prune",
-           "live_prunes", "pending_publishes", "prune_seconds_left", "wait_for_prunes"]

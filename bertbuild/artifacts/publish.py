@@ -286,6 +286,3 @@ def latencies(rows: list[dict]) -> tuple[str, list[float | None]]:
         seconds, questions = r.get("seconds"), r.get("questions")
         values.append(1000.0 * float(seconds) / float(questions) if seconds is not None and questions else None)
     return "eval ms per question", values
-
-
-__all__ = ["Hook", "PublishResult", "RunConflict", "latencies", "publish_bundle"]
