@@ -52,7 +52,7 @@ from typing import Iterator
 
 from fsspec.implementations.local import LocalFileSystem
 
-from bertbuild.artifacts.filesystems import OBJECT_STORES, check_object_store, open_filesystem, store_errors
+from bertbuild.artifacts.filesystems import OBJECT_STORES, check_object_store, open_filesystem
 from bertbuild.artifacts.manifest import MANIFEST_NAME, Manifest
 from bertbuild.artifacts.names import bundle_name_problem, is_sha256
 from bertbuild.errors import IntegrityError, StoreUnavailable, UserInputError
@@ -169,10 +169,6 @@ class ArtifactStore:
             check_object_store(self.fs, self.root, self.url)
             self._checked = True
         return self
-
-    def errors(self):
-        """Context manager: a store that stops answering becomes one `StoreUnavailable` line."""
-        return store_errors(self.url)
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.url!r})"
