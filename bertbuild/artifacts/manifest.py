@@ -166,7 +166,7 @@ class Manifest(BaseModel):
         `p50_ms`, `argmax_agreement`, `questions` (numbers or None). Rows
         without a precision are dropped: they cannot be compared across runs.
         """
-        return clean_results(self.meta.get("results") if isinstance(self.meta, dict) else None)
+        return clean_results(self.meta.get("results"))
 
     @property
     def content_addressed(self) -> bool:
