@@ -128,11 +128,8 @@ class Manifest(BaseModel):
     def _gate_records(cls, gates: object) -> object:
         return [_legacy_gate(g) for g in gates] if isinstance(gates, list) else gates
 
-    def to_dict(self) -> dict:
-        return self.model_dump(mode="json", by_alias=True)
-
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "Manifest":

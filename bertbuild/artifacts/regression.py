@@ -240,11 +240,8 @@ class RegressionReport:
     def passed(self) -> bool:
         return all(g.passed for g in self.gates)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
 
 def compare(model: str, current: RunSnapshot, latest: RunSnapshot | None, *,
