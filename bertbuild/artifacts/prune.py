@@ -95,7 +95,7 @@ def plan_prune(store: ArtifactStore, model: str, keep: int) -> PrunePlan:
     unreferenced = {d: size for d, size in store.blobs().items() if d not in in_use}
     plan.blobs = {d: size for d, size in sorted(unreferenced.items()) if d not in pending.digests}
     plan.pending = sorted(d for d in unreferenced if d in pending.digests)
-    plan.stale_staging = store.staging_tokens(STAGING_MAX_AGE_S, stale=True)
+    plan.stale_staging = store.tokens(STAGING_DIR, STAGING_MAX_AGE_S, stale=True)
     return plan
 
 

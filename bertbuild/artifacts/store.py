@@ -409,26 +409,23 @@ class ArtifactStore:
     def set_latest(self, model: str, run_id: str) -> None:
         self.write_atomic(self.latest_path(model), (check_run_id(run_id) + "\n").encode())
 
-    def staging_tokens(self, max_age_s: float, now: datetime | None = None, *, stale: bool) -> list[str]:
-        """Staging tokens older than `max_age_s` (`stale=True`: left by killed publishes) or not.
+    def tokens(self, directory: str, max_age_s: float, now: datetime | None = None, *, stale: bool) -> list[str]:
+        """Tokens in `directory` (`STAGING_DIR`, `PRUNING_DIR`) older than `max_age_s` (`stale=True`: left by
+        killed publishes or prunes) or not.
 
         The age comes from the token's own timestamp, so it works on object
         stores without modification times. Unparseable names count as neither.
         """
         now = now or datetime.now(timezone.utc)
-        tokens = []
-        for token in self.children(self.path(STAGING_DIR)):
-            born = token_time(token)
-            if born is not None and ((now - born).total_seconds() > max_age_s) == stale:
-                tokens.append(token)
-        return tokens
+        return [token for token in self.children(self.path(directory))
+                if (born := token_time(token)) is not None and ((now - born).total_seconds() > max_age_s) == stale]
 
     def prune_staging(self, max_age_s: float = STAGING_MAX_AGE_S, now: datetime | None = None) -> list[str]:
         """Remove staging dirs older than `max_age_s` (left by killed publishes); returns their tokens.
 
         Younger ones may belong to a publish in progress and are kept.
         """
-        removed = self.staging_tokens(max_age_s, now, stale=True)
+        removed = self.tokens(STAGING_DIR, max_age_s, now, stale=True)
         for token in removed:
             self.remove_tree(self.path(STAGING_DIR, token))
         return removed
