@@ -334,14 +334,8 @@ class ArtifactStore:
             entries = self.fs.ls(path, detail=False)
         except (FileNotFoundError, NotADirectoryError):
             return []
-        prefix = path.rstrip("/") + "/"
-        names = set()
-        for entry in entries:
-            entry = entry.rstrip("/")
-            stripped = self.fs._strip_protocol(entry) if "://" in entry else entry
-            if stripped.startswith(prefix):
-                names.add(stripped[len(prefix):].split("/")[0])
-        return sorted(n for n in names if n)
+        names = {rel.split("/")[0] for entry in entries if (rel := self._relative(entry.rstrip("/"), path))}
+        return sorted(names - {""})
 
     def file_sizes(self, path: str) -> dict[str, int]:
         """Every file under `path`, relative to it (`/`-separated), with its size in bytes."""
@@ -350,13 +344,15 @@ class ArtifactStore:
             found = self.fs.find(path, detail=True)
         except FileNotFoundError:
             return {}
+        sizes = {rel: int(info.get("size") or 0) for entry, info in found.items()
+                 if (rel := self._relative(entry, path)) is not None}
+        return dict(sorted(sizes.items()))
+
+    def _relative(self, entry: str, path: str) -> str | None:
+        """A listed `entry` (with or without its protocol) relative to the directory `path`; None if not under it."""
+        stripped = self.fs._strip_protocol(entry) if "://" in entry else entry
         prefix = path.rstrip("/") + "/"
-        out = {}
-        for entry, info in found.items():
-            stripped = self.fs._strip_protocol(entry) if "://" in entry else entry
-            if stripped.startswith(prefix):
-                out[stripped[len(prefix):]] = int(info.get("size") or 0)
-        return dict(sorted(out.items()))
+        return stripped[len(prefix):] if stripped.startswith(prefix) else None
 
     def list_files(self, path: str) -> list[str]:
         """Every file under `path`, relative to it (`/`-separated)."""
