@@ -9,7 +9,8 @@ import pytest
 
 from bertbuild.host import hardware, package_versions
 from bertbuild.artifacts.publish import publish_bundle
-from bertbuild.artifacts.regression import F1_GATE, LATENCY_GATE, REGRESSION_NAME, compare_with_latest, latest_snapshot
+from bertbuild.artifacts.layout import REGRESSION as REGRESSION_NAME
+from bertbuild.artifacts.regression import F1_GATE, LATENCY_GATE, compare_with_latest, latest_snapshot
 from bertbuild.evaluation.gates import GateResult
 from bertbuild.errors import IntegrityError
 from bertbuild.hashing import sha256_file

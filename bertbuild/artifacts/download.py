@@ -65,15 +65,14 @@ def resolve_run(store: ArtifactStore, model: str, run: str | None, *,
         if not runs:
             raise UserInputError(f"no failed runs of {model} in {store.url}")
         run = runs[-1]
-    if run in (None, "latest"):
-        run_id = store.latest(model)
-        if run_id is None:
+    follow = run in (None, "latest")
+    if follow:
+        run = store.latest(model)
+        if run is None:
             raise UserInputError(f"no released run of {model} in {store.url} (no 'latest' pointer)")
-        raw = store.read_manifest_bytes(model, run_id)
-        if raw is None:
-            raise BertbuildError(f"{model}/latest names run {run_id}, which has no manifest in {store.url}")
-        return run_id, raw, parse_manifest(raw, model, run_id)
     raw = store.read_manifest_bytes(model, run, failed=failed)
+    if raw is None and follow:
+        raise BertbuildError(f"{model}/latest names run {run}, which has no manifest in {store.url}")
     if raw is None:
         where = "failed runs" if failed else "released runs"
         raise UserInputError(f"no complete bundle for run {run} of {model} among the {where} in {store.url}")
@@ -127,8 +126,14 @@ def download(store: ArtifactStore | str | None, model: str | None, dest: Path | 
             digest = manifest.files[name]["sha256"]
             if digest in fetched:
                 shutil.copyfile(fetched[digest], target)
-            else:
-                fetch_listed(store, store.content_path(bundle, manifest, name), name, target)
+            else:  # a store error becomes one line naming the file
+                try:
+                    store.fetch(store.content_path(bundle, manifest, name), target)
+                except FileNotFoundError:
+                    raise IntegrityError(f"missing file: {name} (listed in manifest.json, absent from the "
+                                         "store)") from None
+                except OSError as exc:
+                    raise BertbuildError(f"cannot fetch {name} from {store.url}: {exc}") from None
             manifest.check(name, *sha256_and_size(target))
             fetched.setdefault(digest, target)
 
@@ -208,16 +213,6 @@ def refuse_unlisted_files(store: ArtifactStore, bundle: str, manifest: Manifest)
     extra = [name for name in store.list_files(bundle) if name not in allowed]
     if extra:
         raise IntegrityError(f"extra file: {extra[0]} is in the bundle's store directory but not in manifest.json")
-
-
-def fetch_listed(store: ArtifactStore, source: str, name: str, target: Path) -> None:
-    """Copy one listed file's bytes from the store; a store error becomes one line naming the file."""
-    try:
-        store.fetch(source, target)
-    except FileNotFoundError:
-        raise IntegrityError(f"missing file: {name} (listed in manifest.json, absent from the store)") from None
-    except OSError as exc:
-        raise BertbuildError(f"cannot fetch {name} from {store.url}: {exc}") from None
 
 
 def inside(root: Path, name: str) -> Path:

@@ -36,17 +36,13 @@ DRIVERS = {"s3": "s3fs", "s3a": "s3fs"}
 _TRANSPORT_MODULES = ("botocore", "aiobotocore", "aiohttp")
 
 
-def protocol_of(location: str) -> str:
-    return location.split("://", 1)[0].lower() if "://" in location else "file"
-
-
 def open_filesystem(location: str, storage_options: dict | None = None):
     """`(fs, root)` for an fsspec URL; a missing driver package is a one-line `MissingDependency`."""
     import fsspec
 
     from bertbuild._lazy import require
 
-    protocol = protocol_of(location)
+    protocol = location.split("://", 1)[0].lower()
     options = dict(storage_options or {})
     if protocol in DRIVERS:
         require(DRIVERS[protocol])  # names the extra to install
@@ -61,18 +57,9 @@ def open_filesystem(location: str, storage_options: dict | None = None):
         raise UserInputError(f"artifact store {location}: bad storage options {sorted(options)}: {exc}") from None
 
 
-def is_transport_error(exc: BaseException) -> bool:
-    """A connection, timeout or credentials error of the S3 client stack (not an `OSError` there)."""
-    return any(cls.__module__.split(".")[0] in _TRANSPORT_MODULES for cls in type(exc).__mro__)
-
-
-def bucket_of(root: str) -> str:
-    return root.strip("/").split("/", 1)[0]
-
-
 def check_object_store(fs, root: str, url: str) -> None:
     """The bucket (or container) of `root` exists and answers; else one line saying which and why."""
-    bucket = bucket_of(root)
+    bucket = root.strip("/").split("/", 1)[0]
     with store_errors(url):
         try:
             fs.invalidate_cache(bucket)
@@ -99,7 +86,8 @@ def store_errors(url: str) -> Iterator[None]:
         raise StoreUnavailable(f"artifact store {url}: access denied ({_first_line(exc)}); "
                                "check the credentials (AWS_* variables or storage options)") from None
     except Exception as exc:  # noqa: BLE001 - only the transport errors are translated
-        if not is_transport_error(exc):
+        # a connection, timeout or credentials error of the S3 client stack (not an `OSError` there)
+        if not any(cls.__module__.split(".")[0] in _TRANSPORT_MODULES for cls in type(exc).__mro__):
             raise
         raise StoreUnavailable(f"artifact store {url}: cannot reach it ({_first_line(exc)})") from None
 

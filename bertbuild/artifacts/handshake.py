@@ -38,17 +38,13 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable
 
 from bertbuild.artifacts.names import is_sha256
-from bertbuild.artifacts.store import (PRUNING_DIR, STAGING_MAX_AGE_S, ArtifactStore, check_segment, new_token,
-                                       token_time)
+from bertbuild.artifacts.store import (PRUNING_DIR, STAGING_DIR, STAGING_MAX_AGE_S, ArtifactStore, check_segment,
+                                       new_token, token_time)
 
 PENDING_NAME = "pending.json"
 PRUNE_MAX_S = 3600.0  # a prune marker older than this is a killed prune's
 PRUNE_MARGIN_S = 120.0  # a prune stops deleting this long before its marker goes stale
 POLL_S = 2.0
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def announce_publish(store: ArtifactStore, token: str, digests: Iterable[str],
@@ -72,7 +68,7 @@ class Pending:
 def pending_publishes(store: ArtifactStore, now: datetime | None = None) -> Pending:
     """Every digest and run a publish that may still be running has announced (lists older bertbuild wrote too)."""
     pending = Pending()
-    for token in store.staging_tokens(STAGING_MAX_AGE_S, now, stale=False):
+    for token in store.tokens(STAGING_DIR, STAGING_MAX_AGE_S, now, stale=False):
         data = store.read_bytes(f"{store.staging_path(token)}/{PENDING_NAME}")
         try:
             record = json.loads(data) if data is not None else {}
@@ -108,25 +104,10 @@ def prune_seconds_left(token: str, now: datetime | None = None) -> float:
     born = token_time(token)
     if born is None:
         return 0.0
-    return PRUNE_MAX_S - PRUNE_MARGIN_S - ((now or _now()) - born).total_seconds()
-
-
-def live_prunes(store: ArtifactStore, now: datetime | None = None) -> list[str]:
-    """Tokens of prune markers younger than `PRUNE_MAX_S`."""
-    now = now or _now()
-    live = []
-    for token in store.children(store.path(PRUNING_DIR)):
-        born = token_time(token)
-        if born is not None and (now - born).total_seconds() <= PRUNE_MAX_S:
-            live.append(token)
-    return live
+    return PRUNE_MAX_S - PRUNE_MARGIN_S - ((now or datetime.now(timezone.utc)) - born).total_seconds()
 
 
 def wait_for_prunes(store: ArtifactStore, sleep: Callable[[float], None] = time.sleep) -> None:
     """Return once no live prune marker is left (at most `PRUNE_MAX_S`, when any marker goes stale)."""
-    while live_prunes(store):
+    while store.tokens(PRUNING_DIR, PRUNE_MAX_S, stale=False):
         sleep(POLL_S)
-
-
-__all__ = ["PENDING_NAME", "PRUNE_MAX_S", "Pending", "announce_prune", "announce_publish", "finish_prune",
-           "live_prunes", "pending_publishes", "prune_seconds_left", "wait_for_prunes"]

@@ -39,8 +39,7 @@ def read_history(store: ArtifactStore, model: str) -> list[HistoryEntry]:
             continue
         if manifest is None:
             continue  # removed since it was listed
-        git = manifest.git if isinstance(manifest.git, dict) else {}
-        versions = manifest.versions if isinstance(manifest.versions, dict) else {}
+        git, versions = manifest.git, manifest.versions  # dicts (validated), their values untrusted
         results = {}
         for row in manifest.results:
             results.setdefault(row["precision"], {k: row[k] for k in ("exact_match", "f1", "p50_ms")})

@@ -110,7 +110,17 @@ class Manifest(BaseModel):
     @field_validator("files", mode="before")
     @classmethod
     def _safe_names(cls, files: object) -> object:
-        check_file_entries(files)
+        """Unsafe names, or names that cannot be written side by side, are refused before the entries' own
+        fields (`FileEntry`) are checked, so a hostile name is named as such even when its entry is malformed too."""
+        if not isinstance(files, dict):
+            raise IntegrityError("manifest.json: 'files' is not an object")
+        for name in files:
+            problem = bundle_name_problem(name)
+            if problem:
+                raise IntegrityError(f"manifest.json lists an unsafe file name {name!r}: it {problem}")
+        problem = name_set_problem(files)
+        if problem:
+            raise IntegrityError(f"manifest.json lists colliding file names: {problem}")
         return files
 
     @field_validator("gates", mode="before")
@@ -118,15 +128,16 @@ class Manifest(BaseModel):
     def _gate_records(cls, gates: object) -> object:
         return [_legacy_gate(g) for g in gates] if isinstance(gates, list) else gates
 
-    def to_dict(self) -> dict:
-        return self.model_dump(mode="json", by_alias=True)
-
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_dict(cls, data: object) -> "Manifest":
-        """A manifest from untrusted data: every field is checked before anything uses it."""
+    def from_json(cls, text: str | bytes) -> "Manifest":
+        """A manifest from untrusted JSON: every field is checked before anything uses it."""
+        try:
+            data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        except ValueError as exc:
+            raise IntegrityError(f"manifest.json is not valid JSON ({exc})") from None
         if not isinstance(data, dict) or "files" not in data or "run_id" not in data:
             raise IntegrityError("manifest.json is not a bertbuild manifest")
         schema = data.get("schema", 1)
@@ -144,18 +155,6 @@ class Manifest(BaseModel):
                                      f"{problem['msg']}") from None
             raise IntegrityError(f"manifest.json: {'.'.join(map(str, loc))}: {problem['msg']}") from None
 
-    @classmethod
-    def from_json(cls, text: str | bytes) -> "Manifest":
-        try:
-            data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-        except ValueError as exc:
-            raise IntegrityError(f"manifest.json is not valid JSON ({exc})") from None
-        return cls.from_dict(data)
-
-    @property
-    def schema(self) -> int:
-        return self.schema_version
-
     @property
     def results(self) -> list[dict]:
         """The run's result rows (`meta["results"]`, one per engine), sanitised; [] if none were recorded.
@@ -164,12 +163,12 @@ class Manifest(BaseModel):
         `p50_ms`, `argmax_agreement`, `questions` (numbers or None). Rows
         without a precision are dropped: they cannot be compared across runs.
         """
-        return clean_results(self.meta.get("results") if isinstance(self.meta, dict) else None)
+        return clean_results(self.meta.get("results"))
 
     @property
     def content_addressed(self) -> bool:
         """True when the files' bytes are the store's blobs; False for schema 1 bundles (files beside it)."""
-        return self.schema >= FIRST_BLOB_SCHEMA
+        return self.schema_version >= FIRST_BLOB_SCHEMA
 
     @property
     def total_size(self) -> int:
@@ -244,23 +243,6 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
             raise IntegrityError(f"manifest.json lists {key!r} twice")
         result[key] = value
     return result
-
-
-def check_file_entries(files: object) -> None:
-    """Raise `IntegrityError` unless `files` maps safe names that can be written side by side.
-
-    Checked before the entries' own fields (`FileEntry`), so a hostile name is
-    named as such even when its entry is malformed too.
-    """
-    if not isinstance(files, dict):
-        raise IntegrityError("manifest.json: 'files' is not an object")
-    for name in files:
-        problem = bundle_name_problem(name)
-        if problem:
-            raise IntegrityError(f"manifest.json lists an unsafe file name {name!r}: it {problem}")
-    problem = name_set_problem(files)
-    if problem:
-        raise IntegrityError(f"manifest.json lists colliding file names: {problem}")
 
 
 def build_manifest(files: dict[str, Path | str], *, model: str, run_id: str, passed: bool,

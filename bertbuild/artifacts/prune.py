@@ -51,11 +51,6 @@ class PrunePlan:
         return not (self.runs or self.failed_runs or self.blobs or self.stale_staging)
 
 
-def _older_than_newest(run_ids: list[str], keep: int) -> list[str]:
-    """The run ids (sorted oldest first) beyond the newest `keep`."""
-    return run_ids[:max(len(run_ids) - keep, 0)]
-
-
 def referenced_blobs(store: ArtifactStore, leaving: set[tuple[str, bool, str]]) -> set[str]:
     """Digests every manifest in the store lists, except the runs in `leaving` ((model, failed, run_id)).
 
@@ -89,7 +84,8 @@ def plan_prune(store: ArtifactStore, model: str, keep: int) -> PrunePlan:
     latest = store.latest(model)
     plan = PrunePlan(model=model, keep=keep, latest=latest)
     for failed, chosen in ((False, plan.runs), (True, plan.failed_runs)):
-        for run_id in _older_than_newest(store.runs(model, failed=failed), keep):
+        run_ids = store.runs(model, failed=failed)  # oldest first
+        for run_id in run_ids[:max(len(run_ids) - keep, 0)]:  # beyond the newest `keep`
             if (model, failed, run_id) in pending.runs:
                 plan.publishing.append(run_id)
             elif failed or run_id != latest:
@@ -99,7 +95,7 @@ def plan_prune(store: ArtifactStore, model: str, keep: int) -> PrunePlan:
     unreferenced = {d: size for d, size in store.blobs().items() if d not in in_use}
     plan.blobs = {d: size for d, size in sorted(unreferenced.items()) if d not in pending.digests}
     plan.pending = sorted(d for d in unreferenced if d in pending.digests)
-    plan.stale_staging = store.staging_tokens(STAGING_MAX_AGE_S, stale=True)
+    plan.stale_staging = store.tokens(STAGING_DIR, STAGING_MAX_AGE_S, stale=True)
     return plan
 
 

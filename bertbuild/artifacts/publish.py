@@ -38,8 +38,10 @@ adds them): a bundle whose ONNX file would not load after a download is refused.
 from __future__ import annotations
 
 import errno
+import filecmp
 import os
 import shutil
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -77,10 +79,6 @@ class PublishResult:
         return asdict(self)
 
 
-def _all_passed(passed: bool, gates: list[GateResult]) -> bool:
-    return bool(passed) and all(g.passed for g in gates)
-
-
 def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: dict[str, Path | str],
                    meta: dict | None, gates: list[GateResult], passed: bool, *,
                    precisions: dict[str, str] | None = None, hook: Hook | None = None,
@@ -103,7 +101,7 @@ def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: d
     clash = name_set_problem(files)
     if clash:  # a manifest that downloads would refuse
         raise UserInputError(f"publish: bundle file names collide: {clash}")
-    ok = _all_passed(passed, gates)
+    ok = bool(passed) and all(g.passed for g in gates)
     if not ok:
         files = {name: path for name, path in files.items() if is_report(name)}
     local = {name: Path(path) for name, path in files.items()}
@@ -145,8 +143,9 @@ def publish_bundle(store: ArtifactStore | str, model: str, run_id: str, files: d
         raise OutOfSpace(_out_of_space(store, exc, staging, dest)) from None
     finally:
         # Best effort: a killed process skips this, and its pending list keeps
-        # protecting its run and blobs until the staging dir is pruned.
-        _quietly(store.remove_tree, staging)
+        # protecting its run and blobs until the staging dir is pruned. It must not mask the real error.
+        with suppress(Exception):
+            store.remove_tree(staging)
     return PublishResult(model=model, run_id=run_id, passed=ok, released=ok, latest=moved, path=dest,
                          url=store.url_of(dest), store=store.url, files=manifest.files, gates=manifest.gates,
                          uploaded_bytes=uploaded)
@@ -218,17 +217,9 @@ def _check_onnx_pairs(local: dict[str, Path]) -> None:
         for data in pair[1:]:
             data_name = f"{folder}/{data.name}" if folder else data.name
             listed = local.get(data_name)
-            if listed is None or not _same_bytes(listed, data):
+            if listed is None or not (os.path.samefile(listed, data) or filecmp.cmp(listed, data, shallow=False)):
                 raise UserInputError(f"publish: {name} keeps its weights in {data.name}, but the bundle has "
                                      f"{'no ' + data_name if listed is None else 'another file as ' + data_name}")
-
-
-def _same_bytes(a: Path, b: Path) -> bool:
-    from bertbuild.hashing import sha256_file
-
-    if os.path.samefile(a, b):
-        return True
-    return a.stat().st_size == b.stat().st_size and sha256_file(a) == sha256_file(b)
 
 
 def _store_blobs_then_manifest(store: ArtifactStore, local: dict[str, Path], manifest: Manifest, dest: str,
@@ -268,13 +259,6 @@ def _missing_blobs(store: ArtifactStore, manifest: Manifest) -> dict[str, str]:
     return missing
 
 
-def _quietly(fn, *args) -> None:
-    try:
-        fn(*args)
-    except Exception:  # noqa: BLE001 - cleanup must not mask the real error
-        pass
-
-
 # -- the numbers the run report plots (the plots: `bertbuild.reporting.run_plots`) --
 
 def latencies(rows: list[dict]) -> tuple[str, list[float | None]]:
@@ -286,6 +270,3 @@ def latencies(rows: list[dict]) -> tuple[str, list[float | None]]:
         seconds, questions = r.get("seconds"), r.get("questions")
         values.append(1000.0 * float(seconds) / float(questions) if seconds is not None and questions else None)
     return "eval ms per question", values
-
-
-__all__ = ["Hook", "PublishResult", "RunConflict", "latencies", "publish_bundle"]

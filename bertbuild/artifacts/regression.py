@@ -27,24 +27,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from bertbuild.artifacts.layout import predictions_name
 from bertbuild.artifacts.manifest import clean_results, is_report
 from bertbuild.host import hardware as this_hardware, host_kind, package_versions
 from bertbuild.artifacts.store import ArtifactStore, as_store, check_model
 from bertbuild.errors import BertbuildError, IntegrityError
 from bertbuild.evaluation.gates import GateResult, judge, skipped
 from bertbuild.hashing import sha256_file
+from bertbuild.squad.metrics import read_predictions
 
 F1_GATE = "max_f1_drop_vs_latest"
 LATENCY_GATE = "max_latency_ratio_vs_latest"
 DEFAULT_MAX_F1_DROP = 0.5  # F1 points (0-100 scale)
 DEFAULT_MAX_LATENCY_RATIO = 1.15  # this run's p50 / latest's p50, same kind of host only
-REGRESSION_NAME = "regression.json"
 MAX_PREDICTIONS_BYTES = 64 << 20  # a SQuAD dev set's predictions are about 0.5 MB
-
-
-def predictions_name(engine: str) -> str:
-    """Bundle name of an engine's {question_id: answer_text} file."""
-    return f"predictions-{engine}.json"
 
 
 @dataclass
@@ -60,12 +56,6 @@ class RunSnapshot:
     missing_predictions: dict[str, str] = field(default_factory=dict)  # engine -> why there are none
 
 
-def _read_predictions(path: Path) -> dict[str, str]:
-    from bertbuild.squad.metrics import read_predictions
-
-    return read_predictions(path)
-
-
 def local_snapshot(rows: list[dict], files: Mapping[str, Path | str], versions: dict | None = None,
                    hardware: dict | None = None, run_id: str | None = None) -> RunSnapshot:
     """The run being built: its result rows and its local bundle files (bundle name -> path)."""
@@ -78,7 +68,7 @@ def local_snapshot(rows: list[dict], files: Mapping[str, Path | str], versions: 
         if path is None:
             snapshot.missing_predictions[row["engine"]] = "not in this run's bundle"
         else:
-            snapshot.predictions[row["engine"]] = _read_predictions(Path(path))
+            snapshot.predictions[row["engine"]] = read_predictions(Path(path))
     return snapshot
 
 
@@ -121,7 +111,7 @@ def _fetch_predictions(store: ArtifactStore, path: str, name: str, sha256: str) 
             raise IntegrityError(f"{name} is absent from the store") from None
         if sha256_file(local) != sha256:
             raise IntegrityError(f"{name} in the store does not match its sha256 in the latest manifest")
-        return _read_predictions(local)
+        return read_predictions(local)
 
 
 def _pairs(current: list[dict], latest: list[dict]) -> list[tuple[str, dict | None, dict | None]]:
@@ -250,11 +240,8 @@ class RegressionReport:
     def passed(self) -> bool:
         return all(g.passed for g in self.gates)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
 
 def compare(model: str, current: RunSnapshot, latest: RunSnapshot | None, *,

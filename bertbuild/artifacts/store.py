@@ -52,7 +52,7 @@ from typing import Iterator
 
 from fsspec.implementations.local import LocalFileSystem
 
-from bertbuild.artifacts.filesystems import OBJECT_STORES, check_object_store, open_filesystem, store_errors
+from bertbuild.artifacts.filesystems import OBJECT_STORES, check_object_store, open_filesystem
 from bertbuild.artifacts.manifest import MANIFEST_NAME, Manifest
 from bertbuild.artifacts.names import bundle_name_problem, is_sha256
 from bertbuild.errors import IntegrityError, StoreUnavailable, UserInputError
@@ -169,10 +169,6 @@ class ArtifactStore:
             check_object_store(self.fs, self.root, self.url)
             self._checked = True
         return self
-
-    def errors(self):
-        """Context manager: a store that stops answering becomes one `StoreUnavailable` line."""
-        return store_errors(self.url)
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.url!r})"
@@ -338,14 +334,8 @@ class ArtifactStore:
             entries = self.fs.ls(path, detail=False)
         except (FileNotFoundError, NotADirectoryError):
             return []
-        prefix = path.rstrip("/") + "/"
-        names = set()
-        for entry in entries:
-            entry = entry.rstrip("/")
-            stripped = self.fs._strip_protocol(entry) if "://" in entry else entry
-            if stripped.startswith(prefix):
-                names.add(stripped[len(prefix):].split("/")[0])
-        return sorted(n for n in names if n)
+        names = {rel.split("/")[0] for entry in entries if (rel := self._relative(entry.rstrip("/"), path))}
+        return sorted(names - {""})
 
     def file_sizes(self, path: str) -> dict[str, int]:
         """Every file under `path`, relative to it (`/`-separated), with its size in bytes."""
@@ -354,13 +344,15 @@ class ArtifactStore:
             found = self.fs.find(path, detail=True)
         except FileNotFoundError:
             return {}
+        sizes = {rel: int(info.get("size") or 0) for entry, info in found.items()
+                 if (rel := self._relative(entry, path)) is not None}
+        return dict(sorted(sizes.items()))
+
+    def _relative(self, entry: str, path: str) -> str | None:
+        """A listed `entry` (with or without its protocol) relative to the directory `path`; None if not under it."""
+        stripped = self.fs._strip_protocol(entry) if "://" in entry else entry
         prefix = path.rstrip("/") + "/"
-        out = {}
-        for entry, info in found.items():
-            stripped = self.fs._strip_protocol(entry) if "://" in entry else entry
-            if stripped.startswith(prefix):
-                out[stripped[len(prefix):]] = int(info.get("size") or 0)
-        return dict(sorted(out.items()))
+        return stripped[len(prefix):] if stripped.startswith(prefix) else None
 
     def list_files(self, path: str) -> list[str]:
         """Every file under `path`, relative to it (`/`-separated)."""
@@ -413,26 +405,23 @@ class ArtifactStore:
     def set_latest(self, model: str, run_id: str) -> None:
         self.write_atomic(self.latest_path(model), (check_run_id(run_id) + "\n").encode())
 
-    def staging_tokens(self, max_age_s: float, now: datetime | None = None, *, stale: bool) -> list[str]:
-        """Staging tokens older than `max_age_s` (`stale=True`: left by killed publishes) or not.
+    def tokens(self, directory: str, max_age_s: float, now: datetime | None = None, *, stale: bool) -> list[str]:
+        """Tokens in `directory` (`STAGING_DIR`, `PRUNING_DIR`) older than `max_age_s` (`stale=True`: left by
+        killed publishes or prunes) or not.
 
         The age comes from the token's own timestamp, so it works on object
         stores without modification times. Unparseable names count as neither.
         """
         now = now or datetime.now(timezone.utc)
-        tokens = []
-        for token in self.children(self.path(STAGING_DIR)):
-            born = token_time(token)
-            if born is not None and ((now - born).total_seconds() > max_age_s) == stale:
-                tokens.append(token)
-        return tokens
+        return [token for token in self.children(self.path(directory))
+                if (born := token_time(token)) is not None and ((now - born).total_seconds() > max_age_s) == stale]
 
     def prune_staging(self, max_age_s: float = STAGING_MAX_AGE_S, now: datetime | None = None) -> list[str]:
         """Remove staging dirs older than `max_age_s` (left by killed publishes); returns their tokens.
 
         Younger ones may belong to a publish in progress and are kept.
         """
-        removed = self.staging_tokens(max_age_s, now, stale=True)
+        removed = self.tokens(STAGING_DIR, max_age_s, now, stale=True)
         for token in removed:
             self.remove_tree(self.path(STAGING_DIR, token))
         return removed

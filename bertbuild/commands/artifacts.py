@@ -78,10 +78,11 @@ def _with_store(handler):
 
     @functools.wraps(handler)
     def run(args) -> int:
+        from bertbuild.artifacts.filesystems import store_errors
         from bertbuild.artifacts.store import as_store
 
         args.store = as_store(args.store, dict(args.storage_options))
-        with args.store.errors():
+        with store_errors(args.store.url):
             return handler(args)
 
     return run
