@@ -108,7 +108,11 @@ def check_store(cfg) -> None:
 
 
 def flow_checks(cfg) -> None:
-    """What a deployment's flow run checks before any work (`bertbuild run` made them before Prefect started)."""
+    """What a deployment's flow run checks before any work (`bertbuild run` made them before Prefect started).
+
+    Called in the flow body, not in a task: the flow ends Failed on a mistake with one line and no traceback,
+    where a failing task would log Prefect's traceback.
+    """
     check_names_and_paths(cfg)
     check_questions(cfg)
     check_store(cfg)

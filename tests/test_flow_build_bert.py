@@ -107,6 +107,20 @@ def test_a_bad_config_parameter_is_refused_before_the_flow_starts(tmp_path, pref
     assert not (tmp_path / "runs").exists()  # nothing ran
 
 
+def test_a_mistake_only_the_flow_sees_fails_it_in_one_line_without_a_traceback(tmp_path, prefect_harness, caplog):
+    from bertbuild.errors import UserInputError
+    from bertbuild.flows.build_bert import build_bert
+
+    config = _config(tmp_path, eval={"limit": 10, "batch_size": 4, "offset": 10**6})  # as a deployment's parameter
+    state = build_bert(config, return_state=True)
+    assert state.is_failed() and "eval.offset" in state.message
+    with pytest.raises(UserInputError, match="eval.offset"):
+        state.result()
+    records = [r for r in caplog.records if r.name.startswith("prefect")]
+    assert any("Finished in state Failed" in r.getMessage() and "eval.offset" in r.getMessage() for r in records)
+    assert not [r.getMessage() for r in records if r.exc_info]  # Prefect logs a raised exception with its traceback
+
+
 @pytest.fixture
 def damaging_backend(monkeypatch):
     """Every engine the ONNX Runtime backend builds gets one weight matrix scaled by -3."""

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import Failed
 
 from bertbuild.artifacts.layout import run_bundle
 from bertbuild.backends.registry import TENSORRT_BACKENDS, computable, int8_variant, with_backend_resolved
 from bertbuild.config import ConfigParameter, with_overrides
 from bertbuild.console import NOT_ON_CONSOLE
+from bertbuild.errors import UserInputError
 from bertbuild.evaluation.gates import engine_gates, parity_limit
 from bertbuild.evaluation.rows import engine_row, reference_row
 from bertbuild.flows.int8 import choose_int8
@@ -27,12 +29,13 @@ from bertbuild.flows.publishing import outcome
 from bertbuild.interrupts import flow_run_noted, note_run
 from bertbuild.kinds import Precision, engine_name
 from bertbuild.memory_budget import engine_groups, side_by_side
+from bertbuild.preflight import checkpoint_checks, flow_checks
 from bertbuild.runs import check_commit, open_run
 from bertbuild.sharing import threads_each
 from bertbuild.step_results import Comparison, EngineRef, EngineResult, Scores, Validation
 from bertbuild.tasks.engines import (benchmark_engine, build_engine, check_tensorrt_ready, compare_with_reference,
                                      score_engine, validate_engine)
-from bertbuild.tasks.model import check_checkpoint, export_onnx, fetch_model, preflight, tensorflow_reference
+from bertbuild.tasks.model import export_onnx, fetch_model, tensorflow_reference
 from bertbuild.tasks.precision import bf16_onnx, fp16_onnx, fuse
 from bertbuild.tasks.publish import assemble_bundle, current_attempt, current_run_id, publish_run
 from bertbuild.tasks.squad import featurize_squad
@@ -47,14 +50,17 @@ def build_bert(config: ConfigParameter = "configs/default.yaml", overrides: list
     (a worker runs its own checkout, which need not be what was pushed).
     """
     with flow_run_noted(flow_run.id):  # Ctrl-C/SIGTERM: Cancelled/Crashed, INTERRUPTED (bertbuild/interrupts.py)
-        return _build_bert(config, overrides, require_commit)
+        try:
+            return _build_bert(config, overrides, require_commit)
+        except UserInputError as mistake:  # one line in the run's log, no traceback; a caller still gets it raised
+            return Failed(message=str(mistake), data=mistake)
 
 
 def _build_bert(config, overrides: list[str] | None, require_commit: str | None) -> dict:
     if require_commit:
         check_commit(require_commit)
     cfg = with_overrides(config, overrides or [])
-    preflight(cfg)
+    flow_checks(cfg)
     logger = get_run_logger()
     run = open_run(cfg.output_dir, cfg.model_name, current_run_id(), cache_enabled=cfg.cache.enabled,
                    cache_dir=cfg.cache.dir, refresh=cfg.cache.refresh, attempt=current_attempt())
@@ -64,7 +70,7 @@ def _build_bert(config, overrides: list[str] | None, require_commit: str | None)
     logger.info("run directory %s; backend %s (%s)", run.run_dir, backend, why)
 
     model = fetch_model(cfg.model, cfg.model_name)
-    weights = check_checkpoint(cfg, model.checkpoint_dir)
+    weights = checkpoint_checks(cfg, model.checkpoint_dir)
     squad = featurize_squad(model, cfg.eval, run)
     exported = export_onnx(model, cfg.export, run)
     reference = tensorflow_reference.submit(model, squad, cfg.eval, cfg.validation, run)

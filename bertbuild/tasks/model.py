@@ -54,22 +54,6 @@ def ngc_api_key() -> str | None:
         return None
 
 
-@task(name="preflight", cache_policy=NO_CACHE)
-def preflight(cfg) -> None:
-    """A deployment's run refuses a mistake as its first task, named in the UI (`preflight.flow_checks`)."""
-    from bertbuild.preflight import flow_checks
-
-    flow_checks(cfg)
-
-
-@task(name="check-checkpoint", cache_policy=NO_CACHE)
-def check_checkpoint(cfg, checkpoint_dir: str) -> int:
-    """The fetched checkpoint's checks; its FP32 weight bytes (`preflight.checkpoint_checks`)."""
-    from bertbuild.preflight import checkpoint_checks
-
-    return checkpoint_checks(cfg, checkpoint_dir)
-
-
 @task(name="fetch-checkpoint", cache_policy=NO_CACHE)
 def fetch_model(source: ModelSource, name: str) -> ModelInfo:
     """The checkpoint directory (downloads are cached by `bertbuild.fetch`), its vocab and casing."""
