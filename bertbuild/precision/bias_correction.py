@@ -84,9 +84,7 @@ def correct_biases(fp32_onnx: Path | str, out_path: Path | str, calibration: Cal
         activations = dict(zip(tensors, session.run(tensors, feed)))
         for activation, w, b in plan:
             x = activations[activation][real]
-            low, high = (calibration.ranges[activation].symmetric() if variant == "s8s8"
-                         else calibration.ranges[activation].clipped())
-            x_q = fake_quantize_activation(x, low, high, variant)
+            x_q = fake_quantize_activation(x, *calibration.ranges[activation].bounds(variant), variant)
             shift[b] += (x_q @ quantized_weights[w] - x @ weights[w]).sum(axis=0, dtype=np.float64)
     report = BiasCorrectionReport(path=str(out_path), variant=variant)
     for b, total in shift.items():

@@ -33,8 +33,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -62,38 +61,19 @@ class Int8Result:
     seconds: float
     qdq_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # variant -> op -> count
 
-    def to_json(self) -> dict:
-        return asdict(self)
 
-
-class _DropPreprocessingHint(logging.Filter):
+def _drop_preprocessing_hint(record: logging.LogRecord) -> bool:
     """quantize_static logs a 'consider pre-processing' warning per call through the root logger (our files
     are shape-inferred already). Filtering that one message on the root logger is thread-safe, unlike
     raising the root logger's level around the call while other tasks' threads log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(("Please consider pre-processing", "Please consider to run pre-processing"))
-
-
-_HINT_FILTER = _DropPreprocessingHint()
-
-
-@contextmanager
-def _quiet_ort_quantizer():
-    root = logging.getLogger()
-    if _HINT_FILTER not in root.filters:
-        root.addFilter(_HINT_FILTER)
-    yield
+    return not str(record.msg).startswith(("Please consider pre-processing", "Please consider to run pre-processing"))
 
 
 def _tensors_data(calibration: Calibration, variant: str, names: Iterable[str]):
     from onnxruntime.quantization import CalibrationMethod, TensorData, TensorsData
 
-    data = {}
-    for name in names:
-        tensor_range = calibration.ranges[name]
-        low, high = tensor_range.symmetric() if variant == "s8s8" else tensor_range.clipped()
-        data[name] = TensorData(lowest=np.float32(low), highest=np.float32(high))
+    bounds = {name: calibration.ranges[name].bounds(variant) for name in names}
+    data = {name: TensorData(lowest=np.float32(low), highest=np.float32(high)) for name, (low, high) in bounds.items()}
     # The method tag only has to match what quantize_static is told below.
     return TensorsData(CalibrationMethod.MinMax, data)
 
@@ -134,17 +114,17 @@ def quantize_variant(fp32_onnx: Path | str, out_path: Path | str, calibration: C
           onnx_files.unlinked(onnx_files.companions(fp32_onnx)) as source):  # ORT reads data with onnx's reader
         ranges_file = Path(scratch) / "ranges.json"
         save_tensors_data(_tensors_data(calibration, variant, names), ranges_file)
-        with _quiet_ort_quantizer():
-            quantize_static(
-                str(source), str(out_path), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=sorted({t["op_type"] for t in targets}),
-                nodes_to_quantize=[t["node"] for t in targets],
-                per_channel=cfg.per_channel, reduce_range=False,
-                activation_type=QuantType.QInt8 if variant == "s8s8" else QuantType.QUInt8,
-                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                calibration_cache_path=str(ranges_file), extra_options=extra_options,
-                use_external_data_format=big,
-            )
+        logging.getLogger().addFilter(_drop_preprocessing_hint)  # added once: addFilter skips a present filter
+        quantize_static(
+            str(source), str(out_path), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=sorted({t["op_type"] for t in targets}),
+            nodes_to_quantize=[t["node"] for t in targets],
+            per_channel=cfg.per_channel, reduce_range=False,
+            activation_type=QuantType.QInt8 if variant == "s8s8" else QuantType.QUInt8,
+            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+            calibration_cache_path=str(ranges_file), extra_options=extra_options,
+            use_external_data_format=big,
+        )
     quantized = [t["node"] for t in targets]
     model = onnx_files.load(out_path)
     rewired = _float_path_for_other_consumers(model, set(quantized))

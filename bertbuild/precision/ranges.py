@@ -22,11 +22,10 @@ class TensorRange:
     max: float
     amax: float  # the symmetric clipping threshold the method chose
 
-    def symmetric(self) -> tuple[float, float]:
-        return -self.amax, self.amax
-
-    def clipped(self) -> tuple[float, float]:
-        """[max(min, -amax), min(max, amax)], widened to include 0 (zero must be exact)."""
+    def bounds(self, variant: str) -> tuple[float, float]:
+        """s8s8: [-amax, amax]; u8s8: [max(min, -amax), min(max, amax)], widened to include 0 (zero must be exact)."""
+        if variant == "s8s8":
+            return -self.amax, self.amax
         return min(0.0, max(self.min, -self.amax)), max(0.0, min(self.max, self.amax))
 
 
