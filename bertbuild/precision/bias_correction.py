@@ -17,7 +17,7 @@ one activation variant (u8 and s8 clip differently).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +37,6 @@ class BiasCorrectionReport:
     variant: str
     corrected: dict[str, float] = field(default_factory=dict)  # bias initializer -> largest |shift| removed
     seconds: float = 0.0
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def bias_of(model: onnx.ModelProto, matmul: onnx.NodeProto) -> str | None:

@@ -67,13 +67,13 @@ def prepare_source(fused_onnx: Path | str, out_dir: Path | str, samples: Calibra
         from bertbuild.precision.smoothing import smooth
 
         report = smooth(source, Path(out_dir) / "model-smoothed.onnx", samples, cfg, threads, external_data)
-        source, techniques["smoothing"] = Path(report.path), report.to_json()
+        source, techniques["smoothing"] = Path(report.path), asdict(report)
     if cfg.outlier_channels:
         from bertbuild.precision.outliers import split_outliers
 
         report = split_outliers(source, Path(out_dir) / f"{source.stem}-outliers.onnx", samples, cfg, threads,
                                 external_data)
-        source, techniques["outliers"] = Path(report.path), report.to_json()
+        source, techniques["outliers"] = Path(report.path), asdict(report)
     return source, techniques
 
 
@@ -101,7 +101,7 @@ def write_int8_files(source: Path | str, out_dir: Path | str, calibration: Calib
         if variant == ORT_VARIANT:
             report = write_ort_int8(variant_source, path, calibration, cfg, excluded, external_data)
             quantized = report.quantized_nodes
-            techniques["ort"] = {k: v for k, v in report.to_json().items()
+            techniques["ort"] = {k: v for k, v in asdict(report).items()
                                  if k not in ("quantized_nodes", "excluded_nodes")}
         else:
             quantized = quantize_variant(variant_source, path, calibration, cfg, variant, excluded, external_data)
