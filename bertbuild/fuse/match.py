@@ -20,6 +20,15 @@ def skip(logger, message: str, *args) -> None:
     return None
 
 
+def matches(graph, ops: tuple[str, ...], match):
+    """`match(graph, node)` for each node of an op in `ops`, where not None; the nodes are listed first and
+    matched one at a time, so a match sees the rewrites made for the matches before it."""
+    for node in [n for n in graph.nodes if n.op in ops]:
+        found = match(graph, node)
+        if found is not None:
+            yield found
+
+
 def const(tensor) -> np.ndarray | None:
     """The value of a constant tensor (initializer or `Constant` node), else None."""
     if isinstance(tensor, gs.Constant):
