@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -190,16 +191,10 @@ def _float_path_for_other_consumers(model: onnx.ModelProto, quantized: set[str])
 def qdq_summary(path: Path | str) -> dict[str, int]:
     """Counts of QuantizeLinear / DequantizeLinear nodes and of each INT8 element type used."""
     model = onnx_files.load(path, load_external_data=False)  # types and nodes only
-    counts = {"QuantizeLinear": 0, "DequantizeLinear": 0, "int8_tensors": 0, "uint8_tensors": 0}
-    for node in model.graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            counts[node.op_type] += 1
-    for init in model.graph.initializer:
-        if init.data_type == TensorProto.INT8:
-            counts["int8_tensors"] += 1
-        elif init.data_type == TensorProto.UINT8:
-            counts["uint8_tensors"] += 1
-    return counts
+    ops = Counter(node.op_type for node in model.graph.node)
+    types = Counter(init.data_type for init in model.graph.initializer)
+    return {"QuantizeLinear": ops["QuantizeLinear"], "DequantizeLinear": ops["DequantizeLinear"],
+            "int8_tensors": types[TensorProto.INT8], "uint8_tensors": types[TensorProto.UINT8]}
 
 
 def zero_points(path: Path | str, activations_only: bool = False) -> dict[str, np.ndarray]:
