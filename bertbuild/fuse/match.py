@@ -71,13 +71,12 @@ def other_input(node, tensor):
     return node.inputs[1] if node.inputs[0] is tensor else node.inputs[0]
 
 
-def mul_leaves(tensor, inner: list | None = None) -> list:
+def mul_leaves(tensor, inner: list) -> list:
     """Flatten a tree of `Mul` nodes rooted at `tensor`'s producer into its leaf tensors.
 
     A `Mul` below the root is expanded only when the root's tree is its only
     reader; such nodes are appended to `inner` (the root included).
     """
-    inner = [] if inner is None else inner
     root = producer(tensor, "Mul")
     if root is None:
         return [tensor]
