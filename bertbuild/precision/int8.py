@@ -213,14 +213,13 @@ def zero_points(path: Path | str, activations_only: bool = False) -> dict[str, n
 
 
 def quantize_int8(fp32_onnx: Path | str, out_dir: Path | str, calibration: Calibration, cfg: Int8Config,
-                  nodes_to_exclude: Iterable[str] = (), stem: str = "model",
-                  external_data: bool | None = None) -> Int8Result:
-    """Write `<stem>.int8-s8s8.onnx` (TensorRT) and `<stem>.int8-u8s8.onnx` (ONNX Runtime) into `out_dir`."""
+                  nodes_to_exclude: Iterable[str] = (), external_data: bool | None = None) -> Int8Result:
+    """Write `model.int8-s8s8.onnx` (TensorRT) and `model.int8-u8s8.onnx` (ONNX Runtime) into `out_dir`."""
     start = time.perf_counter()
     excluded = sorted(set(nodes_to_exclude))
     paths, counts, quantized = {}, {}, []
     for variant in VARIANTS:
-        path = Path(out_dir) / f"{stem}.int8-{variant}.onnx"
+        path = Path(out_dir) / f"model.int8-{variant}.onnx"
         quantized = quantize_variant(fp32_onnx, path, calibration, cfg, variant, excluded, external_data)
         paths[variant] = str(path)
         counts[variant] = qdq_summary(path)
