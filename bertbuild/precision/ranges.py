@@ -51,11 +51,6 @@ class Calibration:
         record.pop("cache_path")
         return record
 
-    @classmethod
-    def from_json(cls, record: dict, cache_path: str | None = None) -> "Calibration":
-        ranges = {name: TensorRange(**value) for name, value in record.pop("ranges").items()}
-        return cls(**record, ranges=ranges, cache_path=cache_path)
-
     def summary(self) -> dict:
         """Small, JSON-able: what a report needs (no per-tensor data, no question list)."""
         return {"method": self.method, "params": self.params, "rows": self.rows,
@@ -65,4 +60,6 @@ class Calibration:
 
 def load_calibration(path: Path | str) -> Calibration:
     """A calibration written by `calibrate` (the flow passes its file between tasks)."""
-    return Calibration.from_json(json.loads(Path(path).read_text()), str(path))
+    record = json.loads(Path(path).read_text())
+    ranges = {name: TensorRange(**value) for name, value in record.pop("ranges").items()}
+    return Calibration(**record, ranges=ranges, cache_path=str(path))
