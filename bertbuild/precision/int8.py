@@ -34,7 +34,7 @@ import logging
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -52,15 +52,21 @@ VARIANTS = ("s8s8", "u8s8")
 
 
 @dataclass
-class Int8Result:
-    """What one quantization wrote: a file per variant, and which nodes are INT8."""
+class Int8Files:
+    """What one quantization wrote (`quantize_int8`, `recipe.write_int8_files`): a file per variant, which nodes
+    are INT8, and from what."""
 
-    paths: dict[str, str]  # variant -> path
+    paths: dict[str, str]  # "s8s8", "u8s8", "ort" -> path
+    source: str  # the (prepared) FP32 file that was calibrated and quantized
     quantized_nodes: list[str]
     excluded_nodes: list[str]
     calibration: dict
+    techniques: dict  # what was applied, with each step's report (recipe.py)
     seconds: float
     qdq_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # variant -> op -> count
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 def _drop_preprocessing_hint(record: logging.LogRecord) -> bool:
@@ -213,7 +219,7 @@ def zero_points(path: Path | str, activations_only: bool = False) -> dict[str, n
 
 
 def quantize_int8(fp32_onnx: Path | str, out_dir: Path | str, calibration: Calibration, cfg: Int8Config,
-                  nodes_to_exclude: Iterable[str] = (), external_data: bool | None = None) -> Int8Result:
+                  nodes_to_exclude: Iterable[str] = (), external_data: bool | None = None) -> Int8Files:
     """Write `model.int8-s8s8.onnx` (TensorRT) and `model.int8-u8s8.onnx` (ONNX Runtime) into `out_dir`."""
     start = time.perf_counter()
     excluded = sorted(set(nodes_to_exclude))
@@ -223,6 +229,6 @@ def quantize_int8(fp32_onnx: Path | str, out_dir: Path | str, calibration: Calib
         quantized = quantize_variant(fp32_onnx, path, calibration, cfg, variant, excluded, external_data)
         paths[variant] = str(path)
         counts[variant] = qdq_summary(path)
-    return Int8Result(paths=paths, quantized_nodes=quantized, excluded_nodes=excluded,
-                      calibration=calibration.summary(), seconds=round(time.perf_counter() - start, 2),
-                      qdq_counts=counts)
+    return Int8Files(paths=paths, source=str(fp32_onnx), quantized_nodes=quantized, excluded_nodes=excluded,
+                     calibration=calibration.summary(), techniques={}, seconds=round(time.perf_counter() - start, 2),
+                     qdq_counts=counts)

@@ -21,35 +21,18 @@ model past protobuf's 2 GB limit stays external while it is over it.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
 from bertbuild.precision.calibration import calibrate
 from bertbuild.precision.calibration_set import CalibrationSet
 from bertbuild.config.precision import Int8Config
-from bertbuild.precision.int8 import VARIANTS, qdq_summary, quantize_variant
+from bertbuild.precision.int8 import VARIANTS, Int8Files, qdq_summary, quantize_variant
 from bertbuild.precision.ranges import Calibration
 
 ORT_VARIANT = "ort"  # the ONNX-Runtime-only u8s8 file of ort_int8.py
 ALL_VARIANTS = (*VARIANTS, ORT_VARIANT)
-
-
-@dataclass
-class Int8Files:
-    """What `write_int8_files` wrote."""
-
-    paths: dict[str, str]  # "s8s8", "u8s8", "ort" -> path
-    source: str  # the prepared FP32 file that was calibrated and quantized
-    quantized_nodes: list[str]
-    excluded_nodes: list[str]
-    calibration: dict
-    techniques: dict  # what was applied, with each step's report
-    seconds: float
-    qdq_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def prepare_source(fused_onnx: Path | str, out_dir: Path | str, samples: CalibrationSet, cfg: Int8Config,
