@@ -135,11 +135,7 @@ def fuse_attention(graph: gs.Graph, layout: str = "bnsh") -> int:
     if layout not in LAYOUTS:
         raise ValueError(f"attention layout must be one of {LAYOUTS}, got {layout!r}")
     count, masks = 0, {}
-    for sm in [n for n in graph.nodes if n.op == "Softmax"]:
-        found = _match(graph, sm, layout)
-        if found is None:
-            continue
-        q, k, v, mask, scale, heads, out = found
+    for q, k, v, mask, scale, heads, out in m.matches(graph, ("Softmax",), lambda g, sm: _match(g, sm, layout)):
         name = f"fused/Attention_{count}"
         out.inputs.clear()
         attrs: dict = {"scale": scale}

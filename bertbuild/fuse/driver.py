@@ -86,7 +86,10 @@ def _io_dims(model: onnx.ModelProto) -> dict[str, list]:
     }
 
 
-def _prepare(model: onnx.ModelProto) -> onnx.ModelProto:
+def _import(model: onnx.ModelProto):
+    """`model` (owned: it is rewritten) as the graph every pass sees."""
+    import onnx_graphsurgeon as gs
+
     if default_opset(model) < TARGET_OPSET:
         from onnx import version_converter
 
@@ -94,14 +97,7 @@ def _prepare(model: onnx.ModelProto) -> onnx.ModelProto:
         model = onnx_skeleton.reattach(version_converter.convert_version(onnx_skeleton.skeleton(model), TARGET_OPSET),
                                     model)
     del model.graph.value_info[:]
-    return onnx_skeleton.infer_shapes(model, data_prop=True)
-
-
-def _import(model: onnx.ModelProto):
-    """`model` (owned: it is rewritten) as the graph every pass sees."""
-    import onnx_graphsurgeon as gs
-
-    return gs.import_onnx(_prepare(model))
+    return gs.import_onnx(onnx_skeleton.infer_shapes(model, data_prop=True))
 
 
 def load_graph(model_or_path):

@@ -84,11 +84,7 @@ def _match(graph, node):
 def fuse_gelu(graph: gs.Graph) -> int:
     """Erf or tanh GELU arithmetic -> Gelu(approximate="none" | "tanh")."""
     count = 0
-    for node in [n for n in graph.nodes if n.op in ("Erf", "Tanh")]:
-        found = _match(graph, node)
-        if found is None:
-            continue
-        x, y, approximate = found
+    for x, y, approximate in m.matches(graph, ("Erf", "Tanh"), _match):
         y.inputs.clear()
         graph.nodes.append(gs.Node("Gelu", f"fused/Gelu_{count}", {"approximate": approximate}, [x], [y]))
         count += 1

@@ -83,11 +83,7 @@ def _match(graph, mean):
 def fuse_layernorm(graph: gs.Graph) -> int:
     """Mean/variance/rsqrt arithmetic -> LayerNormalization (all 2N+1, embedding and residual ones too)."""
     count = 0
-    for mean in [n for n in graph.nodes if n.op in ("GlobalAveragePool", "ReduceMean")]:
-        found = _match(graph, mean)
-        if found is None:
-            continue
-        x, gamma, beta, eps, nodes, y = found
+    for x, gamma, beta, eps, nodes, y in m.matches(graph, ("GlobalAveragePool", "ReduceMean"), _match):
         name = f"fused/LayerNormalization_{count}"
         scale = gs.Constant(f"{name}/gamma", gamma)
         shift = gs.Constant(f"{name}/beta", beta)

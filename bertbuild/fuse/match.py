@@ -20,6 +20,15 @@ def skip(logger, message: str, *args) -> None:
     return None
 
 
+def matches(graph, ops: tuple[str, ...], match):
+    """`match(graph, node)` for each node of an op in `ops`, where not None; the nodes are listed first and
+    matched one at a time, so a match sees the rewrites made for the matches before it."""
+    for node in [n for n in graph.nodes if n.op in ops]:
+        found = match(graph, node)
+        if found is not None:
+            yield found
+
+
 def const(tensor) -> np.ndarray | None:
     """The value of a constant tensor (initializer or `Constant` node), else None."""
     if isinstance(tensor, gs.Constant):
@@ -62,13 +71,12 @@ def other_input(node, tensor):
     return node.inputs[1] if node.inputs[0] is tensor else node.inputs[0]
 
 
-def mul_leaves(tensor, inner: list | None = None) -> list:
+def mul_leaves(tensor, inner: list) -> list:
     """Flatten a tree of `Mul` nodes rooted at `tensor`'s producer into its leaf tensors.
 
     A `Mul` below the root is expanded only when the root's tree is its only
     reader; such nodes are appended to `inner` (the root included).
     """
-    inner = [] if inner is None else inner
     root = producer(tensor, "Mul")
     if root is None:
         return [tensor]

@@ -20,8 +20,6 @@ import onnx
 from bertbuild import onnx_files
 from bertbuild.errors import ValidationError
 
-FUSED_OPS = ("Attention", "LayerNormalization", "Gelu")
-
 
 def default_opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -63,10 +61,6 @@ class FusionReport:
         return json.dumps(self.to_dict(), indent=2)
 
 
-def expected_counts(num_layers: int) -> dict[str, int]:
-    return {"Attention": num_layers, "LayerNormalization": 2 * num_layers + 1, "Gelu": num_layers}
-
-
 def check_fusion_counts(report_or_model, num_layers: int) -> dict[str, int]:
     """Raise ValidationError unless the graph has N Attention, 2N+1 LayerNormalization, N Gelu.
 
@@ -80,8 +74,8 @@ def check_fusion_counts(report_or_model, num_layers: int) -> dict[str, int]:
         model = report if isinstance(report, onnx.ModelProto) else onnx_files.load(Path(report),
                                                                                     load_external_data=False)
         report = FusionReport.from_model(model, passes={}, nodes_before=0)
-    expected = expected_counts(num_layers)
-    found = {op: report.count(op) for op in FUSED_OPS}
+    expected = {"Attention": num_layers, "LayerNormalization": 2 * num_layers + 1, "Gelu": num_layers}
+    found = {op: report.count(op) for op in expected}
     if found != expected:
         want = ", ".join(f"{n} {op}" for op, n in expected.items())
         got = ", ".join(f"{n} {op}" for op, n in found.items())

@@ -17,7 +17,7 @@ one activation variant (u8 and s8 clip differently).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +37,6 @@ class BiasCorrectionReport:
     variant: str
     corrected: dict[str, float] = field(default_factory=dict)  # bias initializer -> largest |shift| removed
     seconds: float = 0.0
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def bias_of(model: onnx.ModelProto, matmul: onnx.NodeProto) -> str | None:
@@ -84,9 +81,7 @@ def correct_biases(fp32_onnx: Path | str, out_path: Path | str, calibration: Cal
         activations = dict(zip(tensors, session.run(tensors, feed)))
         for activation, w, b in plan:
             x = activations[activation][real]
-            low, high = (calibration.ranges[activation].symmetric() if variant == "s8s8"
-                         else calibration.ranges[activation].clipped())
-            x_q = fake_quantize_activation(x, low, high, variant)
+            x_q = fake_quantize_activation(x, *calibration.ranges[activation].bounds(variant), variant)
             shift[b] += (x_q @ quantized_weights[w] - x @ weights[w]).sum(axis=0, dtype=np.float64)
     report = BiasCorrectionReport(path=str(out_path), variant=variant)
     for b, total in shift.items():

@@ -147,10 +147,11 @@ def _fp32_node_set(g: GraphIndex, outputs: list[str], cfg: Fp16Config) -> tuple[
     return keep, len(islands)
 
 
-def _to_half(array: np.ndarray, to: int = HALF) -> tuple[np.ndarray, int]:
-    """`array` in the 16-bit type `to`, in chunks; FP16 values past its range are clipped (and counted)."""
+def _half_tensor(tensor: TensorProto, name: str, to: int = HALF) -> tuple[TensorProto, int]:
+    """`tensor` in the 16-bit type `to`, in chunks; FP16 values past its range are clipped (and counted)."""
     import ml_dtypes  # onnx's own dependency: numpy has no bfloat16
 
+    array = numpy_helper.to_array(tensor)
     flat = array.reshape(-1)
     half = np.empty(flat.shape, np.float16 if to == HALF else ml_dtypes.bfloat16)
     clipped = 0
@@ -160,12 +161,7 @@ def _to_half(array: np.ndarray, to: int = HALF) -> tuple[np.ndarray, int]:
             clipped += int(np.count_nonzero(np.abs(part) > FP16_MAX))
             part = np.clip(part, -FP16_MAX, FP16_MAX)
         half[start:start + CHUNK] = part
-    return half.reshape(array.shape), clipped
-
-
-def _half_tensor(tensor: TensorProto, name: str, to: int = HALF) -> tuple[TensorProto, int]:
-    array, clipped = _to_half(numpy_helper.to_array(tensor), to)
-    return numpy_helper.from_array(array, name), clipped
+    return numpy_helper.from_array(half.reshape(array.shape), name), clipped
 
 
 def convert_to_bf16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config | None = None,
@@ -248,10 +244,7 @@ def convert_to_fp16(in_path: Path | str, out_path: Path | str, cfg: Fp16Config |
         new_nodes.append(node)
 
     # Graph outputs keep their names and float32 type: the FP16 producer writes a renamed tensor.
-    renamed = {}
-    for value in graph.output:
-        if value.name in half_tensors:
-            renamed[value.name] = f"{value.name}__{tag}"
+    renamed = {value.name: f"{value.name}__{tag}" for value in graph.output if value.name in half_tensors}
     if renamed:
         for node in new_nodes:
             node.output[:] = [renamed.get(name, name) for name in node.output]

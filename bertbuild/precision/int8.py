@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from contextlib import contextmanager
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -52,13 +52,16 @@ VARIANTS = ("s8s8", "u8s8")
 
 
 @dataclass
-class Int8Result:
-    """What one quantization wrote: a file per variant, and which nodes are INT8."""
+class Int8Files:
+    """What one quantization wrote (`quantize_int8`, `recipe.write_int8_files`): a file per variant, which nodes
+    are INT8, and from what."""
 
-    paths: dict[str, str]  # variant -> path
+    paths: dict[str, str]  # "s8s8", "u8s8", "ort" -> path
+    source: str  # the (prepared) FP32 file that was calibrated and quantized
     quantized_nodes: list[str]
     excluded_nodes: list[str]
     calibration: dict
+    techniques: dict  # what was applied, with each step's report (recipe.py)
     seconds: float
     qdq_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # variant -> op -> count
 
@@ -66,34 +69,18 @@ class Int8Result:
         return asdict(self)
 
 
-class _DropPreprocessingHint(logging.Filter):
+def _drop_preprocessing_hint(record: logging.LogRecord) -> bool:
     """quantize_static logs a 'consider pre-processing' warning per call through the root logger (our files
     are shape-inferred already). Filtering that one message on the root logger is thread-safe, unlike
     raising the root logger's level around the call while other tasks' threads log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(("Please consider pre-processing", "Please consider to run pre-processing"))
-
-
-_HINT_FILTER = _DropPreprocessingHint()
-
-
-@contextmanager
-def _quiet_ort_quantizer():
-    root = logging.getLogger()
-    if _HINT_FILTER not in root.filters:
-        root.addFilter(_HINT_FILTER)
-    yield
+    return not str(record.msg).startswith(("Please consider pre-processing", "Please consider to run pre-processing"))
 
 
 def _tensors_data(calibration: Calibration, variant: str, names: Iterable[str]):
     from onnxruntime.quantization import CalibrationMethod, TensorData, TensorsData
 
-    data = {}
-    for name in names:
-        tensor_range = calibration.ranges[name]
-        low, high = tensor_range.symmetric() if variant == "s8s8" else tensor_range.clipped()
-        data[name] = TensorData(lowest=np.float32(low), highest=np.float32(high))
+    bounds = {name: calibration.ranges[name].bounds(variant) for name in names}
+    data = {name: TensorData(lowest=np.float32(low), highest=np.float32(high)) for name, (low, high) in bounds.items()}
     # The method tag only has to match what quantize_static is told below.
     return TensorsData(CalibrationMethod.MinMax, data)
 
@@ -134,17 +121,17 @@ def quantize_variant(fp32_onnx: Path | str, out_path: Path | str, calibration: C
           onnx_files.unlinked(onnx_files.companions(fp32_onnx)) as source):  # ORT reads data with onnx's reader
         ranges_file = Path(scratch) / "ranges.json"
         save_tensors_data(_tensors_data(calibration, variant, names), ranges_file)
-        with _quiet_ort_quantizer():
-            quantize_static(
-                str(source), str(out_path), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=sorted({t["op_type"] for t in targets}),
-                nodes_to_quantize=[t["node"] for t in targets],
-                per_channel=cfg.per_channel, reduce_range=False,
-                activation_type=QuantType.QInt8 if variant == "s8s8" else QuantType.QUInt8,
-                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                calibration_cache_path=str(ranges_file), extra_options=extra_options,
-                use_external_data_format=big,
-            )
+        logging.getLogger().addFilter(_drop_preprocessing_hint)  # added once: addFilter skips a present filter
+        quantize_static(
+            str(source), str(out_path), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=sorted({t["op_type"] for t in targets}),
+            nodes_to_quantize=[t["node"] for t in targets],
+            per_channel=cfg.per_channel, reduce_range=False,
+            activation_type=QuantType.QInt8 if variant == "s8s8" else QuantType.QUInt8,
+            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+            calibration_cache_path=str(ranges_file), extra_options=extra_options,
+            use_external_data_format=big,
+        )
     quantized = [t["node"] for t in targets]
     model = onnx_files.load(out_path)
     rewired = _float_path_for_other_consumers(model, set(quantized))
@@ -210,16 +197,10 @@ def _float_path_for_other_consumers(model: onnx.ModelProto, quantized: set[str])
 def qdq_summary(path: Path | str) -> dict[str, int]:
     """Counts of QuantizeLinear / DequantizeLinear nodes and of each INT8 element type used."""
     model = onnx_files.load(path, load_external_data=False)  # types and nodes only
-    counts = {"QuantizeLinear": 0, "DequantizeLinear": 0, "int8_tensors": 0, "uint8_tensors": 0}
-    for node in model.graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            counts[node.op_type] += 1
-    for init in model.graph.initializer:
-        if init.data_type == TensorProto.INT8:
-            counts["int8_tensors"] += 1
-        elif init.data_type == TensorProto.UINT8:
-            counts["uint8_tensors"] += 1
-    return counts
+    ops = Counter(node.op_type for node in model.graph.node)
+    types = Counter(init.data_type for init in model.graph.initializer)
+    return {"QuantizeLinear": ops["QuantizeLinear"], "DequantizeLinear": ops["DequantizeLinear"],
+            "int8_tensors": types[TensorProto.INT8], "uint8_tensors": types[TensorProto.UINT8]}
 
 
 def zero_points(path: Path | str, activations_only: bool = False) -> dict[str, np.ndarray]:
@@ -238,17 +219,16 @@ def zero_points(path: Path | str, activations_only: bool = False) -> dict[str, n
 
 
 def quantize_int8(fp32_onnx: Path | str, out_dir: Path | str, calibration: Calibration, cfg: Int8Config,
-                  nodes_to_exclude: Iterable[str] = (), stem: str = "model",
-                  external_data: bool | None = None) -> Int8Result:
-    """Write `<stem>.int8-s8s8.onnx` (TensorRT) and `<stem>.int8-u8s8.onnx` (ONNX Runtime) into `out_dir`."""
+                  nodes_to_exclude: Iterable[str] = (), external_data: bool | None = None) -> Int8Files:
+    """Write `model.int8-s8s8.onnx` (TensorRT) and `model.int8-u8s8.onnx` (ONNX Runtime) into `out_dir`."""
     start = time.perf_counter()
     excluded = sorted(set(nodes_to_exclude))
     paths, counts, quantized = {}, {}, []
     for variant in VARIANTS:
-        path = Path(out_dir) / f"{stem}.int8-{variant}.onnx"
+        path = Path(out_dir) / f"model.int8-{variant}.onnx"
         quantized = quantize_variant(fp32_onnx, path, calibration, cfg, variant, excluded, external_data)
         paths[variant] = str(path)
         counts[variant] = qdq_summary(path)
-    return Int8Result(paths=paths, quantized_nodes=quantized, excluded_nodes=excluded,
-                      calibration=calibration.summary(), seconds=round(time.perf_counter() - start, 2),
-                      qdq_counts=counts)
+    return Int8Files(paths=paths, source=str(fp32_onnx), quantized_nodes=quantized, excluded_nodes=excluded,
+                     calibration=calibration.summary(), techniques={}, seconds=round(time.perf_counter() - start, 2),
+                     qdq_counts=counts)

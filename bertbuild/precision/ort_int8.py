@@ -34,7 +34,7 @@ from __future__ import annotations
 import gc
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -62,9 +62,6 @@ class OrtInt8Report:
     quantized_nodes: list[str] = field(default_factory=list)
     excluded_nodes: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 # --------------------------------------------------------------------------- attention on the flash kernel

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +49,6 @@ class OutlierReport:
     channels: dict[str, list[int]] = field(default_factory=dict)  # activation -> the channels split off
     side_macs_share: float = 0.0  # side-MatMul MACs / MACs of the split MatMuls
     seconds: float = 0.0
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def outlier_channels(model: onnx.ModelProto) -> dict[str, list[int]]:

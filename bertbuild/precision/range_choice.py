@@ -67,8 +67,7 @@ def choose_ranges(model_path: Path | str, stats: dict[str, AbsHistogram], reader
             for w, y in exact.items():
                 signal[w] += float(np.sum(y.astype(np.float64) ** 2))
             for label, tensor_range in candidates[name].items():
-                low, high = tensor_range.symmetric() if variant == "s8s8" else tensor_range.clipped()
-                x_q = fake_quantize_activation(x, low, high, variant)
+                x_q = fake_quantize_activation(x, *tensor_range.bounds(variant), variant)
                 for w in readers[name]:
                     noise[name][label][w] += float(np.sum((x_q @ quantized_weights[w] - exact[w]).astype(np.float64) ** 2))
 

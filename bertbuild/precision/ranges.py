@@ -22,11 +22,10 @@ class TensorRange:
     max: float
     amax: float  # the symmetric clipping threshold the method chose
 
-    def symmetric(self) -> tuple[float, float]:
-        return -self.amax, self.amax
-
-    def clipped(self) -> tuple[float, float]:
-        """[max(min, -amax), min(max, amax)], widened to include 0 (zero must be exact)."""
+    def bounds(self, variant: str) -> tuple[float, float]:
+        """s8s8: [-amax, amax]; u8s8: [max(min, -amax), min(max, amax)], widened to include 0 (zero must be exact)."""
+        if variant == "s8s8":
+            return -self.amax, self.amax
         return min(0.0, max(self.min, -self.amax)), max(0.0, min(self.max, self.amax))
 
 
@@ -52,11 +51,6 @@ class Calibration:
         record.pop("cache_path")
         return record
 
-    @classmethod
-    def from_json(cls, record: dict, cache_path: str | None = None) -> "Calibration":
-        ranges = {name: TensorRange(**value) for name, value in record.pop("ranges").items()}
-        return cls(**record, ranges=ranges, cache_path=cache_path)
-
     def summary(self) -> dict:
         """Small, JSON-able: what a report needs (no per-tensor data, no question list)."""
         return {"method": self.method, "params": self.params, "rows": self.rows,
@@ -66,4 +60,6 @@ class Calibration:
 
 def load_calibration(path: Path | str) -> Calibration:
     """A calibration written by `calibrate` (the flow passes its file between tasks)."""
-    return Calibration.from_json(json.loads(Path(path).read_text()), str(path))
+    record = json.loads(Path(path).read_text())
+    ranges = {name: TensorRange(**value) for name, value in record.pop("ranges").items()}
+    return Calibration(**record, ranges=ranges, cache_path=str(path))

@@ -21,35 +21,18 @@ model past protobuf's 2 GB limit stays external while it is over it.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
 from bertbuild.precision.calibration import calibrate
 from bertbuild.precision.calibration_set import CalibrationSet
 from bertbuild.config.precision import Int8Config
-from bertbuild.precision.int8 import VARIANTS, qdq_summary, quantize_variant
+from bertbuild.precision.int8 import VARIANTS, Int8Files, qdq_summary, quantize_variant
 from bertbuild.precision.ranges import Calibration
 
 ORT_VARIANT = "ort"  # the ONNX-Runtime-only u8s8 file of ort_int8.py
 ALL_VARIANTS = (*VARIANTS, ORT_VARIANT)
-
-
-@dataclass
-class Int8Files:
-    """What `write_int8_files` wrote."""
-
-    paths: dict[str, str]  # "s8s8", "u8s8", "ort" -> path
-    source: str  # the prepared FP32 file that was calibrated and quantized
-    quantized_nodes: list[str]
-    excluded_nodes: list[str]
-    calibration: dict
-    techniques: dict  # what was applied, with each step's report
-    seconds: float
-    qdq_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def prepare_source(fused_onnx: Path | str, out_dir: Path | str, samples: CalibrationSet, cfg: Int8Config,
@@ -67,13 +50,13 @@ def prepare_source(fused_onnx: Path | str, out_dir: Path | str, samples: Calibra
         from bertbuild.precision.smoothing import smooth
 
         report = smooth(source, Path(out_dir) / "model-smoothed.onnx", samples, cfg, threads, external_data)
-        source, techniques["smoothing"] = Path(report.path), report.to_json()
+        source, techniques["smoothing"] = Path(report.path), asdict(report)
     if cfg.outlier_channels:
         from bertbuild.precision.outliers import split_outliers
 
         report = split_outliers(source, Path(out_dir) / f"{source.stem}-outliers.onnx", samples, cfg, threads,
                                 external_data)
-        source, techniques["outliers"] = Path(report.path), report.to_json()
+        source, techniques["outliers"] = Path(report.path), asdict(report)
     return source, techniques
 
 
@@ -101,7 +84,7 @@ def write_int8_files(source: Path | str, out_dir: Path | str, calibration: Calib
         if variant == ORT_VARIANT:
             report = write_ort_int8(variant_source, path, calibration, cfg, excluded, external_data)
             quantized = report.quantized_nodes
-            techniques["ort"] = {k: v for k, v in report.to_json().items()
+            techniques["ort"] = {k: v for k, v in asdict(report).items()
                                  if k not in ("quantized_nodes", "excluded_nodes")}
         else:
             quantized = quantize_variant(variant_source, path, calibration, cfg, variant, excluded, external_data)

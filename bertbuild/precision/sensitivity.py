@@ -75,9 +75,8 @@ def rank_sensitivity(fp32_onnx: Path | str, calibration: Calibration, samples: C
         for target in targets:
             name, node = target["activation"], target["node"]
             if name not in quantized:
-                tensor_range = calibration.ranges[name]
-                low, high = tensor_range.symmetric() if variant == "s8s8" else tensor_range.clipped()
-                quantized[name] = fake_quantize_activation(activations[name], low, high, variant)
+                bounds = calibration.ranges[name].bounds(variant)
+                quantized[name] = fake_quantize_activation(activations[name], *bounds, variant)
             weight_name = weight_of[node]
             if weight_name not in weight_cache:
                 w = onnx_files.array(weights[weight_name], fp32_onnx).astype(np.float32)

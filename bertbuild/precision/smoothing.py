@@ -28,7 +28,7 @@ equivalent to its input, from which calibration and quantization then run.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +54,6 @@ class SmoothingReport:
     max_scale: float = 0.0
     min_scale: float = 0.0
     seconds: float = 0.0
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def smoothing_groups(model: onnx.ModelProto, producer_ops: tuple[str, ...]) -> dict[str, list[onnx.NodeProto]]:
