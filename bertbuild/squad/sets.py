@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -73,13 +73,6 @@ class SquadSet:
     @property
     def question_ids(self) -> list[str]:
         return [example.qid for example in self.examples]
-
-    def batches(self, batch_size: int, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-        """Consecutive int32 input batches (at most `limit` of them)."""
-        for number, feed in enumerate(self.features.batches(batch_size)):
-            if limit is not None and number >= limit:
-                return
-            yield feed
 
     def first_windows(self, rows: int) -> "SquadSet":
         """The first `rows` windows and only the questions they come from."""

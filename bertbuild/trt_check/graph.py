@@ -81,7 +81,6 @@ class GraphView:
 
     def __init__(self, model: onnx.ModelProto, path: Path | str | None = None):
         """`path`: the model's file, beside which its external data is read."""
-        self.model = model
         self._path = path
         self.graph = model.graph
         self.opsets = {o.domain: o.version for o in model.opset_import}
