@@ -202,9 +202,3 @@ class Timed:
     def to_dict(self) -> dict:
         return {"backend": self.backend, "compute_precision": self.compute, **self.stats.to_dict()}
 
-
-def compare(baseline: LatencyStats, candidate: LatencyStats) -> float:
-    """Speed-up of `candidate` over `baseline` at the median: baseline p50 / candidate p50 (>1 = faster)."""
-    return baseline.p50_ms / candidate.p50_ms
-
-
