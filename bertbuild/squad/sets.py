@@ -19,7 +19,6 @@ from typing import Sequence
 import numpy as np
 
 from bertbuild.arrays import load_npz
-
 from bertbuild.hashing import sha256_bytes
 from bertbuild.squad.data import Example, examples_from, load_dataset, select, split_by_article
 from bertbuild.squad.features import Features, build_features, make_tokenizer
