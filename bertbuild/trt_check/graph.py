@@ -121,10 +121,6 @@ def attribute(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
-def has_attribute(node: onnx.NodeProto, name: str) -> bool:
-    return any(attr.name == name for attr in node.attribute)
-
-
 def present(names) -> list[tuple[int, str]]:
     """(position, name) of the inputs or outputs that are actually given (ONNX leaves skipped optionals empty)."""
     return [(i, n) for i, n in enumerate(names) if n]
