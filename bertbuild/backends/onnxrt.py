@@ -152,12 +152,6 @@ class OnnxRuntimeBackend(Backend):
             return False, "ONNX Runtime's CPU provider has no BF16 arithmetic"
         return True, ""
 
-    def _check_providers(self, session) -> None:
-        """ORT falls back to later providers when one fails to load (no CUDA/TensorRT libraries): refuse that."""
-        if session.get_providers()[0] != self.providers[0]:
-            raise MissingDependency(f"{self.name}: ONNX Runtime could not start {self.providers[0]} (it fell back to "
-                                    f"{session.get_providers()[0]}); check the CUDA/TensorRT libraries on this host")
-
     def build(self, onnx_path: Path, precision: str, profiles: list[Profile], out_dir: Path,
               float_parts: str | None = None) -> Engine:
         """Let ORT optimize the graph once and save the result as the engine.
@@ -190,7 +184,10 @@ class OnnxRuntimeBackend(Backend):
         providers = self._session_providers(profiles)
         # One session now: it optimizes (or, with TensorRT, compiles and caches) before any timing.
         session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
-        self._check_providers(session)
+        # ORT falls back to later providers when one fails to load (no CUDA/TensorRT libraries): refuse that.
+        if session.get_providers()[0] != self.providers[0]:
+            raise MissingDependency(f"{self.name}: ONNX Runtime could not start {self.providers[0]} (it fell back to "
+                                    f"{session.get_providers()[0]}); check the CUDA/TensorRT libraries on this host")
         saved = {"optimized_model_saved": not self.compiles}
         if self.compiles:
             saved["why_not_saved"] = (f"{self.providers[0]} compiles subgraphs into nodes ONNX Runtime cannot "
