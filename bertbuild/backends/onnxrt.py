@@ -33,14 +33,6 @@ CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "Tensorrt
 GPU_EXTRA = "pip install 'bertbuild[gpu]' (onnxruntime-gpu, which replaces onnxruntime) on a CUDA host"
 
 
-def _levels():
-    import onnxruntime as ort
-
-    level = ort.GraphOptimizationLevel
-    return {"disabled": level.ORT_DISABLE_ALL, "basic": level.ORT_ENABLE_BASIC,
-            "extended": level.ORT_ENABLE_EXTENDED, "all": level.ORT_ENABLE_ALL}
-
-
 def session_options(threads: int | None = None, optimization: str = "all"):
     import onnxruntime as ort
 
@@ -50,13 +42,11 @@ def session_options(threads: int | None = None, optimization: str = "all"):
     options.inter_op_num_threads = 1
     if options.intra_op_num_threads < cores:  # a share of the host, beside other work: waiting threads sleep
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.graph_optimization_level = _levels()[optimization]
+    level = ort.GraphOptimizationLevel
+    levels = {"disabled": level.ORT_DISABLE_ALL, "basic": level.ORT_ENABLE_BASIC,
+              "extended": level.ORT_ENABLE_EXTENDED, "all": level.ORT_ENABLE_ALL}
+    options.graph_optimization_level = levels[optimization]
     return options
-
-
-def default_providers() -> list[str]:
-    """The CPU: references and plain ONNX runs are reproducible on any host. GPUs come from naming a GPU backend."""
-    return [CPU]
 
 
 def tensorrt_provider_options(profiles: list[Profile], cache_dir: Path) -> dict:
@@ -80,7 +70,10 @@ def tensorrt_provider_options(profiles: list[Profile], cache_dir: Path) -> dict:
 
 
 class OnnxRuntimeRunner(Runner):
-    """Runs an ONNX file with ONNX Runtime. `providers`: names or (name, options) pairs, in order."""
+    """Runs an ONNX file with ONNX Runtime. `providers`: names or (name, options) pairs, in order.
+
+    Without `providers`, on the CPU: references and plain ONNX runs are reproducible on any host.
+    """
 
     def __init__(self, model_path: Path | str, providers: list | None = None, threads: int | None = None,
                  name: str | None = None, optimization: str = "all"):
@@ -101,7 +94,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             self._session = ort.InferenceSession(
                 str(self.model_path), sess_options=session_options(self.threads, self.optimization),
-                providers=self.providers or default_providers(),
+                providers=self.providers or [CPU],
             )
         except (Fail, InvalidArgument, InvalidProtobuf, NoSuchFile) as error:  # a file that is not a model we can run
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -159,12 +152,6 @@ class OnnxRuntimeBackend(Backend):
             return False, "ONNX Runtime's CPU provider has no BF16 arithmetic"
         return True, ""
 
-    def _check_providers(self, session) -> None:
-        """ORT falls back to later providers when one fails to load (no CUDA/TensorRT libraries): refuse that."""
-        if session.get_providers()[0] != self.providers[0]:
-            raise MissingDependency(f"{self.name}: ONNX Runtime could not start {self.providers[0]} (it fell back to "
-                                    f"{session.get_providers()[0]}); check the CUDA/TensorRT libraries on this host")
-
     def build(self, onnx_path: Path, precision: str, profiles: list[Profile], out_dir: Path,
               float_parts: str | None = None) -> Engine:
         """Let ORT optimize the graph once and save the result as the engine.
@@ -197,7 +184,10 @@ class OnnxRuntimeBackend(Backend):
         providers = self._session_providers(profiles)
         # One session now: it optimizes (or, with TensorRT, compiles and caches) before any timing.
         session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
-        self._check_providers(session)
+        # ORT falls back to later providers when one fails to load (no CUDA/TensorRT libraries): refuse that.
+        if session.get_providers()[0] != self.providers[0]:
+            raise MissingDependency(f"{self.name}: ONNX Runtime could not start {self.providers[0]} (it fell back to "
+                                    f"{session.get_providers()[0]}); check the CUDA/TensorRT libraries on this host")
         saved = {"optimized_model_saved": not self.compiles}
         if self.compiles:
             saved["why_not_saved"] = (f"{self.providers[0]} compiles subgraphs into nodes ONNX Runtime cannot "

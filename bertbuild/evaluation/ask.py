@@ -28,7 +28,7 @@ def answer(runner: Runner, vocab_path: Path, question: str, context: str, lower_
 
 def find_vocab(engine_path: Path) -> Path:
     """vocab.txt beside the engine or up to three folders above it (a run or bundle root)."""
-    for folder in [engine_path.parent, *list(engine_path.parents)[1:4]]:
+    for folder in list(engine_path.parents)[:4]:
         if (folder / "vocab.txt").is_file():
             return folder / "vocab.txt"
     raise UserInputError(f"no vocab.txt found beside {engine_path} or above it; pass --vocab")
@@ -42,7 +42,7 @@ def max_positions(engine_path: Path) -> tuple[int, str] | None:
     """
     import json
 
-    for folder in [engine_path.parent, *list(engine_path.parents)[1:4]]:
+    for folder in list(engine_path.parents)[:4]:
         config = folder / "bert_config.json"
         if config.is_file():
             try:

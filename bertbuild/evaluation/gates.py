@@ -118,7 +118,6 @@ def check_engine(row: dict, reference: dict, gates) -> list[GateResult]:
 
 
 def failures(results: list[GateResult]) -> list[GateResult]:
-    """The failed gates."""
     return [r for r in results if not r.passed]
 
 

@@ -151,8 +151,7 @@ class PassStats:
         return data
 
 
-def measure_pass(runner: Runner, windows, batch: int, length_bucket: int, warmup: bool = True,
-                 name: str | None = None) -> PassStats:
+def measure_pass(runner: Runner, windows, batch: int, length_bucket: int, warmup: bool = True) -> PassStats:
     """Time one pass over `windows` (Features or alike) cut by `bertbuild.squad.batching`, as scoring runs it.
 
     With `warmup`, one untimed call per distinct batch shape first: ONNX Runtime
@@ -179,7 +178,7 @@ def measure_pass(runner: Runner, windows, batch: int, length_bucket: int, warmup
     finally:
         if not was_active:
             runner.deactivate()
-    return PassStats(name or runner.name, length_bucket, batch, plan.windows,
+    return PassStats(runner.name, length_bucket, batch, plan.windows,
                      int(np.count_nonzero(windows.input_mask)), plan.fed_positions, spent)
 
 
@@ -201,10 +200,4 @@ class Timed:
 
     def to_dict(self) -> dict:
         return {"backend": self.backend, "compute_precision": self.compute, **self.stats.to_dict()}
-
-
-def compare(baseline: LatencyStats, candidate: LatencyStats) -> float:
-    """Speed-up of `candidate` over `baseline` at the median: baseline p50 / candidate p50 (>1 = faster)."""
-    return baseline.p50_ms / candidate.p50_ms
-
 

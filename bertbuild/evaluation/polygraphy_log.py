@@ -37,8 +37,8 @@ def show_detail(on: bool = True) -> None:
 
 
 class _Sink:
-    def __init__(self, file, severity: int):
-        self.file, self.severity, self.once = file, severity, set()
+    def __init__(self, file):
+        self.file, self.once = file, set()
 
 
 def _install() -> None:
@@ -64,7 +64,7 @@ def _install() -> None:
 def _to_sink(sink: _Sink, message, severity: int, mode: int, error_ok: bool) -> None:
     from polygraphy.logger import G_LOGGER, LogMode
 
-    if severity < sink.severity:
+    if severity < G_LOGGER.INFO:
         return
     if mode == LogMode.ONCE:
         if hash(message) in sink.once:
@@ -88,15 +88,13 @@ def _to_sink(sink: _Sink, message, severity: int, mode: int, error_ok: bool) -> 
 
 
 @contextmanager
-def captured(path: Path | str, severity: int | None = None) -> Iterator[Path]:
-    """Polygraphy's messages on this thread go to `path` (overwritten) while inside; `severity`: from INFO."""
-    from polygraphy.logger import G_LOGGER
-
+def captured(path: Path | str) -> Iterator[Path]:
+    """Polygraphy's messages on this thread, from INFO, go to `path` (overwritten) while inside."""
     _install()
     path = Path(path)
     previous = getattr(_local, "sink", None)
     with open(path, "w") as file:
-        _local.sink = _Sink(file, G_LOGGER.INFO if severity is None else severity)
+        _local.sink = _Sink(file)
         try:
             yield path
         finally:

@@ -99,7 +99,6 @@ def evaluate(runner: Runner, eval_set: SquadSet, cfg: EvalConfig, log: Callable[
     )
 
 
-
 def save_outputs(result: EvalResult, out_dir: Path | str, tag: str) -> dict:
     """Write `logits-<tag>.npz` and `predictions-<tag>.json`; returns the summary with both paths."""
     from bertbuild.squad.metrics import write_predictions

@@ -75,8 +75,9 @@ class ResolvedMember:
 def load_members(members: list[FleetMember | dict] | str) -> list[ResolvedMember]:
     """Every member, checked: a members file's path, or the list itself. One-line `ConfigError` on a bad entry."""
     if isinstance(members, (str, Path)):
-        origin = str(members)
-        raw = _read_members_file(Path(members))
+        origin, raw = str(members), read_yaml_file(Path(members), "members file")
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{Path(members)}: expected a mapping with a 'members' list, got {type(raw).__name__}")
     else:
         origin, raw = "members", {"members": members}
     parsed = build_section(_MembersFile, origin, **raw)
@@ -100,10 +101,3 @@ def load_members(members: list[FleetMember | dict] | str) -> list[ResolvedMember
             raise ConfigError(f"{where}: label {label!r} is also members[{clash}]'s; give each member its own label")
         resolved.append(ResolvedMember(label, member, config))
     return resolved
-
-
-def _read_members_file(path: Path) -> dict:
-    raw = read_yaml_file(path, "members file")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with a 'members' list, got {type(raw).__name__}")
-    return raw

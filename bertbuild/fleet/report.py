@@ -146,14 +146,6 @@ def _interval(delta: Any) -> Interval | None:
     return None if None in values else Interval(delta=values[0], low=values[1], high=values[2])
 
 
-def _gate_names(gates: Sequence[GateResult]) -> dict[str, list[tuple[str, bool]]]:
-    """engine -> [(gate, passed)] from a manifest's gate records (validated when the manifest was read)."""
-    by_engine: dict[str, list[tuple[str, bool]]] = {}
-    for gate in gates:
-        by_engine.setdefault(gate.engine, []).append((gate.gate[:200], gate.passed))
-    return by_engine
-
-
 def rows_from_bundle(results: Any, gates: Sequence[GateResult] = ()) -> tuple[FleetRow, ...]:
     """Rows per precision from a member manifest's `meta.results` (untrusted) and its gates.
 
@@ -162,7 +154,9 @@ def rows_from_bundle(results: Any, gates: Sequence[GateResult] = ()) -> tuple[Fl
     row's own PASS/FAIL mark; an engine with no gate record (the TensorFlow
     reference) shows `-`.
     """
-    by_engine = _gate_names(gates)
+    by_engine: dict[str, list[tuple[str, bool]]] = {}  # engine -> [(gate, passed)]
+    for gate in gates:  # validated when the manifest was read
+        by_engine.setdefault(gate.engine, []).append((gate.gate[:200], gate.passed))
     raw = [r for r in (results if isinstance(results, list) else [])[:64]
            if isinstance(r, dict) and isinstance(r.get("precision"), str) and r["precision"]]
     fp32 = next((_number(r.get("p50_ms")) for r in raw if r["precision"] == FP32), None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bertbuild.evaluation.latency import PassStats, Timed, compare
+from bertbuild.evaluation.latency import PassStats, Timed
 from bertbuild.reporting.text_table import text_table
 
 
@@ -13,7 +13,7 @@ def backend_table(rows: list[Timed]) -> str:
     body = [
         (r.backend, r.stats.name, r.compute, f"{r.stats.p50_ms:.2f}", f"{r.stats.p95_ms:.2f}",
          f"{r.stats.mean_ms:.2f}", f"{r.stats.sequences_per_s:.1f}", str(r.stats.iterations),
-         f"{compare(first, r.stats):.2f}x")
+         f"{first.p50_ms / r.stats.p50_ms:.2f}x")
         for r in rows
     ]
     return text_table([header, *body], left=3)

@@ -44,6 +44,7 @@ from typing import Sequence
 from onnx import TensorProto
 
 from bertbuild.errors import UserInputError
+from bertbuild.runner import read_metadata
 
 # Triton's DataType for each ONNX element type an input or output may have.
 DATA_TYPES = {
@@ -257,12 +258,9 @@ def model_config(name: str, backend: str, engine_path: Path | str, profiles: Seq
     serving = SERVING.get(backend)
     if serving is None:
         raise UserInputError(f"no Triton platform for backend {backend!r} (known: {', '.join(SERVING)})")
-    metadata: dict = {}
-    if serving.backend == OPENVINO_BACKEND:
-        from bertbuild.runner import read_metadata
-
-        metadata = read_metadata(engine_path)
-        source_onnx = source_onnx or metadata.get("source_onnx")
+    openvino = serving.backend == OPENVINO_BACKEND
+    metadata = read_metadata(engine_path) if openvino else {}
+    source_onnx = source_onnx or metadata.get("source_onnx")
     onnx_path = Path(engine_path) if serving.platform == ONNX_PLATFORM else source_onnx
     if onnx_path is None:
         raise UserInputError(f"{engine_path}: a {backend} engine's inputs and outputs are read from the ONNX file "
@@ -282,7 +280,6 @@ def model_config(name: str, backend: str, engine_path: Path | str, profiles: Seq
         groups = tuple(InstanceGroup(serving.kind, profiles=(str(i),)) for i in range(len(profiles)))
     else:
         groups = (InstanceGroup(serving.kind),)
-    openvino = serving.backend == OPENVINO_BACKEND
     return ModelConfig(name=name, platform=serving.platform, max_batch_size=max_batch,
                        default_model_filename=serving.model_file or Path(engine_path).name, inputs=described(inputs),
                        outputs=described(outputs), instance_groups=groups, preferred_batch_sizes=preferred,

@@ -105,25 +105,25 @@ class BatchPlan:
         return BatchPlan(tuple(self.batches[i] for i in picked), self.extents, self.max_seq_length,
                          self.length_bucket)
 
-    def restore(self, outputs: Sequence[np.ndarray], fill: float = PAD_LOGIT) -> np.ndarray:
+    def restore(self, outputs: Sequence[np.ndarray]) -> np.ndarray:
         """Per-batch outputs ([rows, length, ...], in feed order) as one [windows, max_seq_length, ...] array.
 
         Windows are back in their original order; every position at or past a
-        window's extent holds `fill`. Windows no batch fed (a sampled plan) are `fill` throughout.
+        window's extent holds PAD_LOGIT. Windows no batch fed (a sampled plan) are PAD_LOGIT throughout.
         """
         if len(outputs) != len(self.batches):
             raise ValueError(f"{len(outputs)} outputs for {len(self.batches)} batches")
         if not outputs:
-            return np.full((self.windows, self.max_seq_length), fill, dtype=np.float32)
+            return np.full((self.windows, self.max_seq_length), PAD_LOGIT, dtype=np.float32)
         first = np.asarray(outputs[0])
-        restored = np.full((self.windows, self.max_seq_length, *first.shape[2:]), fill, dtype=first.dtype)
+        restored = np.full((self.windows, self.max_seq_length, *first.shape[2:]), PAD_LOGIT, dtype=first.dtype)
         for batch, value in zip(self.batches, outputs):
             value = np.asarray(value)
             if value.shape[:2] != (batch.rows.size, batch.length):
                 raise ValueError(f"output of shape {value.shape} for a batch of {batch.rows.size} x {batch.length}")
             restored[batch.rows, :batch.length] = value
         past = np.arange(self.max_seq_length)[None, :] >= self.extents[:, None]
-        restored[past] = fill
+        restored[past] = PAD_LOGIT
         return restored
 
 

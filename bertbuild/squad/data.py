@@ -35,7 +35,6 @@ class Example:
 
 
 def _check_sha256(data: bytes, expected: str, what: str) -> None:
-    """Raise a one-line UserInputError when `data` does not hash to `expected`."""
     actual = sha256_bytes(data)
     if actual != expected:
         raise UserInputError(
@@ -147,5 +146,4 @@ def select(examples: Sequence[Example], limit: int | None = None, offset: int = 
 
 
 def question_count(articles: Iterable[dict]) -> int:
-    """Number of questions in a list of articles."""
     return sum(len(paragraph["qas"]) for article in articles for paragraph in article["paragraphs"])

@@ -23,7 +23,6 @@ from bertbuild.errors import UserInputError
 from bertbuild.squad.data import Example
 
 REQUIRED_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
-MODEL_INPUT_NAMES = ("input_ids", "segment_ids", "input_mask")
 PAD_ID = 0  # BERT pads with id 0 whatever the vocab; masks make the value irrelevant.
 
 Offset = tuple[int, int]

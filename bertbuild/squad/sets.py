@@ -14,12 +14,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from bertbuild.arrays import load_npz
-
 from bertbuild.hashing import sha256_bytes
 from bertbuild.squad.data import Example, examples_from, load_dataset, select, split_by_article
 from bertbuild.squad.features import Features, build_features, make_tokenizer
@@ -73,13 +72,6 @@ class SquadSet:
     @property
     def question_ids(self) -> list[str]:
         return [example.qid for example in self.examples]
-
-    def batches(self, batch_size: int, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-        """Consecutive int32 input batches (at most `limit` of them)."""
-        for number, feed in enumerate(self.features.batches(batch_size)):
-            if limit is not None and number >= limit:
-                return
-            yield feed
 
     def first_windows(self, rows: int) -> "SquadSet":
         """The first `rows` windows and only the questions they come from."""

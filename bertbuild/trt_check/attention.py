@@ -14,7 +14,7 @@ from typing import Iterator
 import onnx
 from onnx import TensorProto
 
-from bertbuild.trt_check.graph import DEFAULT_DOMAINS, GraphView, attribute, has_attribute, node_label, present
+from bertbuild.trt_check.graph import DEFAULT_DOMAINS, GraphView, attribute, node_label, present
 from bertbuild.trt_check.matrix import OperatorMatrix, type_name
 from bertbuild.trt_check.report import Finding
 
@@ -55,8 +55,9 @@ def _problems(view: GraphView, node: onnx.NodeProto, matrix: OperatorMatrix) -> 
     problems += [f"output {_OUTPUT_NAMES[i]} is not supported" for i, _ in present(node.output)
                  if i >= facts["outputs_max"]]
     for name in facts["unsupported_attributes"]:
-        if has_attribute(node, name) and attribute(node, name) not in (0, 0.0):
-            problems.append(f"attribute {name}={attribute(node, name)} is not supported")
+        value = attribute(node, name, 0)  # absent or 0: unset
+        if value not in (0, 0.0):
+            problems.append(f"attribute {name}={value} is not supported")
     q, k, v = (view.info(node.input[i]) for i in range(3))
     ranks = {label: info.rank for label, info in zip("QKV", (q, k, v))}
     if any(r != rank for r in ranks.values()):

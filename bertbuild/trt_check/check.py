@@ -20,12 +20,6 @@ NODE_RULES = (check_opset, check_domains_and_operators, check_extra_outputs, che
               check_qdq, check_attention)
 
 
-def default_profiles() -> tuple:
-    from bertbuild.config import EngineConfig
-
-    return EngineConfig().profiles
-
-
 def check_onnx(path: Path | str, trt_version: str = DEFAULT_VERSION, profiles: Sequence | None = None) -> ReadinessReport:
     """Statically check that TensorRT `trt_version`'s ONNX parser and builder would take this file.
 
@@ -36,6 +30,10 @@ def check_onnx(path: Path | str, trt_version: str = DEFAULT_VERSION, profiles: S
     matrix = load_matrix(trt_version)
     view = GraphView(load_model(path), path)
     issues = [finding for rule in NODE_RULES for finding in rule(view, matrix)]
-    issues += check_dynamic_axes(view, profiles if profiles is not None else default_profiles())
+    if profiles is None:
+        from bertbuild.config import EngineConfig
+
+        profiles = EngineConfig().profiles
+    issues += check_dynamic_axes(view, profiles)
     return ReadinessReport(path=str(path), tensorrt=matrix.tensorrt, source=matrix.citation,
                            nodes_checked=sum(1 for _ in view.nodes()), issues=issues)

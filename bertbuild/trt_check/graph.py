@@ -81,7 +81,6 @@ class GraphView:
 
     def __init__(self, model: onnx.ModelProto, path: Path | str | None = None):
         """`path`: the model's file, beside which its external data is read."""
-        self.model = model
         self._path = path
         self.graph = model.graph
         self.opsets = {o.domain: o.version for o in model.opset_import}
@@ -120,10 +119,6 @@ def attribute(node: onnx.NodeProto, name: str, default=None):
         if attr.name == name:
             return onnx.helper.get_attribute_value(attr)
     return default
-
-
-def has_attribute(node: onnx.NodeProto, name: str) -> bool:
-    return any(attr.name == name for attr in node.attribute)
 
 
 def present(names) -> list[tuple[int, str]]:

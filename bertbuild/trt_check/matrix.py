@@ -56,7 +56,6 @@ class OperatorMatrix:
     opset_min: int
     opset_max: int
     network_types: frozenset[int]
-    io_only_types: frozenset[int]
     operators: dict[str, OperatorSupport]
     attention: dict
     max_outputs: dict[str, int]
@@ -84,8 +83,7 @@ def load_matrix(version: str = DEFAULT_VERSION) -> OperatorMatrix:
                  for op, entry in raw["operators"].items()}
     return OperatorMatrix(
         tensorrt=raw["tensorrt"], source=raw["source"], derivation=raw["derivation"],
-        opset_min=raw["opset"]["min"], opset_max=raw["opset"]["max"],
-        network_types=_types(raw["network_types"]), io_only_types=_types(raw["io_only_types"]),
+        opset_min=raw["opset"]["min"], opset_max=raw["opset"]["max"], network_types=_types(raw["network_types"]),
         operators=operators, attention=raw["attention"], max_outputs=raw["max_outputs"], hints=raw["hints"],
         builder=raw["builder"],
     )
