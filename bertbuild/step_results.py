@@ -89,17 +89,26 @@ class Int8Source(_Record):
     cached: bool | None = None
 
 
-class Int8Step(_Result):
-    """A calibration (`path`: its ranges file) or a set of INT8 files (`paths`: variant -> file), and the step's
-    full record, which results.json keeps."""
+class RangesFile(_Result):
+    """A calibration: its activation-ranges file, and its summary, which results.json keeps."""
 
-    path: str | None = None
-    paths: dict[str, str] = {}
+    path: str
     report: dict
 
     @classmethod
-    def from_step(cls, result: dict) -> "Int8Step":
-        return cls(path=result.get("cache_path"), paths=result.get("paths", {}), report=result)
+    def from_step(cls, result: dict) -> "RangesFile":
+        return cls(path=result["cache_path"], report=result)
+
+
+class Int8Variants(_Result):
+    """The INT8 files written from one exclusion list (variant -> file), and the writer's record for results.json."""
+
+    paths: dict[str, str]
+    report: dict
+
+    @classmethod
+    def from_step(cls, result: dict) -> "Int8Variants":
+        return cls(paths=result["paths"], report=result)
 
 
 class Scores(_Record):

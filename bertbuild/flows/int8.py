@@ -24,7 +24,7 @@ from bertbuild.config import BuildConfig
 from bertbuild.evaluation.gates import GateResult
 from bertbuild.precision.fallback import exclusion_schedule, run_fallback
 from bertbuild.runs import RunContext
-from bertbuild.step_results import Int8Step, OnnxFile, TuneSplit
+from bertbuild.step_results import Int8Variants, OnnxFile, RangesFile, TuneSplit
 from bertbuild.tasks.model import ModelInfo
 from bertbuild.tasks.precision import (calibrate_int8, int8_onnx, prepare_int8_source, rank_int8_sensitivity, tune_try,
                                        tune_windows)
@@ -34,8 +34,8 @@ from bertbuild.tasks.precision import (calibrate_int8, int8_onnx, prepare_int8_s
 class Int8Choice:
     """The INT8 file kept on the tune split, and how it was chosen."""
 
-    written: Int8Step  # the kept files, every variant's ("s8s8", "u8s8", "ort"), quantized and excluded nodes
-    calibration: Int8Step  # the ranges file and the calibration summary
+    written: Int8Variants  # the kept files, every variant's ("s8s8", "u8s8", "ort"), quantized and excluded nodes
+    calibration: RangesFile
     tune: TuneSplit
     report: dict  # the plain try, the fallback, the float parts: results.json's `int8_choice`
     gate: GateResult  # `tune_answer_agreement`, decided here, judged with the engine's other gates
@@ -59,7 +59,7 @@ def choose_int8(fused: OnnxFile, model: ModelInfo, cfg: BuildConfig, run: RunCon
                                  length_bucket=bucket)  # smoothed / outlier-split
     calibration = calibrate_int8(source, model, int8_cfg, dataset, run, threads, length_bucket=bucket)
     tune = tune_windows(model, precision.tune, calibration, cfg.eval, run)
-    written: dict[str, Int8Step] = {}
+    written: dict[str, Int8Variants] = {}
 
     def quantize(excluded: list[str]) -> str:
         result = int8_onnx(source, calibration, model, int8_cfg, dataset, excluded, run, threads, external,

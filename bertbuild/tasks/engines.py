@@ -91,7 +91,8 @@ def score_engine(engine: EngineRef, squad: SquadFile, eval_cfg: EvalConfig, run:
                                                  get_run_logger().info), out, runner.name)
 
     return Work(produce, files=[*engine.files, squad.path],
-                fields={"eval": eval_cfg.model_dump(mode="json"), **runtime_fields(engine.backend)}, finish=Scores.from_step)
+                fields={"eval": eval_cfg.model_dump(mode="json"), **runtime_fields(engine.backend)},
+                finish=Scores.from_step)
 
 
 @cached_step("validation", task_name="validate-engine",
@@ -146,8 +147,8 @@ def compare_with_reference(scored: Scores, squad: SquadFile, reference: Referenc
 @cached_step("benchmark", task_name="benchmark-engine",
              code=("bertbuild.evaluation.latency", "bertbuild.backends.registry"), libraries=(*RUNTIMES, "tokenizers"),
              host=True)
-def benchmark_engine(engine: EngineRef, squad: SquadFile, bench: BenchmarkConfig, eval_cfg: EvalConfig, model_vocab: str,
-                     lower_case: bool, run: RunContext, threads: int | None) -> Work:
+def benchmark_engine(engine: EngineRef, squad: SquadFile, bench: BenchmarkConfig, eval_cfg: EvalConfig,
+                     model_vocab: str, lower_case: bool, run: RunContext, threads: int | None) -> Work:
     """The engine's `Timing`: latency and throughput on real held-out SQuAD windows at the benchmark shape.
 
     Reused from an earlier run of the same engine file on this kind of host

@@ -23,7 +23,7 @@ from bertbuild.resources import measured
 from bertbuild.runs import RunContext
 from bertbuild.shapes import DEFAULT_LENGTH_BUCKET
 from bertbuild.kinds import Precision
-from bertbuild.step_results import Int8Source, Int8Step, OnnxFile, TuneSplit
+from bertbuild.step_results import Int8Source, Int8Variants, OnnxFile, RangesFile, TuneSplit
 from bertbuild.steps import CachedStep, Work, cached_step
 from bertbuild.tasks.model import ModelInfo
 
@@ -126,13 +126,13 @@ def calibrate_int8(source: Int8Source, model: ModelInfo, int8_cfg: Int8Config, d
                                      log=get_run_logger().info).summary()
 
     return Work(produce, files=[source.path, model.vocab_path],
-                fields=_int8_fields(int8_cfg, dataset, model, length_bucket), finish=Int8Step.from_step)
+                fields=_int8_fields(int8_cfg, dataset, model, length_bucket), finish=RangesFile.from_step)
 
 
 @cached_step("int8", task_name="int8-onnx",
              code=("bertbuild.precision.recipe", "bertbuild.precision.ranges", "bertbuild.precision.calibration_set",
                    "bertbuild.onnx_files"), libraries=INT8_LIBRARIES)
-def int8_onnx(source: Int8Source, calibration: Int8Step, model: ModelInfo, int8_cfg: Int8Config, dataset: str,
+def int8_onnx(source: Int8Source, calibration: RangesFile, model: ModelInfo, int8_cfg: Int8Config, dataset: str,
               excluded: list[str], run: RunContext, threads: int | None, external_data: bool | None = None,
               length_bucket: int = DEFAULT_LENGTH_BUCKET) -> Work:
     """Every INT8 file (s8s8 for TensorRT, u8s8, and ONNX Runtime's own) with `excluded` nodes left in FP32."""
@@ -147,14 +147,14 @@ def int8_onnx(source: Int8Source, calibration: Int8Step, model: ModelInfo, int8_
 
     fields = {**_int8_fields(int8_cfg, dataset, model, length_bucket), "excluded": sorted(excluded),
               **_external(external_data)}
-    return Work(produce, files=[source.path, calibration.path], fields=fields, finish=Int8Step.from_step)
+    return Work(produce, files=[source.path, calibration.path], fields=fields, finish=Int8Variants.from_step)
 
 
 @cached_step("sensitivity", task_name="rank-int8-sensitivity",
              code=("bertbuild.precision.sensitivity", "bertbuild.precision.ranges",
                    "bertbuild.precision.calibration_set"), libraries=INT8_LIBRARIES)
-def rank_int8_sensitivity(source: Int8Source, calibration: Int8Step, model: ModelInfo, int8_cfg: Int8Config, dataset: str,
-                          variant: str, batches: int, run: RunContext, threads: int | None,
+def rank_int8_sensitivity(source: Int8Source, calibration: RangesFile, model: ModelInfo, int8_cfg: Int8Config,
+                          dataset: str, variant: str, batches: int, run: RunContext, threads: int | None,
                           length_bucket: int = DEFAULT_LENGTH_BUCKET) -> Work:
     """[node, noise-to-signal] for every INT8 MatMul, most sensitive first (train-half windows only)."""
     from bertbuild.precision import sensitivity
@@ -173,7 +173,7 @@ def rank_int8_sensitivity(source: Int8Source, calibration: Int8Step, model: Mode
 
 @cached_step("tune", task_name="tune-windows",
              code=("bertbuild.evaluation.tune_split", "bertbuild.precision.ranges"), libraries=("tokenizers", "numpy"))
-def tune_windows(model: ModelInfo, tune_cfg, calibration: Int8Step, eval_cfg, run: RunContext) -> Work:
+def tune_windows(model: ModelInfo, tune_cfg, calibration: RangesFile, eval_cfg, run: RunContext) -> Work:
     """The `TuneSplit` as a `SquadSet` file: seeded train-half questions that calibration did not read."""
     from bertbuild.evaluation import tune_split
     from bertbuild.precision.ranges import load_calibration

@@ -27,5 +27,5 @@ def featurize_squad(model: ModelInfo, eval_cfg: EvalConfig, run: RunContext) -> 
                 "windows": len(chosen)}
 
     inputs = [model.vocab_path] + ([eval_cfg.dataset] if Path(eval_cfg.dataset).is_file() else [])
-    return Work(produce, files=inputs, fields={"eval": eval_cfg.model_dump(mode="json"), "lower_case": model.lower_case},
-                finish=SquadFile.from_step)
+    fields = {"eval": eval_cfg.model_dump(mode="json"), "lower_case": model.lower_case}
+    return Work(produce, files=inputs, fields=fields, finish=SquadFile.from_step)
